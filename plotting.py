@@ -1,0 +1,145 @@
+"""The lab's figures, drawn from histories (dicts of per-epoch lists), saved as PNG.
+
+Every function returns the matplotlib Figure (the notebook shows it inline) and saves it when
+given a path. Nothing here trains or reads results files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+if "ipykernel" not in os.environ.get("MPLBACKEND", "") and not os.environ.get("DISPLAY"):
+    # Headless (CI, GPU servers): draw to files. Jupyter sets its own inline backend.
+    try:
+        import IPython
+
+        if IPython.get_ipython() is None:
+            matplotlib.use("Agg")
+    except ImportError:
+        matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+CURVES = (("train_loss", "Train loss"), ("val_loss", "Val loss"),
+          ("train_acc", "Train acc"), ("val_acc", "Val acc"))  # fmt: skip
+
+
+def _save(fig, path) -> None:
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def _xy(history: Mapping, key: str):
+    pairs = [(e, v) for e, v in zip(history["epoch"], history[key]) if v is not None]
+    return [e for e, _ in pairs], [v for _, v in pairs]
+
+
+def plot_history(history: Mapping, title: str = "", path=None):
+    """The lab's four curves for one run: losses on the left, accuracies on the right."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, label in CURVES:
+        ax = ax_loss if key.endswith("loss") else ax_acc
+        ax.plot(*_xy(history, key), marker=".", label=label)
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def _mean_band(histories: Sequence[Mapping], key: str):
+    """Mean and std over seeds of one curve, on the epochs every seed reached."""
+    curves = [_xy(h, key) for h in histories]
+    n = min(len(xs) for xs, _ in curves)
+    if n == 0:
+        return [], np.array([]), np.array([])
+    ys = np.array([ys[:n] for _, ys in curves], dtype=float)
+    return curves[0][0][:n], ys.mean(0), ys.std(0, ddof=1) if len(ys) > 1 else np.zeros(n)
+
+
+def plot_overlay(runs: Mapping[str, Sequence[Mapping] | Mapping], title: str = "", path=None):
+    """Train/val loss and accuracy of several runs on a 2x2 grid.
+
+    `runs` maps a label to one history or to a list of histories (seeds): several seeds are
+    drawn as their mean with a +-1 std band.
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    for (key, label), ax in zip(CURVES, axes.flat):
+        for name, hs in runs.items():
+            hs = [hs] if isinstance(hs, Mapping) else list(hs)
+            x, mean, std = _mean_band(hs, key)
+            (line,) = ax.plot(x, mean, label=f"{name} (n={len(hs)})" if len(hs) > 1 else name)
+            if len(hs) > 1:
+                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def plot_lr_schedules(curves: Mapping[str, Sequence[float]], steps_per_epoch: int, path=None):
+    """Learning rate against epoch (fractional) for each named schedule."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for name, lrs in curves.items():
+        ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def show_images(images, labels, classes: Sequence[str], ncols: int = 8, title: str = "", path=None):
+    """A grid of uint8 (N, 3, H, W) or float [0,1] images with their class names."""
+    n = len(images)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.6 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, lab in zip(axes.flat, images, labels):
+        arr = img.detach().cpu().float()
+        arr = arr / 255 if arr.max() > 1.5 else arr
+        ax.imshow(arr.clamp(0, 1).permute(1, 2, 0).numpy())
+        ax.set_title(classes[int(lab)], fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def plot_confusion(confusion, classes: Sequence[str], title: str = "", path=None):
+    """Row-normalized confusion matrix (rows: true class) with per-class accuracy on the axis."""
+    conf = np.asarray(confusion, dtype=float)
+    rates = conf / conf.sum(1, keepdims=True).clip(min=1)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), [f"{c} ({rates[i, i]:.1%})" for i, c in enumerate(classes)])
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            if rates[i, j] >= 0.01:
+                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (per-class accuracy)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig

@@ -1,0 +1,87 @@
+"""Learning-rate strategies as pure functions of the optimizer step.
+
+Every strategy is `lr_at(step, total_steps, sched)`: no optimizer, no state, so a schedule can be
+plotted and unit-tested without training anything (nanoGPT's `get_lr(it)`). The training loop
+writes the returned value into each parameter group before every step.
+
+References
+- Step decay: the lab handout (lr 0.05 halved every 10 epochs); He et al. 2015 (divide by 10).
+- Cosine annealing: Loshchilov & Hutter 2017, "SGDR" (without restarts).
+- Cyclical learning rates, triangular policy: Smith 2015/2017, "Cyclical Learning Rates for
+  Training Neural Networks".
+- One-cycle: Smith & Topin 2017, "Super-Convergence" (linear up, then annealed down).
+- Linear warm-up: Goyal et al. 2017, "Accurate, Large Minibatch SGD".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+KINDS = ("constant", "step", "cosine", "cyclical", "onecycle")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A learning-rate strategy; all lengths are in optimizer steps."""
+
+    kind: str = "step"
+    base_lr: float = 0.05  # constant/step/cosine: the starting lr; cyclical: the lower bound
+    max_lr: float | None = None  # cyclical and onecycle: the peak lr
+    min_lr: float = 0.0  # cosine: the final lr; onecycle: the final lr is max_lr / final_div
+    step_every: int = 1  # step: decay every this many steps
+    gamma: float = 0.5  # step: multiply the lr by this at each decay
+    cycle_steps: int = 1  # cyclical: steps in one full up-and-down cycle
+    pct_start: float = 0.25  # onecycle: fraction of the run spent rising
+    div_factor: float = 25.0  # onecycle: starting lr = max_lr / div_factor
+    final_div: float = 1e4  # onecycle: final lr = max_lr / (div_factor * final_div)
+    warmup_steps: int = 0  # linear warm-up from ~0 to the schedule's value
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.base_lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {self.base_lr}")
+        if self.kind in ("cyclical", "onecycle") and (self.max_lr is None or self.max_lr <= 0):
+            raise ValueError(f"the {self.kind} schedule needs a positive max_lr")
+
+
+def _base(step: int, total_steps: int, s: Schedule) -> float:
+    """The schedule's value before warm-up is applied."""
+    if s.kind == "constant":
+        return s.base_lr
+    if s.kind == "step":
+        return s.base_lr * s.gamma ** (step // max(1, s.step_every))
+    if s.kind == "cosine":
+        t = min(step / max(1, total_steps), 1.0)
+        return s.min_lr + 0.5 * (s.base_lr - s.min_lr) * (1 + math.cos(math.pi * t))
+    if s.kind == "cyclical":
+        # Smith's triangular policy: a triangle wave between base_lr and max_lr.
+        half = max(1, s.cycle_steps // 2)
+        x = abs(step / half % 2 - 1)  # 1 at the start of a cycle, 0 at its peak
+        return s.base_lr + (s.max_lr - s.base_lr) * (1 - x)
+    # onecycle: linear from max_lr/div_factor up to max_lr, then cosine down to
+    # max_lr/(div_factor*final_div) -- the shape torch.optim.lr_scheduler.OneCycleLR uses.
+    assert s.max_lr is not None
+    start = s.max_lr / s.div_factor
+    end = start / s.final_div
+    peak_step = max(1, round(s.pct_start * total_steps))
+    if step < peak_step:
+        return start + (s.max_lr - start) * step / peak_step
+    t = min((step - peak_step) / max(1, total_steps - peak_step), 1.0)
+    return end + 0.5 * (s.max_lr - end) * (1 + math.cos(math.pi * t))
+
+
+def lr_at(step: int, total_steps: int, s: Schedule) -> float:
+    """The learning rate to use for optimizer step `step` (0-based) of `total_steps`."""
+    lr = _base(step, total_steps, s)
+    if s.warmup_steps > 0 and step < s.warmup_steps:
+        # Ramp linearly so that step 0 already moves (never exactly 0) and the end of the
+        # warm-up meets the schedule.
+        lr *= (step + 1) / s.warmup_steps
+    return lr
+
+
+def lr_curve(total_steps: int, s: Schedule) -> list[float]:
+    """The whole schedule, one value per step, for plots."""
+    return [lr_at(i, total_steps, s) for i in range(total_steps)]

@@ -1,0 +1,31 @@
+"""Shared fixtures: the offline CIFAR-10 copy, loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The shared offline copy sits beside the checkout; LAB3_DATA_DIR overrides it.
+SHARED = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def data_location() -> Path | None:
+    env = os.environ.get("LAB3_DATA_DIR")
+    if env and Path(env).exists():
+        return Path(env)
+    return SHARED if SHARED.exists() else None
+
+
+@pytest.fixture(scope="session")
+def cifar(tmp_path_factory):
+    """The real CIFAR-10 (60,000 images) as uint8 tensors; skipped where no copy exists."""
+    loc = data_location()
+    if loc is None:
+        pytest.skip(f"CIFAR-10 copy not found (set LAB3_DATA_DIR or provide {SHARED})")
+    from data import load_cifar10
+
+    cache = Path(os.environ.get("LAB3_CACHE_DIR", REPO / ".cache"))
+    return load_cifar10(loc, cache_dir=cache, download=False)

@@ -1,0 +1,404 @@
+"""Training and evaluation of the lab's ResNet18 on CIFAR-10.
+
+One `RunConfig` holds a run's settings; `train(cfg, data)` runs it and returns a `RunResult`
+(history per epoch, test loss/accuracy, status) and prints the lab handout's log lines:
+
+    Epoch: 1
+    learning rate: 0.05
+    Train loss: 1.6021 | Train acc: 0.4123
+    Val loss: 1.3312 | Val acc: 0.5210
+    ...
+    Test loss: 0.4501 | Test acc: 0.8712
+
+On CUDA it uses bf16 autocast (fp16 + GradScaler where bf16 is missing), channels_last and
+cudnn.benchmark; on the CPU plain float32. Checkpoints every epoch make a run resumable
+(`resume=True`), and a non-finite loss ends the run with status "diverged" instead of crashing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from data import Cifar10, get_mean_std, load_cifar10, normalization_stats, split_train_val
+from errors import LabError
+from loader import DeviceLoader
+from plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
+from resnet18 import resnet18
+from schedules import Schedule, lr_at
+
+__all__ = [
+    "RunConfig",
+    "RunResult",
+    "train",
+    "evaluate",
+    "load_cifar10",
+    "get_mean_std",
+    "plot_history",
+    "plot_overlay",
+    "pick_device",
+]
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. Each experiment is the baseline plus a small change."""
+
+    name: str = "baseline"
+    # model
+    width: int = 64  # channels of the first stage (64 = the paper's ResNet18)
+    zero_init_residual: bool = False  # zero each block's last BN (Goyal et al. 2017)
+    # data
+    norm: str = "none"  # none | minmax | standard_sampled | standard_exact (see data.py)
+    augment: str = "none"  # a preset from augment.py
+    val_size: int = 5000  # images held out of the 50,000 training images for validation
+    split_seed: int = 0  # fixed across runs so every run is scored on the same validation set
+    train_subset: int | None = None  # train on this many of the remaining images (previews)
+    test_subset: int | None = None  # evaluate on this many test images (previews)
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.05  # base learning rate (the lower bound for the cyclical schedule)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0  # Szegedy et al. 2016
+    schedule: str = "step"  # constant | step | cosine | cyclical | onecycle
+    step_epochs: float = 10  # step: multiply the lr by `gamma` every this many epochs
+    gamma: float = 0.5
+    max_lr: float | None = None  # cyclical / onecycle peak
+    cycle_epochs: float = 4  # cyclical: epochs per up-and-down cycle
+    pct_start: float = 0.25  # onecycle: fraction of the run spent warming up
+    min_lr: float = 0.0  # cosine: final lr
+    warmup_epochs: float = 0  # linear warm-up (Goyal et al. 2017)
+    # evaluation
+    tta: bool = False  # average logits over the image and its mirror at test time
+    seed: int = 0
+
+    def validate(self) -> RunConfig:
+        for name in ("epochs", "batch_size", "lr", "width"):
+            if getattr(self, name) <= 0:
+                raise LabError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise LabError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
+        self.make_schedule(1)  # raises on a bad schedule name or missing max_lr
+        return self
+
+    def make_schedule(self, steps_per_epoch: int) -> Schedule:
+        def steps(epochs: float) -> int:
+            return max(1, round(epochs * steps_per_epoch))
+
+        try:
+            return Schedule(
+                kind=self.schedule,
+                base_lr=self.lr,
+                max_lr=self.max_lr,
+                min_lr=self.min_lr,
+                step_every=steps(self.step_epochs),
+                gamma=self.gamma,
+                cycle_steps=steps(self.cycle_epochs),
+                pct_start=self.pct_start,
+                warmup_steps=round(self.warmup_epochs * steps_per_epoch),
+            )
+        except ValueError as e:
+            raise LabError(str(e)) from None
+
+
+@dataclass
+class RunResult:
+    config: dict
+    history: dict = field(default_factory=dict)  # lists per epoch: see `_new_history`
+    test_loss: float | None = None
+    test_acc: float | None = None
+    status: str = "ok"  # ok | diverged
+    message: str = ""
+    norm_stats: dict = field(default_factory=dict)
+    confusion: list | None = None  # 10x10 test confusion matrix, rows = true class
+    env: dict = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    peak_mem_mb: float | None = None
+
+    @property
+    def best_val_acc(self) -> float | None:
+        return max(self.history["val_acc"], default=None) if self.history else None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _new_history() -> dict:
+    keys = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+    return {k: [] for k in keys}
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LabError("CUDA was asked for but torch sees no GPU; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def environment(device: torch.device) -> dict:
+    env = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    try:
+        import torchvision
+
+        env["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+    return env
+
+
+def _autocast(device: torch.device):
+    if device.type != "cuda":
+        return torch.autocast("cpu", enabled=False), None
+    if torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16), None
+    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+
+
+@torch.no_grad()
+def evaluate(model, loader: DeviceLoader, tta: bool = False, num_classes: int = 10) -> dict:
+    """Mean loss, accuracy and confusion matrix of `model` over a whole loader."""
+    model.eval()
+    amp, _ = _autocast(loader.device)
+    loss_sum = torch.zeros((), device=loader.device)
+    conf = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=loader.device)
+    for x, y in loader:
+        with amp:
+            logits = model(x)
+            if tta:
+                logits = (logits + model(x.flip(3))) / 2
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        conf += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
+    conf = conf.view(num_classes, num_classes).cpu()
+    n = int(conf.sum())
+    return {
+        "loss": loss_sum.item() / n,
+        "acc": conf.diag().sum().item() / n,
+        "confusion": conf.tolist(),
+    }
+
+
+def _subset(idx: torch.Tensor, k: int | None, seed: int) -> torch.Tensor:
+    if k is None or k >= len(idx):
+        return idx
+    pick = torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed + 1))[:k]
+    return idx[pick.sort().values]
+
+
+def build_loaders(cfg: RunConfig, data: Cifar10, device: torch.device, eval_batch: int = 1024):
+    """Train/val/test loaders and the normalization statistics, from the training split only."""
+    train_idx, val_idx = split_train_val(len(data.train_labels), cfg.val_size, cfg.split_seed)
+    train_idx = _subset(train_idx, cfg.train_subset, cfg.split_seed)
+    test_idx = _subset(torch.arange(len(data.test_labels)), cfg.test_subset, cfg.split_seed)
+    train_images = data.train_images[train_idx]
+    mean, std = normalization_stats(cfg.norm, train_images, seed=cfg.seed)
+    cl = device.type == "cuda"
+    common = dict(mean=mean, std=std, device=device, channels_last=cl)
+    loaders = (
+        DeviceLoader(train_images, data.train_labels[train_idx], cfg.batch_size,
+                     augment=cfg.augment, shuffle=True, seed=cfg.seed, **common),
+        DeviceLoader(data.train_images[val_idx], data.train_labels[val_idx], eval_batch, **common),
+        DeviceLoader(data.test_images[test_idx], data.test_labels[test_idx], eval_batch, **common),
+    )  # fmt: skip
+    return loaders, {"mode": cfg.norm, "mean": list(mean), "std": list(std)}
+
+
+def _make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def _comparable(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k != "name"}
+
+
+def train(
+    cfg: RunConfig,
+    data: Cifar10,
+    device: str | torch.device | None = None,
+    ckpt_dir=None,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    check_every: int = 50,
+) -> RunResult:
+    """Train `cfg` on `data`; evaluate on validation every epoch and on test once at the end."""
+    cfg.validate()
+    device = pick_device(device)
+    t_start = time.perf_counter()
+    seed_everything(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
+    (train_dl, val_dl, test_dl), norm = build_loaders(cfg, data, device)
+    log(f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}")
+
+    model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
+    model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else None)
+    opt = _make_optimizer(cfg, model)
+    amp, scaler = _autocast(device)
+    steps_per_epoch = len(train_dl)
+    total_steps = cfg.epochs * steps_per_epoch
+    sched = cfg.make_schedule(steps_per_epoch)
+    result = RunResult(config=dataclasses.asdict(cfg), history=_new_history(), norm_stats=norm,
+                       env=environment(device))  # fmt: skip
+    hist = result.history
+    start_epoch = 0
+
+    if resume and ckpt_dir is not None and (path := latest_checkpoint(ckpt_dir)) is not None:
+        state = load_checkpoint(path, map_location=device)
+        diff = sorted(
+            k for k in set(state["config"]) | set(result.config)
+            if _comparable(state["config"]).get(k) != _comparable(result.config).get(k)
+        )  # fmt: skip
+        if diff:
+            raise LabError(
+                f"checkpoint {path} was written by a different configuration ({', '.join(diff)} "
+                "differ); delete its folder or rerun with --force to start over"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        result.history = hist = state["history"]
+        start_epoch = state["epoch"]
+        log(f"Resumed from {path} after epoch {start_epoch}")
+
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        losses = torch.zeros(steps_per_epoch, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        lr = lr_at(step, total_steps, sched)
+        bar = tqdm(train_dl.batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, leave=False, file=sys.stderr, mininterval=1.0, ascii=True)  # fmt: skip
+        for i, (x, y) in enumerate(bar):
+            lr = lr_at(step, total_steps, sched)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with amp:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            losses[i] = loss.detach().float() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            step += 1
+            # Checking costs a device sync, so look every `check_every` steps and at the end.
+            if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
+                bad = (~torch.isfinite(losses[: i + 1])).nonzero()
+                if len(bad):
+                    first = int(bad[0])
+                    return _diverged(result, cfg, epoch, first, lr, losses, t_start, log)
+        bar.close()
+        seconds = _sync_time(device, t0)
+        val = evaluate(model, val_dl)
+        for key, value in zip(
+            hist.keys(),
+            (epoch + 1, lr, losses.sum().item() / seen, correct.item() / seen, val["loss"],
+             val["acc"], seconds),
+        ):  # fmt: skip
+            hist[key].append(value)
+        _log_epoch(log, hist, -1)
+        if ckpt_dir is not None:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch + 1,
+                "config": result.config,
+                "history": hist,
+                "rng": rng_state(),
+            }
+            if scaler is not None:
+                state["scaler"] = scaler.state_dict()
+            save_checkpoint(state, ckpt_dir, epoch + 1)
+
+    test = evaluate(model, test_dl, tta=cfg.tta)
+    result.test_loss, result.test_acc, result.confusion = (
+        test["loss"],
+        test["acc"],
+        test["confusion"],
+    )
+    log(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
+    result.wall_seconds = time.perf_counter() - t_start
+    if device.type == "cuda":
+        result.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    return result
+
+
+def _log_epoch(log, hist: dict, i: int) -> None:
+    log(f"Epoch: {hist['epoch'][i]}")
+    log(f"learning rate: {hist['lr'][i]:.6g}")
+    log(f"Train loss: {hist['train_loss'][i]:.4f} | Train acc: {hist['train_acc'][i]:.4f}")
+    if hist["val_loss"][i] is not None:
+        log(f"Val loss: {hist['val_loss'][i]:.4f} | Val acc: {hist['val_acc'][i]:.4f}")
+
+
+def _sync_time(device: torch.device, t0: float) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def _diverged(result, cfg, epoch, first, lr, losses, t_start, log) -> RunResult:
+    """Record a non-finite loss: status, where it happened, and the finite part of the epoch."""
+    result.status = "diverged"
+    result.message = (
+        f"diverged: non-finite loss at epoch {epoch + 1}, step {first + 1} "
+        f"(lr {lr:g}); lower the learning rate"
+    )
+    if first > 0:  # keep the finite steps so the curve shows how it blew up
+        hist = result.history
+        partial = (epoch + 1, lr, losses[:first].sum().item() / (first * cfg.batch_size))
+        for key, value in zip(hist.keys(), partial + (None,) * 4):
+            hist[key].append(value)
+    result.wall_seconds = time.perf_counter() - t_start
+    log(result.message)
+    return result
