@@ -10,6 +10,7 @@ strings, lists and dicts only, never pickled code.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -40,8 +41,19 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         raise
 
 
+def _finite(obj):
+    """JSON has no NaN or infinity: store them as null so every reader can parse the file."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def save_json(obj, path: str | os.PathLike) -> None:
-    text = json.dumps(obj, indent=1, allow_nan=False)
+    text = json.dumps(_finite(obj), indent=1, allow_nan=False)
     atomic_write(path, lambda f: f.write(text.encode()))
 
 

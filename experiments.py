@@ -15,6 +15,7 @@ Profiles scale the same grid to the hardware:
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import datetime as dt
 import shutil
@@ -88,13 +89,22 @@ def default_profile() -> str:
     return "full" if torch.cuda.is_available() else "quick"
 
 
-def make_config(name: str, profile: str = "full", seed: int = 0) -> RunConfig:
-    """The RunConfig of experiment `name` under `profile`."""
+def make_config(
+    name: str, profile: str = "full", seed: int = 0, overrides: dict | None = None
+) -> RunConfig:
+    """The RunConfig of experiment `name` under `profile`, with optional field overrides."""
     if name not in EXPERIMENTS:
         raise LabError(f"unknown experiment {name!r}; run `python experiments.py list`")
     if profile not in PROFILES:
         raise LabError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    cfg = dataclasses.replace(BASELINE, name=name, seed=seed, **EXPERIMENTS[name])
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    bad = sorted(set(overrides or {}) - fields)
+    if bad:
+        raise LabError(
+            f"unknown setting {', '.join(bad)}; settings are: {', '.join(sorted(fields))}"
+        )
+    change = {**EXPERIMENTS[name], **(overrides or {})}
+    cfg = dataclasses.replace(BASELINE, name=run_name(name, overrides), seed=seed, **change)
     p = dict(PROFILES[profile])
     f = p.pop("epochs_scale")
     if f != 1.0:
@@ -103,6 +113,25 @@ def make_config(name: str, profile: str = "full", seed: int = 0) -> RunConfig:
         p.update(epochs=epochs, step_epochs=cfg.step_epochs * r, cycle_epochs=cfg.cycle_epochs * r,
                  warmup_epochs=cfg.warmup_epochs * r)  # fmt: skip
     return dataclasses.replace(cfg, **p).validate()
+
+
+def run_name(name: str, overrides: dict | None = None) -> str:
+    """`name`, or `name+key=value...` when settings are overridden (its own results file)."""
+    return name + "".join(f"+{k}={v}" for k, v in sorted((overrides or {}).items()))
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """["lr=0.1", "augment=crop_flip"] -> {"lr": 0.1, "augment": "crop_flip"}."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise LabError(f"--set wants KEY=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text  # a plain word such as crop_flip
+    return out
 
 
 def expand(names: list[str]) -> list[str]:
@@ -140,21 +169,23 @@ def run_experiment(
     progress: bool = True,
     data_dir=None,
     echo=print,
+    ckpt_every: int = 1,
+    overrides: dict | None = None,
 ) -> dict:
     """Run one experiment (or replay its saved results) and return its results dict."""
     import json
 
-    path = result_path(Path(out), profile, name, seed)
+    cfg = make_config(name, profile, seed, overrides)
+    path = result_path(Path(out), profile, cfg.name, seed)
     if path.exists() and not force:
         result = json.loads(path.read_text())
         echo(f"[{name} seed {seed}: replaying {path}]")
         for line in result.get("log", []):
             echo(line)
         return result
-    cfg = make_config(name, profile, seed)
     if data is None:
         data = load_cifar10(data_dir)
-    ckpt_dir = Path(ckpt_root) / profile / f"{name}__seed{seed}"
+    ckpt_dir = Path(ckpt_root) / profile / f"{cfg.name}__seed{seed}"
     if force or not resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     elif latest_checkpoint(ckpt_dir) is None:
@@ -165,12 +196,13 @@ def run_experiment(
         log.append(line)
         echo(line)
 
-    tee(f"[{name} seed {seed}, profile {profile}]")
+    tee(f"[{cfg.name} seed {seed}, profile {profile}]")
     res = train(cfg, data, device=device, ckpt_dir=ckpt_dir, resume=resume, progress=progress,
-                log=tee)  # fmt: skip
+                log=tee, ckpt_every=ckpt_every)  # fmt: skip
     result = res.to_dict()
     result.update(
-        name=name,
+        name=cfg.name,
+        experiment=name,
         group=GROUP_OF[name],
         profile=profile,
         seed=seed,
@@ -180,10 +212,9 @@ def run_experiment(
         command=" ".join(sys.argv),
     )
     save_json(result, path)
-    if GROUP_OF[name] == "final" and res.status == "ok":
-        last = latest_checkpoint(ckpt_dir)
-        if last is not None:  # keep the final model's weights for the student
-            shutil.copy(last, ckpt_dir.parent / f"{name}__seed{seed}_final.pt")
+    if GROUP_OF[name] == "final" and (ckpt_dir / "model.pt").exists():
+        # keep the final model's weights for the student (state_dict, weights_only-loadable)
+        shutil.copy(ckpt_dir / "model.pt", ckpt_dir.parent / f"{cfg.name}__seed{seed}_model.pt")
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return result
 
@@ -227,6 +258,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="0/1",
         help="i/n: run every n-th experiment from the i-th (parallel workers)",
     )
+    run.add_argument(
+        "--ckpt-every", type=int, default=1, help="checkpoint every N epochs (0: never)"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars (logs to files)")
     return ap.parse_args(argv)  # fmt: skip
 
@@ -250,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, AssertionError):
         raise LabError(f"--shard must look like i/n with 0 <= i < n, got {args.shard!r}") from None
     names = expand(args.names)[i::n]
+    overrides = parse_overrides(args.set)
     for name in names:  # validate every config before spending time on data or training
-        make_config(name, profile)
+        make_config(name, profile, overrides=overrides)
     device = pick_device(args.device)
     data = load_cifar10(args.data_dir)
     summary = []
@@ -259,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             r = run_experiment(name, profile, data, seed=seed, out=args.out, ckpt_root=args.checkpoints,
                                force=args.force, resume=args.resume, device=device,
-                               progress=not args.no_progress)  # fmt: skip
-            summary.append((name, seed, r["status"], r["test_acc"]))
+                               progress=not args.no_progress, ckpt_every=args.ckpt_every,
+                               overrides=overrides)  # fmt: skip
+            summary.append((r["name"], seed, r["status"], r["test_acc"]))
     print("\nSummary:")
     for name, seed, status, acc in summary:
         print(

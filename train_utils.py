@@ -18,18 +18,27 @@ cudnn.benchmark; on the CPU plain float32. Checkpoints every epoch make a run re
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import random
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from checkpoint import (
+    atomic_write,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from data import Cifar10, get_mean_std, load_cifar10, normalization_stats, split_train_val
 from errors import LabError
 from loader import DeviceLoader
@@ -164,6 +173,8 @@ def environment(device: torch.device) -> dict:
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
     }
+    if os.environ.get("LAB3_RUN_NOTE"):  # e.g. how many runs shared the device
+        env["note"] = os.environ["LAB3_RUN_NOTE"]
     try:
         import torchvision
 
@@ -258,6 +269,7 @@ def train(
     progress: bool = True,
     log=print,
     check_every: int = 50,
+    ckpt_every: int = 1,
 ) -> RunResult:
     """Train `cfg` on `data`; evaluate on validation every epoch and on test once at the end."""
     cfg.validate()
@@ -347,7 +359,7 @@ def train(
         ):  # fmt: skip
             hist[key].append(value)
         _log_epoch(log, hist, -1)
-        if ckpt_dir is not None:
+        if ckpt_dir is not None and ckpt_every > 0 and (epoch + 1) % ckpt_every == 0:
             state = {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -360,6 +372,8 @@ def train(
                 state["scaler"] = scaler.state_dict()
             save_checkpoint(state, ckpt_dir, epoch + 1)
 
+    if ckpt_dir is not None:  # the trained weights alone, for reuse after the run
+        atomic_write(Path(ckpt_dir) / "model.pt", lambda f: torch.save(model.state_dict(), f))
     test = evaluate(model, test_dl, tta=cfg.tta)
     result.test_loss, result.test_acc, result.confusion = (
         test["loss"],

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The whole GPU job in one call: benchmark, LR range test, then the full experiment grid in
+# parallel lanes on one GPU, under a deadline, with results and logs packed into OUT.
+#
+#   bash scripts/gpu_full_grid.sh OUT [DATA]        # DATA: cifar10-jpeg.tar.gz or a folder
+#
+# Lane 0 runs the baseline and the final recipe first (the two runs that matter most), then
+# extra baseline seeds; lanes 1..4 share the norm/aug/lr/batch groups. Each lane then adds
+# seeds 1, 2 of its runs while time is left. Runs share the GPU, so seconds per epoch are
+# measured under that contention: LAB3_RUN_NOTE records it in every result file.
+# Env: PROFILE (full), DEADLINE_S (seconds for the grid, default 420), PY (python3).
+set -u
+OUT=${1:?usage: gpu_full_grid.sh OUT [DATA]}
+DATA=${2:-.gpu/cifar10-jpeg.tar.gz}
+PROFILE=${PROFILE:-full}
+DEADLINE_S=${DEADLINE_S:-420}
+PY=${PY:-python3}
+LANES=4
+export LAB3_DATA_DIR=$DATA LAB3_CACHE_DIR=${LAB3_CACHE_DIR:-/tmp/lab3-cache} PYTHONUNBUFFERED=1
+# Each lane's CPU side is light (the data is on the GPU); keep lanes from oversubscribing cores.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
+export LAB3_RUN_NOTE="$((LANES + 1)) runs in parallel on one device (scripts/gpu_full_grid.sh)"
+mkdir -p "$OUT/logs" "$OUT/results"
+T0=$(date +%s)
+{ date -u +%FT%TZ; uname -a; nvidia-smi 2>&1 || true; $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.is_available())"; } > "$OUT/logs/machine.txt" 2>&1
+
+# Decode the JPEGs once, so the lanes start from the cache.
+$PY -c "from data import load_cifar10; d = load_cifar10(); print(d.source, tuple(d.train_images.shape))" > "$OUT/logs/data.log" 2>&1 || { cat "$OUT/logs/data.log"; exit 1; }
+
+# Benchmark (alone on the device, so its figures are clean), then the LR range test.
+[ -f bench.py ] && timeout 90 $PY bench.py --out "$OUT/results/bench.json" > "$OUT/logs/bench.log" 2>&1
+[ -f lr_finder.py ] && timeout 60 $PY lr_finder.py --profile "$PROFILE" --out "$OUT/results" > "$OUT/logs/lr_finder.log" 2>&1
+
+LEFT=$((DEADLINE_S - ($(date +%s) - T0)))
+run_lane() {  # lane-name, then experiments.py arguments; seeds 1..3 while time is left
+  local lane=$1; shift
+  for seeds in 1 2 3; do
+    local left=$((T0 + DEADLINE_S - $(date +%s)))
+    [ "$left" -gt 20 ] || break
+    timeout -s INT "$left" $PY experiments.py run "$@" --profile "$PROFILE" --seeds "$seeds" \
+      --out "$OUT/results" --no-progress --ckpt-every 0 >> "$OUT/logs/$lane.log" 2>&1
+  done
+}
+echo "grid starts with ${LEFT}s left of ${DEADLINE_S}s" > "$OUT/logs/grid.log"
+run_lane lane0 baseline final &
+for i in $(seq 0 $((LANES - 1))); do
+  run_lane "lane$((i + 1))" norm aug lr batch --shard "$i/$LANES" &
+done
+wait
+echo "grid ended after $(($(date +%s) - T0))s" >> "$OUT/logs/grid.log"
+ls "$OUT/results/$PROFILE" >> "$OUT/logs/grid.log" 2>&1
+grep -h "Test acc" "$OUT"/logs/lane*.log | sort | uniq -c | head -100 >> "$OUT/logs/grid.log"
+
+# At most 8 files come back from the device: pack everything into one archive.
+tar -czf "$OUT/gpu_results.tar.gz" -C "$OUT" results logs && rm -rf "$OUT/results" "$OUT/logs"
+echo "packed $(du -h "$OUT/gpu_results.tar.gz" | cut -f1) after $(($(date +%s) - T0))s"
