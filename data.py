@@ -73,6 +73,8 @@ def load_cifar10(
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root = root.expanduser()
+    if not root.exists() and (data_dir is not None or "LAB3_DATA_DIR" in os.environ):
+        raise LabError(f"data location {root} does not exist; {_HOW_TO}")
 
     tarball = _find_tarball(root)
     if tarball is not None:

@@ -103,8 +103,9 @@ def make_config(
         raise LabError(
             f"unknown setting {', '.join(bad)}; settings are: {', '.join(sorted(fields))}"
         )
-    change = {**EXPERIMENTS[name], **(overrides or {})}
-    cfg = dataclasses.replace(BASELINE, name=run_name(name, overrides), seed=seed, **change)
+    cfg = dataclasses.replace(
+        BASELINE, name=run_name(name, overrides), seed=seed, **EXPERIMENTS[name]
+    )
     p = dict(PROFILES[profile])
     f = p.pop("epochs_scale")
     if f != 1.0:
@@ -112,7 +113,8 @@ def make_config(
         r = epochs / cfg.epochs
         p.update(epochs=epochs, step_epochs=cfg.step_epochs * r, cycle_epochs=cfg.cycle_epochs * r,
                  warmup_epochs=cfg.warmup_epochs * r)  # fmt: skip
-    return dataclasses.replace(cfg, **p).validate()
+    # The user's overrides come last: what you set is what runs, whatever the profile.
+    return dataclasses.replace(cfg, **p, **(overrides or {})).validate()
 
 
 def run_name(name: str, overrides: dict | None = None) -> str:
@@ -261,6 +263,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument(
         "--ckpt-every", type=int, default=1, help="checkpoint every N epochs (0: never)"
     )
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a RunConfig setting, e.g. --set lr=0.1 (repeatable)")  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bars (logs to files)")
     return ap.parse_args(argv)  # fmt: skip
 
@@ -305,14 +309,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> int:
+    """main() with the user-facing error handling: one line on stderr, no traceback."""
     try:
-        sys.exit(main())
+        return main(argv)
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
         print(
             "interrupted: finished runs are saved; rerun with --resume to continue", file=sys.stderr
         )
-        sys.exit(130)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

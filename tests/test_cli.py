@@ -1,0 +1,169 @@
+"""experiments.py from the command line: results files, replay, and one-line errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import experiments
+from experiments import cli, make_config
+from tests.test_data import make_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *argv):
+    code = cli([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, words):
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and words in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def test_list_names_every_group(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for group in ("baseline", "final", "norm", "aug", "lr", "batch"):
+        assert f"{group}:" in out
+    assert "norm_std_sampled" in out and "bs_2048_scaled" in out
+
+
+def test_profiles_rescale_the_same_grid():
+    full, quick = make_config("lr_cyclical", "full"), make_config("lr_cyclical", "quick")
+    assert (full.epochs, full.width, full.train_subset) == (20, 64, None)
+    assert quick.width < 64 and quick.epochs < 20 and quick.train_subset
+    # schedule lengths shrink with the epochs, so the schedule keeps its shape
+    assert quick.cycle_epochs / quick.epochs == pytest.approx(full.cycle_epochs / full.epochs)
+    base = make_config("baseline", "full")
+    assert (base.lr, base.schedule, base.step_epochs, base.gamma) == (0.05, "step", 10, 0.5)
+    assert (base.epochs, base.batch_size, base.norm, base.augment) == (20, 128, "none", "none")
+
+
+def test_run_writes_parseable_results_then_replays(cifar, capsys, tmp_path):
+    from conftest import data_location
+
+    args = ("run", "baseline", "--profile", "smoke", "--out", tmp_path / "res",
+            "--checkpoints", tmp_path / "ck", "--data-dir", data_location(), "--no-progress")  # fmt: skip
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0
+    path = tmp_path / "res" / "smoke" / "baseline__seed0.json"
+    r = json.loads(path.read_text())
+    assert r["name"] == "baseline" and r["profile"] == "smoke" and r["status"] == "ok"
+    assert len(r["history"]["val_acc"]) == r["config"]["epochs"]
+    assert 0 <= r["test_acc"] <= 1 and r["env"]["torch"] == torch.__version__
+    assert "Test loss:" in r["log"][-1] and "Test loss:" in out
+    mtime = path.stat().st_mtime_ns
+    code, out, _ = run_cli(capsys, *args)  # finished: replayed, not rerun
+    assert code == 0 and "replaying" in out and path.stat().st_mtime_ns == mtime
+    code, out, _ = run_cli(capsys, *args, "--force", "--set", "lr=0.02")
+    assert code == 0
+    assert (tmp_path / "res" / "smoke" / "baseline+lr=0.02__seed0.json").exists()
+
+
+def test_a_diverging_run_does_not_stop_the_grid(cifar, capsys, tmp_path, monkeypatch):
+    from conftest import data_location
+
+    # lr 1e3 blows up within the first ~60 steps of a width-8 net (tests/test_train.py)
+    monkeypatch.setitem(experiments.EXPERIMENTS, "lr_1000", dict(lr=1e3, batch_size=32))
+    monkeypatch.setitem(experiments.GROUP_OF, "lr_1000", "lr")
+    monkeypatch.setitem(experiments.PROFILES, "smoke", dict(epochs_scale=0.05, width=8,
+                        val_size=200, train_subset=2000, test_subset=200))  # fmt: skip
+    code, out, _ = run_cli(capsys, "run", "lr_1000", "norm_minmax", "--profile", "smoke",
+                           "--out", tmp_path, "--checkpoints", tmp_path / "ck",
+                           "--data-dir", data_location(), "--no-progress")  # fmt: skip
+    assert code == 0
+    diverged = json.loads((tmp_path / "smoke" / "lr_1000__seed0.json").read_text())
+    assert diverged["status"] == "diverged" and "diverged" in diverged["message"]
+    assert (
+        json.loads((tmp_path / "smoke" / "norm_minmax__seed0.json").read_text())["status"] == "ok"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["run", "resnet50"], "unknown experiment or group"),
+        (["run", "baseline", "--profile", "huge"], "unknown profile"),
+        (["run", "baseline", "--set", "lr=0"], "lr must be positive"),
+        (["run", "baseline", "--set", "lr=-0.1"], "lr must be positive"),
+        (["run", "baseline", "--set", "batch_size=0"], "batch_size must be positive"),
+        (["run", "baseline", "--set", "epochs=0"], "epochs must be positive"),
+        (["run", "baseline", "--set", "learning_rate=0.1"], "unknown setting learning_rate"),
+        (["run", "baseline", "--seeds", "0"], "--seeds must be positive"),
+        (["run", "baseline", "--shard", "3/2"], "--shard"),
+    ],
+)
+def test_bad_arguments_fail_with_one_line(capsys, tmp_path, argv, words):
+    if "--profile" not in argv:
+        argv = [*argv, "--profile", "smoke"]
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path)
+    assert_one_line_error(code, err, words)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def _bad_data(tmp_path, kind):
+    if kind == "missing":
+        return tmp_path / "no-such-folder"
+    if kind == "empty":
+        (tmp_path / "empty").mkdir()
+        return tmp_path / "empty"
+    if kind == "classes":
+        return make_folder(tmp_path / "c", classes=("plane",) + tuple(f"k{i}" for i in range(9)))
+    return make_folder(tmp_path / "b", bad_file=True)
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [("missing", "does not exist"), ("empty", "could not be downloaded"),
+     ("classes", "expected the 10 CIFAR-10 classes"), ("unreadable", "9999.png")],
+)  # fmt: skip
+def test_bad_data_folders_fail_with_one_line(capsys, tmp_path, monkeypatch, kind, words):
+    monkeypatch.setenv("LAB3_CACHE_DIR", str(tmp_path / "cache"))
+    # torchvision's download must fail fast and offline in this test, wherever it runs
+    monkeypatch.setattr("torchvision.datasets.CIFAR10.download", _no_network)
+    code, _, err = run_cli(capsys, "run", "baseline", "--profile", "smoke", "--out", tmp_path / "res",
+                           "--data-dir", _bad_data(tmp_path, kind))  # fmt: skip
+    assert_one_line_error(code, err, words)
+    assert not (tmp_path / "res").exists()
+
+
+def _no_network(self):
+    raise RuntimeError("network unreachable")
+
+
+def test_validation_split_larger_than_data(capsys, cifar, tmp_path):
+    from conftest import data_location
+
+    code, _, err = run_cli(capsys, "run", "baseline", "--profile", "smoke", "--out", tmp_path,
+                           "--data-dir", data_location(), "--set", "val_size=60000")  # fmt: skip
+    assert_one_line_error(code, err, "does not fit")
+
+
+def test_truncated_checkpoint_through_the_cli(cifar, capsys, tmp_path):
+    from conftest import data_location
+
+    ck = tmp_path / "ck" / "smoke" / "baseline__seed0"
+    ck.mkdir(parents=True)
+    (ck / "epoch_001.pt").write_bytes(b"PK\x03\x04 truncated")
+    code, _, err = run_cli(capsys, "run", "baseline", "--profile", "smoke", "--resume",
+                           "--out", tmp_path / "res", "--checkpoints", tmp_path / "ck",
+                           "--data-dir", data_location(), "--no-progress")  # fmt: skip
+    assert_one_line_error(code, err, "epoch_001.pt")
+    assert (ck / "epoch_001.pt").exists()  # never deleted, never silently restarted
+    assert not (tmp_path / "res" / "smoke" / "baseline__seed0.json").exists()
+
+
+def test_the_real_entry_point_exits_non_zero_without_traceback(tmp_path):
+    p = subprocess.run([sys.executable, "experiments.py", "run", "nope", "--out", str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert p.returncode == 2
+    assert p.stderr.strip().startswith("error: unknown experiment") and "Traceback" not in p.stderr
