@@ -38,7 +38,7 @@ GROUPS: dict[str, dict[str, dict]] = {
     "final": {
         "final": dict(norm="standard_exact", augment="strong", batch_size=512, optimizer="sgd",
                       nesterov=True, lr=0.02, max_lr=0.4, schedule="onecycle", pct_start=0.2,
-                      epochs=40, label_smoothing=0.1, tta=True),
+                      epochs=50, label_smoothing=0.1, tta=True),
     },
     "norm": {
         "norm_minmax": dict(norm="minmax"),

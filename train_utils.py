@@ -244,7 +244,7 @@ def build_loaders(cfg: RunConfig, data: Cifar10, device: torch.device, eval_batc
     return loaders, {"mode": cfg.norm, "mean": list(mean), "std": list(std)}
 
 
-def _make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
@@ -284,7 +284,7 @@ def train(
 
     model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
     model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else None)
-    opt = _make_optimizer(cfg, model)
+    opt = make_optimizer(cfg, model)
     amp, scaler = _autocast(device)
     steps_per_epoch = len(train_dl)
     total_steps = cfg.epochs * steps_per_epoch

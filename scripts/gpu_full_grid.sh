@@ -4,8 +4,8 @@
 #
 #   bash scripts/gpu_full_grid.sh OUT [DATA]        # DATA: cifar10-jpeg.tar.gz or a folder
 #
-# Lane 0 runs the baseline and the final recipe first (the two runs that matter most), then
-# extra baseline seeds; lanes 1..4 share the norm/aug/lr/batch groups. Each lane then adds
+# The final recipe and the baseline (the two runs that matter most) each get a lane of their
+# own; lanes 1..4 share the norm/aug/lr/batch groups. Each lane then adds
 # seeds 1, 2 of its runs while time is left. Runs share the GPU, so seconds per epoch are
 # measured under that contention: LAB3_RUN_NOTE records it in every result file.
 # Env: PROFILE (full), DEADLINE_S (seconds for the grid, default 420), PY (python3).
@@ -18,8 +18,8 @@ PY=${PY:-python3}
 LANES=4
 export LAB3_DATA_DIR=$DATA LAB3_CACHE_DIR=${LAB3_CACHE_DIR:-/tmp/lab3-cache} PYTHONUNBUFFERED=1
 # Each lane's CPU side is light (the data is on the GPU); keep lanes from oversubscribing cores.
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
-export LAB3_RUN_NOTE="$((LANES + 1)) runs in parallel on one device (scripts/gpu_full_grid.sh)"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export LAB3_RUN_NOTE="$((LANES + 2)) runs in parallel on one device (scripts/gpu_full_grid.sh)"
 mkdir -p "$OUT/logs" "$OUT/results"
 T0=$(date +%s)
 { date -u +%FT%TZ; uname -a; nvidia-smi 2>&1 || true; $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.is_available())"; } > "$OUT/logs/machine.txt" 2>&1
@@ -29,7 +29,8 @@ $PY -c "from data import load_cifar10; d = load_cifar10(); print(d.source, tuple
 
 # Benchmark (alone on the device, so its figures are clean), then the LR range test.
 [ -f bench.py ] && timeout 90 $PY bench.py --out "$OUT/results/bench.json" > "$OUT/logs/bench.log" 2>&1
-[ -f lr_finder.py ] && timeout 60 $PY lr_finder.py --profile "$PROFILE" --out "$OUT/results" > "$OUT/logs/lr_finder.log" 2>&1
+[ -f lr_finder.py ] && timeout 60 $PY lr_finder.py --profile "$PROFILE" --out "$OUT/results" \
+  --plots "$OUT/plots" --no-progress > "$OUT/logs/lr_finder.log" 2>&1
 
 LEFT=$((DEADLINE_S - ($(date +%s) - T0)))
 run_lane() {  # lane-name, then experiments.py arguments; seeds 1..3 while time is left
@@ -42,7 +43,8 @@ run_lane() {  # lane-name, then experiments.py arguments; seeds 1..3 while time 
   done
 }
 echo "grid starts with ${LEFT}s left of ${DEADLINE_S}s" > "$OUT/logs/grid.log"
-run_lane lane0 baseline final &
+run_lane lane_final final &
+run_lane lane_base baseline &
 for i in $(seq 0 $((LANES - 1))); do
   run_lane "lane$((i + 1))" norm aug lr batch --shard "$i/$LANES" &
 done
@@ -52,5 +54,6 @@ ls "$OUT/results/$PROFILE" >> "$OUT/logs/grid.log" 2>&1
 grep -h "Test acc" "$OUT"/logs/lane*.log | sort | uniq -c | head -100 >> "$OUT/logs/grid.log"
 
 # At most 8 files come back from the device: pack everything into one archive.
-tar -czf "$OUT/gpu_results.tar.gz" -C "$OUT" results logs && rm -rf "$OUT/results" "$OUT/logs"
+mkdir -p "$OUT/plots"
+tar -czf "$OUT/gpu_results.tar.gz" -C "$OUT" results logs plots && rm -rf "$OUT/results" "$OUT/logs" "$OUT/plots"
 echo "packed $(du -h "$OUT/gpu_results.tar.gz" | cut -f1) after $(($(date +%s) - T0))s"

@@ -1,0 +1,472 @@
+"""Conclusions that hold: means over seeds, Welch intervals against the baseline, the tables.
+
+Pure functions on results dicts (as `experiments.run_experiment` returns and `load_results`
+groups them) and on plain lists of numbers; nothing here trains, prints on import or needs a GPU.
+
+Why intervals: two runs of the same configuration with different seeds differ in test accuracy
+(initialisation, batch order, augmentation draws), often by as much as the effects studied, so
+a difference between two single runs says little. Each experiment is compared with the baseline
+by the difference of their mean test accuracies and a 95% Welch t confidence interval
+(Welch 1947); `verdict` reads the interval, so "better" means the whole interval is above zero.
+The comparison is unpaired (seed k of two experiments shares the initial weights, which a paired
+test could exploit), which makes it conservative.
+
+    rows = summarize(load_results("full"))        # one row per experiment
+    Markdown(format_table(rows))                  # in the notebook / the report
+    Markdown(format_table(batch_table(results)))  # small vs large batches, measured
+
+    python stats.py --profile full --out results            # print both tables
+    python stats.py --profile full --out results --write    # ... and save results/full/summary.md
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+
+from errors import LabError
+
+VERDICTS = ("better", "worse", "within noise", "n too small")
+# CIFAR-10 has 50,000 training images; the validation split comes out of them (RunConfig).
+CIFAR10_TRAIN_IMAGES = 50_000
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
+    """(mean, sample standard deviation (ddof=1), n) of `values`.
+
+    None entries (the test accuracy of a diverged run) are skipped and not counted. With n = 1
+    the std is nan, not 0.0: one seed says nothing about the spread, and a 0 would read as
+    "no noise". With n = 0 the mean is nan too.
+    """
+    xs = [float(v) for v in values if v is not None]
+    n = len(xs)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = math.fsum(xs) / n
+    if n == 1:
+        return mean, math.nan, 1
+    return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)), n
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes
+    3rd ed. section 6.4)."""
+    tiny, eps = 1e-300, 1e-15
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 100_000):  # converges in O(sqrt(max(a, b))) terms
+        for aa in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1 + aa * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1) < eps:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float, one_minus_x: float) -> float:
+    """Regularized incomplete beta I_x(a, b); 1 - x is passed in to keep its precision."""
+    if x <= 0:
+        return 0.0
+    if one_minus_x <= 0:
+        return 1.0
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                 + a * math.log(x) + b * math.log(one_minus_x))  # fmt: skip
+    if x < (a + 1) / (a + b + 2):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1 - math.exp(log_front) * _betacf(b, a, one_minus_x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with `df` (possibly fractional) degrees of freedom."""
+    if math.isinf(df):
+        return statistics.NormalDist().cdf(t)
+    # P(|T| > |t|) = I_{df/(df+t^2)}(df/2, 1/2) (Abramowitz & Stegun 26.7.1 / 26.5.27).
+    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t), t * t / (df + t * t))
+    return 1 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with `df` degrees of freedom (df may be fractional, as
+    Welch's is, or math.inf for the normal). t_quantile(0.975, 4) = 2.776.
+
+    The CDF is exact (incomplete beta); it is inverted by bisection to ~1e-12, which costs a few
+    milliseconds and needs no table and no scipy.
+    """
+    if not 0 < p < 1:
+        raise LabError(f"quantile level must be in (0, 1), got {p}")
+    if not df > 0:
+        raise LabError(f"degrees of freedom must be positive, got {df}")
+    if p < 0.5:
+        return -t_quantile(1 - p, df)
+    if p == 0.5:
+        return 0.0
+    if math.isinf(df):
+        return statistics.NormalDist().inv_cdf(p)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:  # bracket: the t quantile is at least the normal one
+        lo, hi = hi, hi * 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return (lo + hi) / 2
+
+
+def diff_interval(
+    a: Sequence[float | None], b: Sequence[float | None], level: float = 0.95
+) -> dict:
+    """mean(a) - mean(b) with a Welch t confidence interval at `level`.
+
+    Returns {"diff", "lo", "hi", "level", "df", "se", "n_a", "n_b", "method"}; lo/hi/df/se are
+    None when there is no interval. None entries of a and b are skipped (see `mean_std`).
+
+    - both sides n >= 2: Welch's interval, se^2 = s_a^2/n_a + s_b^2/n_b with the
+      Welch-Satterthwaite degrees of freedom (method "welch").
+    - one side n = 1, the other n >= 2: noise floor from the other side's seeds (usually the
+      baseline's): the single run is assumed to scatter as much as the repeated configuration,
+      so se^2 = s^2 (1 + 1/n) with n - 1 degrees of freedom (method "noise floor from a's
+      seeds" or "... b's seeds"). This is how one run of an experiment is judged against a
+      baseline run over several seeds.
+    - otherwise (no spread known): no interval (method "no interval").
+    """
+    if not 0 < level < 1:
+        raise LabError(f"confidence level must be in (0, 1), got {level}")
+    mean_a, sd_a, n_a = mean_std(a)
+    mean_b, sd_b, n_b = mean_std(b)
+    out = {"diff": None, "lo": None, "hi": None, "level": level, "df": None, "se": None,
+           "n_a": n_a, "n_b": n_b, "method": "no interval"}  # fmt: skip
+    if n_a == 0 or n_b == 0:
+        return out
+    out["diff"] = diff = mean_a - mean_b
+    if n_a >= 2 and n_b >= 2:
+        va, vb = sd_a**2 / n_a, sd_b**2 / n_b
+        se2 = va + vb
+        # Both spreads 0 (identical runs): a zero-width interval; any df gives the same.
+        df = se2**2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1)) if se2 > 0 else n_a + n_b - 2
+        method = "welch"
+    elif n_a >= 2 or n_b >= 2:
+        sd, n, side = (sd_a, n_a, "a") if n_a >= 2 else (sd_b, n_b, "b")
+        se2, df = sd**2 * (1 + 1 / n), n - 1
+        method = f"noise floor from {side}'s seeds"
+    else:
+        return out
+    se = math.sqrt(se2)
+    half = t_quantile(0.5 + level / 2, df) * se
+    out.update(lo=diff - half, hi=diff + half, df=df, se=se, method=method)
+    return out
+
+
+def verdict(lo: float | None, hi: float | None, higher_is_better: bool = True) -> str:
+    """Read an interval of (experiment - baseline): "better" when it lies wholly on the good side
+    of 0, "worse" when wholly on the bad side, "within noise" when it contains 0, "n too small"
+    when there is no interval."""
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return "n too small"
+    if lo > 0:
+        return "better" if higher_is_better else "worse"
+    if hi < 0:
+        return "worse" if higher_is_better else "better"
+    return "within noise"
+
+
+# ---------------------------------------------------------------- per-run figures
+
+
+def seconds_per_epoch(result: Mapping) -> float | None:
+    """Mean training seconds per epoch of one run, leaving out the first epoch when there are
+    two or more (it includes cudnn autotuning and the first allocations)."""
+    secs = [s for s in result.get("history", {}).get("seconds", []) if s is not None]
+    if len(secs) >= 2:
+        secs = secs[1:]
+    return math.fsum(secs) / len(secs) if secs else None
+
+
+def best_val_acc(result: Mapping) -> float | None:
+    """The best validation accuracy over the epochs of one run (model selection uses val)."""
+    accs = [a for a in result.get("history", {}).get("val_acc", []) if a is not None]
+    return max(accs) if accs else None
+
+
+def train_size(config: Mapping) -> int:
+    """Training images of a run: CIFAR-10's 50,000 less the validation split, or the subset."""
+    n = CIFAR10_TRAIN_IMAGES - config["val_size"]
+    subset = config.get("train_subset")
+    return min(n, subset) if subset is not None else n
+
+
+def _stat(values: Iterable[float | None]) -> dict:
+    """mean_std as a JSON-safe dict: {"mean", "std", "n"}, None where undefined."""
+    mean, std, n = mean_std(values)
+    return {"mean": None if math.isnan(mean) else mean, "std": None if math.isnan(std) else std,
+            "n": n}  # fmt: skip
+
+
+def _check_one_profile(results: Mapping[str, Sequence[Mapping]]) -> None:
+    profiles = {r.get("profile") for runs in results.values() for r in runs} - {None}
+    if len(profiles) > 1:
+        raise LabError(
+            f"results mix profiles ({', '.join(sorted(profiles))}); compare runs of one profile, "
+            "e.g. load_results('full')"
+        )
+
+
+def _finished(runs: Sequence[Mapping]) -> list[Mapping]:
+    """The runs that reached the test set (status "ok"); diverged ones have no test figures."""
+    return [r for r in runs if r.get("status", "ok") == "ok" and r.get("test_acc") is not None]
+
+
+def _aggregate(name: str, runs: Sequence[Mapping]) -> dict:
+    """The figures every table shares; diverged runs counted, then left out of the means."""
+    ok = _finished(runs)
+    diverged = len(runs) - len(ok)
+    note = (f"{diverged} of {len(runs)} runs diverged (excluded from the means)"
+            if diverged else "")  # fmt: skip
+    return {
+        "name": name,
+        "group": runs[0].get("group", "") if runs else "",
+        "profile": runs[0].get("profile") if runs else None,
+        "n": len(runs),
+        "status": {"ok": len(ok), "diverged": diverged},
+        "seeds": [r.get("seed") for r in runs],
+        "best_val_acc": _stat(best_val_acc(r) for r in ok),
+        "test_acc": _stat(r["test_acc"] for r in ok),
+        "test_loss": _stat(r.get("test_loss") for r in ok),
+        "sec_per_epoch": _stat(seconds_per_epoch(r) for r in ok),
+        "note": note,
+    }
+
+
+def summarize(
+    results: Mapping[str, Sequence[Mapping]],
+    baseline: str = "baseline",
+    metric: str = "test_acc",
+    level: float = 0.95,
+) -> list[dict]:
+    """One row per experiment (the baseline first, then the order of `results`).
+
+    Each row: name, group, profile, n (runs), status {"ok", "diverged"}, seeds, and
+    {"mean", "std", "n"} for best_val_acc, test_acc, test_loss and sec_per_epoch over the runs
+    that finished; vs_baseline (`diff_interval` of `metric`, experiment - baseline, plus
+    "metric") and its verdict; note (diverged runs, missing baseline). The baseline's own row
+    has vs_baseline None and verdict "". Rows are JSON-safe (None, never nan).
+    """
+    _check_one_profile(results)
+    names = ([baseline] if baseline in results else []) + [n for n in results if n != baseline]
+    base_ok = _finished(results.get(baseline, []))
+    higher_is_better = not metric.endswith("loss")
+    rows = []
+    for name in names:
+        row = _aggregate(name, results[name])
+        ok = _finished(results[name])
+        if name == baseline:
+            row.update(vs_baseline=None, verdict="")
+        elif not base_ok:
+            row.update(vs_baseline=None, verdict="no baseline")
+            row["note"] = "; ".join(filter(None, [row["note"], f"no finished {baseline} runs"]))
+        else:
+            d = diff_interval([r.get(metric) for r in ok], [r.get(metric) for r in base_ok], level)
+            d["metric"] = metric
+            row.update(vs_baseline=d, verdict=verdict(d["lo"], d["hi"], higher_is_better))
+        rows.append(row)
+    return rows
+
+
+def batch_table(results: Mapping[str, Sequence[Mapping]], baseline: str = "baseline") -> list[dict]:
+    """The small-vs-large-batch table from our own runs: the "bs_*" experiments and the baseline
+    (batch 128), sorted by batch size then lr.
+
+    Each row: name, batch_size, lr, warmup_epochs, steps_per_epoch (ceil(training images /
+    batch), the last batch kept), sec_per_epoch and images_per_sec (first epoch excluded, see
+    `seconds_per_epoch`), peak_mem_mb ({"mean", "std", "n"}, or None on the CPU), best_val_acc,
+    test_acc, status, note.
+    """
+    _check_one_profile(results)
+    rows = []
+    for name, runs in results.items():
+        if not runs or not (name.startswith("bs_") or name == baseline):
+            continue
+        cfg = runs[0]["config"]
+        row = _aggregate(name, runs)
+        ok = _finished(runs)
+        n_train = train_size(cfg)
+        sec = row["sec_per_epoch"]
+        mems = [r.get("peak_mem_mb") for r in ok if r.get("peak_mem_mb") is not None]
+        rows.append({
+            "name": name,
+            "batch_size": cfg["batch_size"],
+            "lr": cfg["lr"],
+            "warmup_epochs": cfg.get("warmup_epochs", 0),
+            "steps_per_epoch": -(-n_train // cfg["batch_size"]),
+            "sec_per_epoch": sec,
+            "images_per_sec": _stat(n_train / s for r in ok if (s := seconds_per_epoch(r))),
+            "peak_mem_mb": _stat(mems) if mems else None,
+            "best_val_acc": row["best_val_acc"],
+            "test_acc": row["test_acc"],
+            "status": row["status"],
+            "note": row["note"],
+        })  # fmt: skip
+    return sorted(rows, key=lambda r: (r["batch_size"], r["lr"]))
+
+
+# ---------------------------------------------------------------- tables
+
+# Column key -> header, in display order; a table shows the keys its rows have.
+COLUMNS = {
+    "name": "experiment",
+    "group": "group",
+    "batch_size": "batch",
+    "lr": "lr",
+    "warmup_epochs": "warm-up epochs",
+    "steps_per_epoch": "steps/epoch",
+    "status": "runs",
+    "sec_per_epoch": "s/epoch",
+    "images_per_sec": "images/s",
+    "peak_mem_mb": "peak GPU MB",
+    "best_val_acc": "best val acc (%)",
+    "test_acc": "test acc (%)",
+    "test_loss": "test loss",
+    "vs_baseline": "vs baseline [95% CI]",
+    "verdict": "verdict",
+}
+# Decimals per column, after accuracies are turned into percent.
+_DIGITS = {"sec_per_epoch": 2, "images_per_sec": 0, "peak_mem_mb": 0, "best_val_acc": 2,
+           "test_acc": 2, "test_loss": 4}  # fmt: skip
+
+
+def _scale(key: str) -> float:
+    return 100.0 if key.endswith("acc") else 1.0
+
+
+def _cell(key: str, value) -> str:
+    if key == "verdict" and value == "":
+        return "(reference)"
+    if value is None:
+        return "" if key == "vs_baseline" else "n/a"
+    if key == "status":
+        return f"{value['ok']} ok" + (
+            f" + {value['diverged']} diverged" if value["diverged"] else ""
+        )
+    if key == "vs_baseline":
+        metric = value.get("metric", "test_acc")
+        f, unit = _scale(metric), " pp" if metric.endswith("acc") else ""
+        digits = _DIGITS.get(metric, 4)
+        if value["diff"] is None:
+            return "n/a"
+        text = f"{value['diff'] * f:+.{digits}f}{unit}"
+        if value["lo"] is None:
+            return text + " (no interval)"
+        return text + f" [{value['lo'] * f:+.{digits}f}, {value['hi'] * f:+.{digits}f}]"
+    if isinstance(value, Mapping):  # {"mean", "std", "n"}
+        if value["n"] == 0 or value["mean"] is None:
+            return "n/a"
+        f, digits = _scale(key), _DIGITS.get(key, 4)
+        text = f"{value['mean'] * f:.{digits}f}"
+        if value["std"] is not None:
+            text += f" ± {value['std'] * f:.{digits}f}"
+        return text + f" ({value['n']})"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _csv_fields(key: str, value) -> dict:
+    if key == "status":
+        return {"ok": value["ok"], "diverged": value["diverged"]}
+    if key == "vs_baseline":
+        v = value or {}
+        return {f"diff_{k}": v.get(k) for k in ("diff", "lo", "hi", "df", "method")}
+    if isinstance(value, Mapping):
+        return {f"{key}_{k}": value[k] for k in ("mean", "std", "n")}
+    if value is None and key in ("peak_mem_mb", "images_per_sec"):
+        return {f"{key}_{k}": None for k in ("mean", "std", "n")}
+    return {key: value}
+
+
+def format_table(rows: Sequence[Mapping], fmt: str = "markdown") -> str:
+    """Rows of `summarize` or `batch_table` as a table string.
+
+    "markdown": "mean ± std (n)" cells, accuracies in percent, differences in percentage points
+    with their 95% interval; shows in a notebook (`IPython.display.Markdown`) and in the report.
+    "csv": the raw numbers (mean, std and n in separate columns) for a spreadsheet.
+    """
+    if fmt not in ("markdown", "csv"):
+        raise LabError(f"unknown table format {fmt!r}; choose markdown or csv")
+    keys = [k for k in COLUMNS if any(k in r for r in rows)]
+    if fmt == "csv":
+        records = [{f: v for k in keys for f, v in _csv_fields(k, r.get(k)).items()} for r in rows]
+        fields = list(dict.fromkeys(f for rec in records for f in rec))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        return buf.getvalue()
+    table = [[COLUMNS[k] for k in keys]] + [[_cell(k, r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(keys))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in table]
+    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    notes = [f"- {r['name']}: {r['note']}" for r in rows if r.get("note")]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description="Tables of a profile's saved results.")
+    ap.add_argument("--profile", default="full", help="full | quick | smoke (default: full)")
+    ap.add_argument("--out", default="results", help="results folder (default: results)")
+    ap.add_argument("--baseline", default="baseline", help="experiment to compare against")
+    ap.add_argument("--write", action="store_true", help="also save <out>/<profile>/summary.md")
+    args = ap.parse_args(argv)
+
+    from checkpoint import atomic_write
+    from experiments import PROFILES, load_results
+
+    if args.profile not in PROFILES:
+        raise LabError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")
+    results = load_results(args.profile, args.out)
+    if not results:
+        raise LabError(
+            f"no results in {Path(args.out) / args.profile}; run `python experiments.py run "
+            f"--profile {args.profile}` first"
+        )
+    text = (f"## Experiments vs {args.baseline} ({args.profile})\n\n"
+            + format_table(summarize(results, args.baseline)))  # fmt: skip
+    batch = batch_table(results, args.baseline)
+    if batch:
+        text += f"\n## Batch size ({args.profile})\n\n" + format_table(batch)
+    print(text, end="")
+    if args.write:
+        path = Path(args.out) / args.profile / "summary.md"
+        atomic_write(path, lambda f: f.write(text.encode()))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
