@@ -28,7 +28,7 @@ T0=$(date +%s)
 $PY -c "from data import load_cifar10; d = load_cifar10(); print(d.source, tuple(d.train_images.shape))" > "$OUT/logs/data.log" 2>&1 || { cat "$OUT/logs/data.log"; exit 1; }
 
 # Benchmark (alone on the device, so its figures are clean), then the LR range test.
-[ -f bench.py ] && timeout 90 $PY bench.py --out "$OUT/results/bench.json" > "$OUT/logs/bench.log" 2>&1
+[ -f bench.py ] && timeout 75 $PY bench.py --repeats 5 --out "$OUT/results/bench.json" > "$OUT/logs/bench.log" 2>&1
 [ -f lr_finder.py ] && timeout 60 $PY lr_finder.py --profile "$PROFILE" --out "$OUT/results" \
   --plots "$OUT/plots" --no-progress > "$OUT/logs/lr_finder.log" 2>&1
 
