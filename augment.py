@@ -1,10 +1,18 @@
 """Data augmentation presets, two ways: batched tensor ops (fast) and torchvision v2 (reference).
 
 The fast path augments a whole uint8 batch at once where it lives (the GPU when there is one),
-as the fastest public CIFAR-10 trainers do (airbench, Myrtle's DAWNBench ResNet). Random
-parameters come from a seeded CPU `torch.Generator`, so a run is reproducible on any device.
+as the fastest public CIFAR-10 trainers do (airbench, Myrtle's DAWNBench ResNet). It works in
+two steps: `draw` makes every random choice for n images on the CPU from one seeded
+`torch.Generator`, so a seed gives the same crops, flips, angles and squares on any device;
+`apply` is then a pure function of the images and those draws: one gather for the crops and
+flips, then the float steps. `augment_batch` does both for one batch; `loader.DeviceLoader`
+draws a whole epoch at once, so the device gets one small copy per epoch, not several per batch,
+and a batch costs a handful of kernels (which matters when the GPU waits on kernel launches, as
+it does for a ResNet18 on 32x32 images at these batch sizes: see bench.py).
+
 The torchvision path builds the same preset from `torchvision.transforms.v2` for one image at a
-time; tests check that both draw crops and flips from the same distribution.
+time; tests/test_augment.py checks that both draw crops and flips from the same distribution
+and that `none` gives the same tensors bit for bit.
 
 Presets (each adds to `crop_flip`, the standard CIFAR recipe of He et al. 2015):
 - none:             no augmentation (the handout's baseline)
@@ -18,7 +26,9 @@ Presets (each adds to `crop_flip`, the standard CIFAR recipe of He et al. 2015):
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +41,8 @@ ROTATE_DEG = 15.0
 JITTER = 0.2
 NOISE_SIGMA = 0.05
 CUTOUT = 16  # side of the cutout square, pixels
+# ITU-R 601 luma weights, exactly as torchvision's rgb_to_grayscale (0.2989, not 0.299).
+LUMA = (0.2989, 0.587, 0.114)
 
 
 def check_preset(preset: str) -> str:
@@ -39,32 +51,97 @@ def check_preset(preset: str) -> str:
     return preset
 
 
-def _rand(n: int, g: torch.Generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=g).to(device, non_blocking=True)
+@dataclass
+class Draws:
+    """Every random choice of a preset for n images; a field is None when the preset skips it."""
+
+    # The crop and flip, as the pixels they read: rows (n, H) and columns (n, W) of the padded
+    # image. A flipped crop reads its columns right to left.
+    rows: torch.Tensor | None = None
+    cols: torch.Tensor | None = None
+    angle: torch.Tensor | None = None  # (n,) float32: rotation, radians
+    jitter: torch.Tensor | None = None  # (n, 3) float32: brightness, contrast, saturation factors
+    corner: torch.Tensor | None = None  # (n, 2) int64: cutout square's top-left (row, col)
+    # Gaussian noise is 3,072 numbers an image, too many to draw on the CPU and copy each step,
+    # so it comes from a generator on the images' device, seeded from the CPU generator: the
+    # same seed gives the same noise on the same kind of device.
+    noise: torch.Generator | None = None
+
+    def __getitem__(self, s: slice) -> Draws:
+        """The draws of images s.start..s.stop (views, no copy). The noise generator is shared,
+        so slices must be applied in order for a run to be reproducible, as a loader does."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return Draws(**{k: v[s] if isinstance(v, torch.Tensor) else v for k, v in values.items()})
 
 
-def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = PAD) -> torch.Tensor:
-    """Random crop of the zero-padded batch plus random horizontal flip, per image."""
-    b, c, h, w = x.shape
-    dev = x.device
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(dev, non_blocking=True)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(dev, non_blocking=True)
-    flip = (torch.rand(b, generator=g) < 0.5).to(dev, non_blocking=True)
-    rows = dy[:, None] + torch.arange(h, device=dev)[None, :]  # (b, h)
-    cols = dx[:, None] + torch.arange(w, device=dev)[None, :]  # (b, w)
-    # A flip reverses the columns that are read, so crop and flip are one gather.
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    bi = torch.arange(b, device=dev)[:, None, None, None]
-    ci = torch.arange(c, device=dev)[None, :, None, None]
-    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+def draw(
+    preset: str,
+    n: int,
+    g: torch.Generator | None,
+    device: torch.device | str = "cpu",
+    size: tuple[int, int] = (32, 32),
+) -> Draws:
+    """Draw `preset`'s random choices for `n` images of `size` (H, W) from the CPU generator `g`
+    and move them to `device`. `g` may be None only for the `none` preset."""
+    check_preset(preset)
+    d = Draws()
+    if preset == "none":
+        return d
+    if g is None:
+        raise ValueError(f"augmentation {preset!r} needs a torch.Generator")
+    h, w = size
+    offset = torch.randint(0, 2 * PAD + 1, (n, 2), generator=g)  # crop corner in the padded image
+    flip = torch.rand(n, generator=g) < 0.5
+    d.rows, d.cols = crop_indices(offset, flip, size)
+    if preset == "crop_flip_rotate":
+        d.angle = (torch.rand(n, generator=g) * 2 - 1) * math.radians(ROTATE_DEG)
+    elif preset == "crop_flip_jitter":
+        d.jitter = 1 + (torch.rand(n, 3, generator=g) * 2 - 1) * JITTER
+    elif preset == "crop_flip_noise":
+        seed = int(torch.randint(0, 2**62, (), generator=g))
+        d.noise = torch.Generator(device=device).manual_seed(seed)
+    elif preset == "strong":
+        top = torch.randint(0, h - CUTOUT + 1, (n,), generator=g)
+        left = torch.randint(0, w - CUTOUT + 1, (n,), generator=g)
+        d.corner = torch.stack([top, left], dim=1)
+    for f in ("rows", "cols", "angle", "jitter", "corner"):
+        if (t := getattr(d, f)) is not None:
+            setattr(d, f, t.to(device))
+    return d
 
 
-def rotate(x: torch.Tensor, g: torch.Generator, degrees: float = ROTATE_DEG) -> torch.Tensor:
-    """Rotate each image about its centre by a uniform angle in [-degrees, degrees]; fill 0."""
-    b = x.shape[0]
-    theta = (_rand(b, g, x.device) * 2 - 1) * math.radians(degrees)
-    cos, sin = theta.cos(), theta.sin()
+def crop_indices(
+    offset: torch.Tensor, flip: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (n, H) and columns (n, W) of the padded image read by the crops whose top-left
+    corners are `offset` (n, 2); where `flip`, the columns run right to left (a mirror image)."""
+    h, w = size
+    rows = offset[:, 0:1] + torch.arange(h, device=offset.device)
+    cols = offset[:, 1:2] + torch.arange(w, device=offset.device)
+    return rows, torch.where(flip[:, None], cols.flip(1), cols)
+
+
+def gather_crops(
+    padded: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
+    """Crop i is image index[i] of the padded uint8 images, read at rows[i] x cols[i].
+
+    One gather does a loader's shuffle, the crops and the flips (a few small kernels on a GPU,
+    however large the batch). The result is (B, C, H, W) and channels-last in memory, the layout the model takes on CUDA.
+    """
+    crops = padded[index[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return crops.permute(0, 3, 1, 2)
+
+
+def crop_flip(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Crops (and flips) of the batch zero-padded by PAD, reading the pixels `draw` chose."""
+    padded = F.pad(x, (PAD, PAD, PAD, PAD))
+    return gather_crops(padded, torch.arange(len(x), device=x.device), rows, cols)
+
+
+def rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate each image about its centre by `angle` radians (bilinear, corners filled with 0)."""
+    cos, sin = angle.cos(), angle.sin()
     zero = torch.zeros_like(cos)
     mat = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(mat.to(x.dtype), list(x.shape), align_corners=False)
@@ -72,39 +149,89 @@ def rotate(x: torch.Tensor, g: torch.Generator, degrees: float = ROTATE_DEG) -> 
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    # ITU-R 601 luma, as torchvision's rgb_to_grayscale.
-    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    r, g, b = x.unbind(1)
+    return (r * LUMA[0] + g * LUMA[1] + b * LUMA[2]).unsqueeze(1)
 
 
-def color_jitter(x: torch.Tensor, g: torch.Generator, s: float = JITTER) -> torch.Tensor:
-    """Brightness, contrast and saturation, each scaled by a factor uniform in [1-s, 1+s]."""
-    b = x.shape[0]
-
-    def factor() -> torch.Tensor:
-        return (1 + (_rand(b, g, x.device) * 2 - 1) * s).view(b, 1, 1, 1).to(x.dtype)
-
-    x = (x * factor()).clamp(0, 1)
-    mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
-    x = (mean + factor() * (x - mean)).clamp(0, 1)
-    gray = _gray(x)
-    return (gray + factor() * (x - gray)).clamp(0, 1)
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    # torchvision's _blend with a factor per image: factor * x + (1 - factor) * other, in [0, 1].
+    return (factor * x + (1 - factor) * other).clamp_(0, 1)
 
 
-def gaussian_noise(x: torch.Tensor, g: torch.Generator, sigma: float = NOISE_SIGMA) -> torch.Tensor:
-    noise = torch.randn(x.shape, generator=g).to(x.device, x.dtype, non_blocking=True)
-    return (x + sigma * noise).clamp(0, 1)
+def color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Brightness, contrast, saturation of float images in [0, 1], by (B, 3) `factors`.
+
+    Each step is torchvision's adjust_brightness / adjust_contrast / adjust_saturation with the
+    image's own factor. torchvision's ColorJitter applies the three in a random order per image;
+    here the order is fixed, which changes the result only through the clamping between steps.
+    """
+    f = factors.to(x.dtype).view(-1, 3, 1, 1, 1).unbind(1)
+    x = (x * f[0]).clamp_(0, 1)
+    x = _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), f[1])
+    return _blend(x, _gray(x), f[2])
 
 
-def cutout(x: torch.Tensor, g: torch.Generator, size: int = CUTOUT) -> torch.Tensor:
-    """Set one size x size square per image (fully inside it) to 0, i.e. to the mean."""
-    b, _, h, w = x.shape
-    top = torch.randint(0, h - size + 1, (b,), generator=g).to(x.device, non_blocking=True)
-    left = torch.randint(0, w - size + 1, (b,), generator=g).to(x.device, non_blocking=True)
-    r = torch.arange(h, device=x.device)[None, :, None]
-    c = torch.arange(w, device=x.device)[None, None, :]
-    inside = (r >= top[:, None, None]) & (r < top[:, None, None] + size)
-    inside &= (c >= left[:, None, None]) & (c < left[:, None, None] + size)
-    return x.masked_fill(inside[:, None], 0.0)
+def gaussian_noise(
+    x: torch.Tensor, generator: torch.Generator, sigma: float = NOISE_SIGMA
+) -> torch.Tensor:
+    """Add N(0, sigma^2) to every pixel of float images in [0, 1], then clip to [0, 1]."""
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (x + sigma * noise).clamp_(0, 1)
+
+
+def cutout(x: torch.Tensor, corner: torch.Tensor, size: int = CUTOUT) -> torch.Tensor:
+    """Set one size x size square per image, with top-left `corner` (row, col), to 0."""
+    _, _, h, w = x.shape
+    top, left = corner[:, 0:1], corner[:, 1:2]  # (B, 1)
+    r = torch.arange(h, device=x.device)
+    c = torch.arange(w, device=x.device)
+    rows = (r >= top) & (r < top + size)  # (B, H)
+    cols = (c >= left) & (c < left + size)  # (B, W)
+    return x.masked_fill((rows[:, :, None] & cols[:, None, :])[:, None], 0.0)
+
+
+def float_steps(
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    d: Draws,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """Everything after the crop: uint8 (B, 3, H, W) -> augmented, normalized float32 batch.
+
+    `mean`/`std` are (3,) float32 tensors on the [0, 1] scale on the images' device. The steps
+    and their order are torchvision_transform's, so `none` gives the same numbers bit for bit.
+    """
+    if images.dtype != torch.uint8:
+        # A float batch would also be normalized in place below, changing the caller's tensor.
+        raise ValueError(f"expected uint8 images, got {images.dtype}")
+    # Convert the layout while the batch is 1 byte a value; the float steps below keep it.
+    images = images.contiguous(memory_format=memory_format)
+    x = images.float().mul_(1.0 / 255)  # as v2.ToDtype(torch.float32, scale=True)
+    if d.angle is not None:
+        x = rotate(x, d.angle)
+    if d.jitter is not None:
+        x = color_jitter(x, d.jitter)
+    if d.noise is not None:
+        x = gaussian_noise(x, d.noise)
+    x = x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))  # as v2.Normalize
+    if d.corner is not None:
+        # After normalizing, as RandomErasing(value=0) after Normalize: 0 is the mean colour.
+        x = cutout(x, d.corner)
+    return x
+
+
+def apply(
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    d: Draws,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> the augmented, normalized float32 batch that the draws `d` say."""
+    if d.rows is not None:
+        images = crop_flip(images, d.rows, d.cols)
+    return float_steps(images, mean, std, d, memory_format)
 
 
 def augment_batch(
@@ -116,23 +243,11 @@ def augment_batch(
 ) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> augmented, normalized float32 batch on the same device.
 
-    `mean`/`std` are (3,) tensors on the [0, 1] scale on the images' device. `g` drives every
-    random choice; it may be None only for the `none` preset.
+    `mean`/`std` are (3,) tensors on the [0, 1] scale on the images' device. `g` is a CPU
+    generator that drives every random choice; it may be None only for the `none` preset.
     """
-    if preset != "none":
-        assert g is not None, "a generator is needed for random augmentation"
-        images = crop_flip(images, g)
-    x = images.float().div_(255)
-    if preset == "crop_flip_rotate":
-        x = rotate(x, g)
-    elif preset == "crop_flip_jitter":
-        x = color_jitter(x, g)
-    elif preset == "crop_flip_noise":
-        x = gaussian_noise(x, g)
-    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-    if preset == "strong":
-        x = cutout(x, g)
-    return x
+    d = draw(preset, len(images), g, images.device, tuple(images.shape[-2:]))
+    return apply(images, mean, std, d)
 
 
 def torchvision_transform(preset: str, mean, std, pil: bool = False):

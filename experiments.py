@@ -114,7 +114,7 @@ def make_config(
         p.update(epochs=epochs, step_epochs=cfg.step_epochs * r, cycle_epochs=cfg.cycle_epochs * r,
                  warmup_epochs=cfg.warmup_epochs * r)  # fmt: skip
     # The user's overrides come last: what you set is what runs, whatever the profile.
-    return dataclasses.replace(cfg, **p, **(overrides or {})).validate()
+    return dataclasses.replace(cfg, **{**p, **(overrides or {})}).validate()
 
 
 def run_name(name: str, overrides: dict | None = None) -> str:

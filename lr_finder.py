@@ -43,7 +43,7 @@ from errors import LabError
 from resnet18 import resnet18
 from train_utils import (
     RunConfig,
-    _autocast,
+    autocast_for,
     build_loaders,
     environment,
     make_optimizer,
@@ -105,7 +105,7 @@ def lr_range_test(
     model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else None)
     model.train()
     opt = make_optimizer(cfg, model)
-    amp, scaler = _autocast(device)
+    amp, scaler = autocast_for(device)
 
     ratio = max_lr / min_lr
     lrs, losses, smoothed = [], [], []

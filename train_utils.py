@@ -188,7 +188,7 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-def _autocast(device: torch.device):
+def autocast_for(device: torch.device):
     if device.type != "cuda":
         return torch.autocast("cpu", enabled=False), None
     if torch.cuda.is_bf16_supported():
@@ -200,7 +200,7 @@ def _autocast(device: torch.device):
 def evaluate(model, loader: DeviceLoader, tta: bool = False, num_classes: int = 10) -> dict:
     """Mean loss, accuracy and confusion matrix of `model` over a whole loader."""
     model.eval()
-    amp, _ = _autocast(loader.device)
+    amp, _ = autocast_for(loader.device)
     loss_sum = torch.zeros((), device=loader.device)
     conf = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=loader.device)
     for x, y in loader:
@@ -285,7 +285,7 @@ def train(
     model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
     model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else None)
     opt = make_optimizer(cfg, model)
-    amp, scaler = _autocast(device)
+    amp, scaler = autocast_for(device)
     steps_per_epoch = len(train_dl)
     total_steps = cfg.epochs * steps_per_epoch
     sched = cfg.make_schedule(steps_per_epoch)
