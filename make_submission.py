@@ -1,0 +1,194 @@
+"""Pack the hand-in: <id>_lab3.zip holding exactly <id>_lab3.ipynb, resnet18.py and <id>_lab3.pdf.
+
+    python make_submission.py --student-id 312551001
+    python make_submission.py --student-id 312551001 --notebook student_lab3.ipynb \\
+        --report report/lab3_report.pdf --out . [--force] [--allow-preview]
+
+Checks before packing, each failure one line on stderr and exit status 2:
+- the student id is 6 to 12 ASCII letters or digits (NYCU's 312551001 style; no spaces, no
+  dashes), since it names the files the graders sort by;
+- the notebook has been run: every code cell has been executed, none ended in an error, some
+  produced output, and the outputs contain the "Test acc:" lines the training prints;
+- its results are not a preview: outputs naming the smoke or quick profile (the training log
+  prints "[<run> seed <k>, profile <name>]") are refused unless --allow-preview;
+- the report is a PDF (and, where poppler's pdftotext is installed, not a preview report);
+- an existing zip is never replaced without --force. The zip is written to a temporary file
+  and moved into place, so an interrupted run never leaves half a zip under the final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from checkpoint import atomic_write
+from errors import LabError
+
+STUDENT_ID = re.compile(r"[A-Za-z0-9]{6,12}")
+PREVIEW_PROFILES = ("smoke", "quick")
+# "[baseline seed 0, profile quick]" (experiments.py), "profile: quick", "PROFILE = 'quick'".
+PROFILE_RE = re.compile(r"\bprofile\b\s*[:=]?\s*['\"]?(full|quick|smoke)\b", re.IGNORECASE)
+TEST_ACC = "Test acc:"
+PREVIEW_BANNER = "PREVIEW, NOT REAL RESULTS"  # report/template.md.j2 prints it on page 1
+
+
+def check_student_id(student_id: str) -> str:
+    if not STUDENT_ID.fullmatch(student_id or ""):
+        raise LabError(
+            f"student id {student_id!r} must be 6 to 12 ASCII letters or digits, e.g. 312551001"
+        )
+    return student_id
+
+
+def _need_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise LabError(f"{what} {path} not found; pass its path with --{what}")
+    return path
+
+
+def output_text(output: dict) -> str:
+    """The text a notebook output shows: stream text, or the text/plain of a result."""
+    if output.get("output_type") == "stream":
+        text = output.get("text", "")
+    else:
+        text = output.get("data", {}).get("text/plain", "")
+    return "".join(text) if isinstance(text, list) else str(text)
+
+
+def check_notebook(path: Path, allow_preview: bool = False) -> dict:
+    """Refuse a notebook that was not run to the end with results; return what was found."""
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        cells = nb["cells"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise LabError(
+            f"{path} is not a Jupyter notebook ({type(e).__name__}); save it from Jupyter"
+        ) from None
+    code = [(i + 1, c) for i, c in enumerate(cells)
+            if c.get("cell_type") == "code" and "".join(c.get("source", "")).strip()]  # fmt: skip
+    if not code:
+        raise LabError(f"{path} has no code cells")
+    unrun = [i for i, c in code if c.get("execution_count") is None]
+    if unrun:
+        raise LabError(
+            f"{path} has {len(unrun)} code cell(s) never run (first: cell {unrun[0]}); run all "
+            "cells (Kernel > Restart Kernel and Run All Cells) and save before packing"
+        )
+    for i, c in code:
+        for out in c.get("outputs", []):
+            if out.get("output_type") == "error":
+                raise LabError(
+                    f"{path} cell {i} ended with an error ({out.get('ename', 'error')}: "
+                    f"{str(out.get('evalue', ''))[:80]}); fix it, rerun all cells and save"
+                )
+    texts = [output_text(o) for _, c in code for o in c.get("outputs", [])]
+    if not any(c.get("outputs") for _, c in code):
+        raise LabError(f"{path} has no outputs; run all cells and save before packing")
+    test_lines = [ln.strip() for t in texts for ln in t.splitlines() if TEST_ACC in ln]
+    if not test_lines:
+        raise LabError(
+            f"{path} shows no '{TEST_ACC}' line, so no test results; run the training cells and "
+            "save before packing"
+        )
+    profiles = sorted({m.group(1).lower() for t in texts for m in PROFILE_RE.finditer(t)})
+    preview = [p for p in profiles if p in PREVIEW_PROFILES]
+    if preview and not allow_preview:
+        raise LabError(
+            f"{path} shows results of the {' and '.join(preview)} profile (a preview, not the "
+            "real runs); rerun with --profile full, or pass --allow-preview to pack it anyway"
+        )
+    return {"profiles": profiles, "test_lines": test_lines}
+
+
+def check_report(path: Path, allow_preview: bool = False) -> bool:
+    """The report must be a PDF; where pdftotext exists, refuse a preview report. Returns
+    whether the preview check could run."""
+    with path.open("rb") as f:
+        if f.read(5) != b"%PDF-":
+            raise LabError(f"report {path} is not a PDF; build it with report/build_report.py")
+    if shutil.which("pdftotext") is None:
+        return False
+    proc = subprocess.run(["pdftotext", "-l", "1", str(path), "-"], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    if PREVIEW_BANNER in " ".join(proc.stdout.split()) and not allow_preview:
+        raise LabError(
+            f"report {path} was built from preview results (smoke/quick); rebuild it with "
+            "--profile full, or pass --allow-preview to pack it anyway"
+        )
+    return True
+
+
+def check_model(path: Path) -> None:
+    try:
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError) as e:
+        raise LabError(f"{path} is not valid Python ({e}); fix it before packing") from None
+
+
+def make_submission(student_id: str, notebook: str | Path = "student_lab3.ipynb",
+                    report: str | Path = "report/lab3_report.pdf", model: str | Path = "resnet18.py",
+                    out: str | Path = ".", force: bool = False,
+                    allow_preview: bool = False) -> tuple[Path, dict]:  # fmt: skip
+    """Check the three files and write <out>/<id>_lab3.zip; returns (zip path, what was found)."""
+    sid = check_student_id(student_id)
+    nb = _need_file(Path(notebook), "notebook")
+    pdf = _need_file(Path(report), "report")
+    py = _need_file(Path(model), "model")
+    found = check_notebook(nb, allow_preview)
+    found["report_checked"] = check_report(pdf, allow_preview)
+    check_model(py)
+    target = Path(out) / f"{sid}_lab3.zip"
+    if target.exists() and not force:
+        raise LabError(f"{target} already exists; pass --force to replace it")
+    members = {f"{sid}_lab3.ipynb": nb, "resnet18.py": py, f"{sid}_lab3.pdf": pdf}
+
+    def write(f) -> None:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, src in members.items():
+                z.write(src, arcname=name)
+
+    atomic_write(target, write)
+    found["members"] = list(members)
+    return target, found
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--student-id", required=True, help="6-12 ASCII letters/digits, e.g. 312551001")
+    ap.add_argument("--notebook", default="student_lab3.ipynb", help="the executed notebook")
+    ap.add_argument("--report", default="report/lab3_report.pdf", help="the report PDF")
+    ap.add_argument("--model", default="resnet18.py", help="the model file (packed as resnet18.py)")
+    ap.add_argument("--out", default=".", help="folder for <id>_lab3.zip (default: .)")
+    ap.add_argument("--force", action="store_true", help="replace an existing zip")
+    ap.add_argument(
+        "--allow-preview",
+        action="store_true",
+        help="pack results of the smoke/quick profile anyway",
+    )
+    args = ap.parse_args(argv)  # fmt: skip
+    target, found = make_submission(args.student_id, args.notebook, args.report, args.model,
+                                    args.out, args.force, args.allow_preview)  # fmt: skip
+    profiles = ", ".join(found["profiles"]) or "not shown"
+    print(f"wrote {target}: {', '.join(found['members'])}")
+    print(f"  notebook: {len(found['test_lines'])} '{TEST_ACC}' line(s), last: "
+          f"{found['test_lines'][-1]}; profile(s) in the outputs: {profiles}")  # fmt: skip
+    if any(p in PREVIEW_PROFILES for p in found["profiles"]):
+        print("  warning: packed with preview results (--allow-preview)", file=sys.stderr)
+    if not found["report_checked"]:
+        print("  note: pdftotext not found, so the report was not checked for the preview banner")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (LabError, OSError) as e:  # OSError: an unreadable file or a read-only --out
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
