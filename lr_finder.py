@@ -44,6 +44,7 @@ from resnet18 import resnet18
 from train_utils import (
     RunConfig,
     autocast_for,
+    bar_file,
     build_loaders,
     environment,
     make_optimizer,
@@ -113,7 +114,7 @@ def lr_range_test(
     stop_reason = ""
     batches = _endless(train_dl)
     for i in tqdm(range(steps), desc="lr range test", disable=not progress, leave=False,
-                  file=sys.stderr, mininterval=1.0, ascii=True):  # fmt: skip
+                  file=bar_file(), mininterval=1.0, ascii=True):  # fmt: skip
         lr = min_lr * ratio ** (i / (steps - 1))
         for group in opt.param_groups:
             group["lr"] = lr
