@@ -46,7 +46,7 @@ from data import load_cifar10, normalization_stats
 from errors import LabError
 from loader import DeviceLoader, torchvision_loader
 from resnet18 import resnet18
-from train_utils import autocast_for, pick_device
+from train_utils import autocast_for, optimizer_step, pick_device
 
 # Pass marks, printed beside each ratio (not asserted anywhere).
 TARGETS = {
@@ -104,14 +104,7 @@ def make_step(model: nn.Module, device: torch.device) -> Callable:
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with amp:
             loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+        optimizer_step(loss, opt, scaler)
 
     return step
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from checkpoint import latest_checkpoint, save_json
 from data import load_cifar10
-from errors import LabError
+from errors import LabError, run_cli
 from train_utils import RunConfig, pick_device, train
 
 # The handout's run: inputs in [0, 1], no augmentation, SGD lr 0.05 halved every 10 epochs,
@@ -311,16 +311,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     """main() with the user-facing error handling: one line on stderr, no traceback."""
-    try:
-        return main(argv)
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "interrupted: finished runs are saved; rerun with --resume to continue", file=sys.stderr
-        )
-        return 130
+    msg = "interrupted: finished runs are saved; rerun with --resume to continue"
+    return run_cli(main, argv, interrupted=msg)
 
 
 if __name__ == "__main__":

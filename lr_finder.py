@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from errors import LabError
+from errors import LabError, run_cli
 from resnet18 import resnet18
 from train_utils import (
     RunConfig,
@@ -48,6 +48,7 @@ from train_utils import (
     build_loaders,
     environment,
     make_optimizer,
+    optimizer_step,
     pick_device,
     seed_everything,
 )
@@ -121,14 +122,7 @@ def lr_range_test(
         x, y = next(batches)
         with amp:
             loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+        optimizer_step(loss, opt, scaler)
         value = loss.item()  # one sync per step: the test is short and needs every value
         if not math.isfinite(value):
             stop_reason = f"non-finite loss at lr {lr:.3g} (step {i + 1})"
@@ -289,11 +283,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(run_cli(main))

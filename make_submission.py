@@ -29,7 +29,7 @@ import zipfile
 from pathlib import Path
 
 from checkpoint import atomic_write
-from errors import LabError
+from errors import LabError, run_cli
 
 STUDENT_ID = re.compile(r"[A-Za-z0-9]{6,12}")
 PREVIEW_PROFILES = ("smoke", "quick")
@@ -187,8 +187,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (LabError, OSError) as e:  # OSError: an unreadable file or a read-only --out
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    # OSError: an unreadable file or a read-only --out
+    sys.exit(run_cli(main, errors=(LabError, OSError)))

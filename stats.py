@@ -28,7 +28,7 @@ import statistics
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
-from errors import LabError
+from errors import LabError, run_cli
 
 VERDICTS = ("better", "worse", "within noise", "n too small")
 # CIFAR-10 has 50,000 training images; the validation split comes out of them (RunConfig).
@@ -465,8 +465,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))

@@ -30,7 +30,7 @@ if str(REPO) not in sys.path:
 import augment  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
 from data import CLASSES  # noqa: E402
-from errors import LabError  # noqa: E402
+from errors import LabError, run_cli  # noqa: E402
 from experiments import GROUPS, PROFILES, load_results  # noqa: E402
 from report import figures, render, tables  # noqa: E402
 from stats import batch_table, format_table, summarize  # noqa: E402
@@ -318,8 +318,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))

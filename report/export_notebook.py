@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from checkpoint import atomic_write  # noqa: E402
-from errors import LabError  # noqa: E402
+from errors import LabError, run_cli  # noqa: E402
 from report import render  # noqa: E402
 
 # nbconvert's classic template: its block layout prints well; the lab template's flex
@@ -201,8 +201,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))
