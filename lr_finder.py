@@ -40,11 +40,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from errors import LabError, run_cli
+from progress import bar_file
 from resnet18 import resnet18
 from train_utils import (
     RunConfig,
     autocast_for,
-    bar_file,
     build_loaders,
     environment,
     make_optimizer,

@@ -21,7 +21,6 @@ import dataclasses
 import os
 import platform
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from data import Cifar10, get_mean_std, load_cifar10, normalization_stats, split
 from errors import LabError
 from loader import DeviceLoader
 from plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
+from progress import bar_file
 from resnet18 import resnet18
 from schedules import Schedule, lr_at
 
@@ -334,7 +334,6 @@ def train(
         losses = torch.zeros(steps_per_epoch, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
-        lr = lr_at(step, total_steps, sched)
         bar = tqdm(train_dl.batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False, file=bar_file(), mininterval=1.0, ascii=True)  # fmt: skip
         for i, (x, y) in enumerate(bar):
@@ -391,34 +390,6 @@ def train(
     if device.type == "cuda":
         result.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
     return result
-
-
-class _DisplayLine:
-    """tqdm's file inside a Jupyter kernel: each write replaces one display output, so a saved
-    or exported notebook keeps only the bar's last state (nothing once a leave=False bar
-    closes), instead of every '\\r' redraw as a separate stderr output."""
-
-    def __init__(self) -> None:
-        self._handle = None
-
-    def write(self, text: str) -> None:
-        line = text.replace("\r", "").rstrip()
-        if self._handle is None:
-            if line:
-                from IPython.display import display
-
-                self._handle = display({"text/plain": line}, raw=True, display_id=True)
-        else:
-            self._handle.update({"text/plain": line}, raw=True)
-
-    def flush(self) -> None:
-        pass
-
-
-def bar_file():
-    """Where progress bars go: a display line in a notebook, stderr in a terminal or log."""
-    shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
-    return _DisplayLine() if getattr(shell, "kernel", None) is not None else sys.stderr
 
 
 def _log_epoch(log, hist: dict, i: int) -> None:

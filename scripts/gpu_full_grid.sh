@@ -4,6 +4,12 @@
 #
 #   bash scripts/gpu_full_grid.sh OUT [DATA]        # DATA: cifar10-jpeg.tar.gz or a folder
 #
+# With the device tool: copy ../shared/data/cifar10-jpeg.tar.gz into .gpu/ (ignored by git),
+# carry ".gpu", and run `DEADLINE_S=470 bash scripts/gpu_full_grid.sh "$OUT"`.
+# Runs already committed under results/<profile>/ are copied in first and replayed, not
+# retrained (RERUN=1 retrains them), so a later session spends its minutes on what is missing
+# (the lr and batch groups, further seeds); BENCH=0 skips the benchmark.
+#
 # The final recipe and the baseline (the two runs that matter most) each get a lane of their
 # own; lanes 1..4 share the norm/aug/lr/batch groups. Each lane then adds
 # seeds 1, 2 of its runs while time is left. Runs share the GPU, so seconds per epoch are
@@ -21,6 +27,9 @@ export LAB3_DATA_DIR=$DATA LAB3_CACHE_DIR=${LAB3_CACHE_DIR:-/tmp/lab3-cache} PYT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export LAB3_RUN_NOTE="$((LANES + 2)) runs in parallel on one device (scripts/gpu_full_grid.sh)"
 mkdir -p "$OUT/logs" "$OUT/results"
+if [ "${RERUN:-0}" != 1 ] && [ -d "results/$PROFILE" ]; then
+  mkdir -p "$OUT/results/$PROFILE" && cp results/"$PROFILE"/*__seed*.json "$OUT/results/$PROFILE/" 2>/dev/null
+fi
 T0=$(date +%s)
 { date -u +%FT%TZ; uname -a; nvidia-smi 2>&1 || true; $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.is_available())"; } > "$OUT/logs/machine.txt" 2>&1
 
@@ -28,7 +37,7 @@ T0=$(date +%s)
 $PY -c "from data import load_cifar10; d = load_cifar10(); print(d.source, tuple(d.train_images.shape))" > "$OUT/logs/data.log" 2>&1 || { cat "$OUT/logs/data.log"; exit 1; }
 
 # Benchmark (alone on the device, so its figures are clean), then the LR range test.
-[ -f bench.py ] && timeout 75 $PY bench.py --repeats 5 --out "$OUT/results/bench.json" > "$OUT/logs/bench.log" 2>&1
+[ -f bench.py ] && [ "${BENCH:-1}" = 1 ] && timeout 75 $PY bench.py --repeats 5 --out "$OUT/results/bench.json" > "$OUT/logs/bench.log" 2>&1
 [ -f lr_finder.py ] && timeout 60 $PY lr_finder.py --profile "$PROFILE" --out "$OUT/results" \
   --plots "$OUT/plots" --no-progress > "$OUT/logs/lr_finder.log" 2>&1
 
