@@ -89,6 +89,12 @@ def default_profile() -> str:
     return "full" if torch.cuda.is_available() else "quick"
 
 
+def default_seeds(profile: str) -> int:
+    """Seeds per experiment unless told: 3 on the full profile, so that tables can show mean +-
+    std and say which differences exceed the noise; 1 for the CPU previews."""
+    return 3 if profile == "full" else 1
+
+
 def make_config(
     name: str, profile: str = "full", seed: int = 0, overrides: dict | None = None
 ) -> RunConfig:
@@ -245,7 +251,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument(
         "--data-dir", default=None, help="CIFAR-10 location (default: $LAB3_DATA_DIR or ./data)"
     )
-    run.add_argument("--seeds", type=int, default=1, help="run seeds 0..N-1 (default 1)")
+    run.add_argument(
+        "--seeds", type=int, default=None, help="run seeds 0..N-1 (default: 3 on full, else 1)"
+    )
     run.add_argument("--out", default="results", help="results folder (default: results)")
     run.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder")
     run.add_argument("--force", action="store_true", help="rerun finished runs")
@@ -280,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         print("profiles: " + ", ".join(f"{k} {v}" for k, v in PROFILES.items()))
         return 0
     profile = args.profile or default_profile()
+    if args.seeds is None:
+        args.seeds = default_seeds(profile)
     if args.seeds <= 0:
         raise LabError(f"--seeds must be positive, got {args.seeds}")
     try:

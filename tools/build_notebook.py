@@ -89,7 +89,7 @@ md(r"""
     | `LAB3_RESULTS_DIR` | `results` | where runs are saved and replayed from |
     | `LAB3_PLOTS_DIR` | `plots/<profile>` | where every figure is also saved as PNG |
     | `LAB3_CHECKPOINTS_DIR` | `checkpoints` | per-epoch checkpoints of unfinished runs |
-    | `LAB3_SEEDS` | `1` | seeds 0..N-1 per experiment (saved runs of other seeds are shown too) |
+    | `LAB3_SEEDS` | 3 on `full`, else 1 | seeds 0..N-1 per experiment (saved runs of other seeds are shown too) |
     | `LAB3_FORCE` | `0` | `1`: retrain even where results exist |
     | `LAB3_TRAIN_MISSING` | `1` | `0`: replay only; experiments without saved results are listed as "not run" |
 """)
@@ -116,7 +116,7 @@ code(
     CHECKPOINTS_DIR = os.environ.get("LAB3_CHECKPOINTS_DIR", "checkpoints")
     FORCE = os.environ.get("LAB3_FORCE") == "1"  # retrain even if results exist
     TRAIN_MISSING = os.environ.get("LAB3_TRAIN_MISSING", "1") != "0"  # False: replay only
-    SEEDS = int(os.environ.get("LAB3_SEEDS") or 1)  # seeds 0..SEEDS-1 of every experiment
+    SEEDS = int(os.environ.get("LAB3_SEEDS") or experiments.default_seeds(PROFILE))  # 3 on full
     RESUME = True  # continue an interrupted run from its newest checkpoint
     """,
     tags=["parameters"],
