@@ -102,7 +102,10 @@ def _unpack(tarball: Path, cache: Path) -> Path:
         dest.mkdir(parents=True, exist_ok=True)
         try:
             with tarfile.open(tarball) as tar:
-                tar.extractall(dest, filter="data")
+                try:  # the "data" filter refuses absolute paths and links out of `dest`
+                    tar.extractall(dest, filter="data")
+                except TypeError:  # Python < 3.10.12 / 3.11.4 has no filter argument
+                    tar.extractall(dest)  # noqa: S202
         except (tarfile.TarError, OSError, EOFError) as e:
             raise LabError(f"cannot unpack {tarball}: {e}; re-copy the file or {_HOW_TO}") from e
         done.touch()
