@@ -18,6 +18,7 @@ import argparse
 import ast
 import dataclasses
 import datetime as dt
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -181,8 +182,6 @@ def run_experiment(
     overrides: dict | None = None,
 ) -> dict:
     """Run one experiment (or replay its saved results) and return its results dict."""
-    import json
-
     cfg = make_config(name, profile, seed, overrides)
     path = result_path(Path(out), profile, cfg.name, seed)
     if path.exists() and not force:
@@ -229,8 +228,6 @@ def run_experiment(
 
 def load_results(profile: str, out: str | Path = "results") -> dict[str, list[dict]]:
     """Every saved result of a profile, grouped by experiment name (seeds in order)."""
-    import json
-
     found: dict[str, list[dict]] = {}
     for p in sorted((Path(out) / profile).glob("*__seed*.json")):
         r = json.loads(p.read_text())

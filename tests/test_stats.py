@@ -269,15 +269,8 @@ def test_format_table_markdown_and_csv() -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny smoke models on 2 shared cores: one intra-op thread is ~5x faster than two fighting
-    other processes for the cores (measured: 6.5 s vs 48 s for this file's runs)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread_per_module):
+    """Tiny smoke models: one torch thread (see conftest.one_thread_per_module)."""
 
 
 @pytest.fixture(scope="module")
