@@ -15,6 +15,12 @@ the median over repeats of the two figures timed side by side in the same repeat
    transforms in worker processes), each against the model step alone.
 3. augmentation alone: DeviceLoader batches (a whole epoch per repeat on CUDA) against the same
    crop_flip pipeline run image by image through PIL (one process, then stacked into a batch).
+4. with --compile MODE: the model step and the fast loop again with the step through
+   torch.compile, against the eager step; the compilation's seconds and the images after which
+   it has paid for itself are reported beside the ratio.
+
+Last, the training images of the full experiment grid (experiments.workload) divided by the fast
+loop's speed: how long the grid would take run by run on this device at this batch size.
 
 On CUDA it runs the way train_utils trains: bf16 autocast, channels_last, cudnn.benchmark, with
 warm-up steps first and torch.cuda.synchronize around every timed region. Figures go to the
@@ -44,9 +50,16 @@ from torch import nn
 from augment import torchvision_transform
 from data import load_cifar10, normalization_stats
 from errors import LabError
+from experiments import workload
 from loader import DeviceLoader, torchvision_loader
 from resnet18 import resnet18
-from train_utils import autocast_for, optimizer_step, pick_device
+from train_utils import (
+    COMPILE_MODES,
+    autocast_for,
+    compile_for_training,
+    optimizer_step,
+    pick_device,
+)
 
 # Pass marks, printed beside each ratio (not asserted anywhere).
 TARGETS = {
@@ -80,6 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--data-dir", help="CIFAR-10 location (default: $LAB3_DATA_DIR, else ./data)")
     p.add_argument("--out", type=Path, help="JSON file (default results/bench/bench_<device>.json)")
+    p.add_argument("--compile", choices=COMPILE_MODES, help="also time the step torch.compile'd")
     return p.parse_args(argv)
 
 
@@ -236,6 +250,14 @@ def candidates(args, cfg: dict, device: torch.device, images, labels, mean, std)
         tv_step = make_step(torchvision_cifar_resnet18().to(device, memory_format=fmt), device)
         cands.append(model_candidate("model_torchvision", "model step, torchvision resnet18",
                                      tv_step, synthetic, steps, cfg["warmup"], device))  # fmt: skip
+    compiled_step = None
+    if args.compile:
+        # Its own copy of the model, so that eager and compiled steps never share weights.
+        compiled = resnet18(num_classes=10, width=args.width).to(device, memory_format=fmt)
+        compiled_step = make_step(compile_for_training(compiled, args.compile), device)
+        cands.append(model_candidate("model_compiled", f"model step, torch.compile {args.compile}",
+                                     compiled_step, synthetic, steps, max(1, cfg["warmup"]),
+                                     device))  # fmt: skip
 
     fast = DeviceLoader(images, labels, bs, mean, std, device=device, augment="crop_flip",
                         shuffle=True, seed=0, channels_last=cuda)  # fmt: skip
@@ -247,6 +269,10 @@ def candidates(args, cfg: dict, device: torch.device, images, labels, mean, std)
         loop_candidate("loop_pil", f"training loop, DataLoader + PIL ({args.workers} workers)",
                        hand_step, lambda e: iter(pil), steps, cfg["lead_in"], bs, device, fmt),
     ]  # fmt: skip
+    if compiled_step is not None:
+        cands.append(loop_candidate("loop_fast_compiled", "training loop, DeviceLoader, compiled",
+                                    compiled_step, fast.batches, steps, cfg["lead_in"], bs, device,
+                                    fmt))  # fmt: skip
 
     cfg["aug_batches"] = cfg["aug_batches"] or len(fast)
     aug_batches = itertools.chain.from_iterable(map(fast.batches, itertools.count()))
@@ -285,8 +311,12 @@ def bench(args: argparse.Namespace) -> dict:
     cands = candidates(args, cfg, device, images, labels, mean, std)
 
     t_start = time.perf_counter()
+    warmup_s = {}  # the compiled step's first call compiles: its warm-up holds that cost
     for c in cands:
+        t0 = time.perf_counter()
         c.warmup()
+        sync(device)
+        warmup_s[c.key] = time.perf_counter() - t0
     for r in range(cfg["repeats"]):
         for c in cands[r % len(cands) :] + cands[: r % len(cands)]:
             c.seconds.append(c.run())
@@ -306,7 +336,10 @@ def bench(args: argparse.Namespace) -> dict:
         "loop_pil_vs_model": paired("loop_pil", "model_hand"),
         "loop_fast_vs_pil": paired("loop_fast", "loop_pil"),
         "aug_batched_vs_pil": paired("aug_batched", "aug_pil"),
+        "model_compiled_vs_eager": paired("model_compiled", "model_hand"),
+        "loop_fast_compiled_vs_model_compiled": paired("loop_fast_compiled", "model_compiled"),
     }
+    rate = {c.key: statistics.median(c.rates()) for c in cands}
     amp, _ = autocast_for(device)
     autocast = str(amp.fast_dtype).removeprefix("torch.") if cuda else "off (float32)"
     return {
@@ -323,10 +356,12 @@ def bench(args: argparse.Namespace) -> dict:
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "seconds": round(seconds, 1),
         "figures": {
-            c.key: {"label": c.label, "images_per_s": statistics.median(c.rates()),
-                    "repeats": c.rates(), "images_per_repeat": c.images}
+            c.key: {"label": c.label, "images_per_s": rate[c.key], "repeats": c.rates(),
+                    "images_per_repeat": c.images, "warmup_seconds": warmup_s[c.key]}
             for c in cands
         },
+        "compile": compile_figures(args.compile, warmup_s, rate, cfg["warmup"], args.batch_size),
+        "grid_projection": grid_projection(rate) if args.width == 64 else None,
         "ratios": {
             k: {"value": v, "target": TARGETS.get(k),
                 "pass": None if v is None or k not in TARGETS else v >= TARGETS[k]}
@@ -334,6 +369,32 @@ def bench(args: argparse.Namespace) -> dict:
         },
         "notes": notes(args, cfg, device, source),
     }  # fmt: skip
+
+
+def compile_figures(mode, warmup_s: dict, rate: dict, warmup_steps: int, bs: int) -> dict | None:
+    """What compiling costs once (its warm-up less the eager warm-up's share of steps) and after
+    how many training images the faster steps have paid it back (None: they never do)."""
+    if mode is None:
+        return None
+    eager_steps_s = max(1, warmup_steps) * bs / rate["model_hand"]
+    compile_s = max(0.0, warmup_s["model_compiled"] - eager_steps_s)
+    saved_per_image = 1 / rate["model_hand"] - 1 / rate["model_compiled"]
+    return {"mode": mode, "compile_seconds": compile_s,
+            "break_even_images": compile_s / saved_per_image if saved_per_image > 0 else None}  # fmt: skip
+
+
+def grid_projection(rate: dict) -> dict:
+    """The full grid's training images over the fast loop's measured speed, one run at a time
+    (runs sharing a launch-bound GPU in parallel can beat it; a bigger batch runs faster)."""
+    out = {}
+    for seeds in (1, 3):
+        w = workload(profile="full", seeds=seeds)
+        out[f"seeds_{seeds}"] = {
+            **w,
+            **{f"minutes_{k}": w["train_images"] / rate[k] / 60
+               for k in ("loop_fast", "loop_fast_compiled") if k in rate},
+        }  # fmt: skip
+    return out
 
 
 def versions() -> dict:
@@ -348,7 +409,10 @@ def notes(args, cfg, device, source) -> list[str]:
     if source.startswith("SYNTHETIC"):
         out.append("CIFAR-10 was not found: the loop and augmentation ran on random images")
     if args.width != 64:
-        out.append("torchvision's resnet18 has width 64 only: no reference model at this width")
+        out.append(
+            "torchvision's resnet18 has width 64 only: no reference model, and no full-grid "
+            "projection (the full profile trains width 64), at this width"
+        )
     load = os.getloadavg()[0]
     if device.type == "cpu" and load > (os.cpu_count() or 1):
         out.append(f"busy machine: load average {load:.1f} on {os.cpu_count()} cores, so the "
@@ -364,6 +428,8 @@ RATIO_LABELS = {
     "loop_pil_vs_model": "training loop: DataLoader+PIL / model step",
     "loop_fast_vs_pil": "training loop: DeviceLoader / DataLoader+PIL",
     "aug_batched_vs_pil": "augmentation: batched / per-image PIL",
+    "model_compiled_vs_eager": "model step: torch.compile / eager",
+    "loop_fast_compiled_vs_model_compiled": "training loop compiled / model step compiled",
 }
 
 
@@ -379,6 +445,8 @@ def report(res: dict) -> str:
         f"{'ratio':48s}{'value':>8s}{'target':>10s}",
     ]
     for key, r in res["ratios"].items():
+        if r["value"] is None and key.startswith(("model_compiled", "loop_fast_compiled")):
+            continue  # not asked for (--compile)
         value = "n/a" if r["value"] is None else f"{r['value']:.2f}"
         target = "" if r["target"] is None else f">= {r['target']:g}"
         verdict = {True: "PASS", False: "FAIL", None: ""}[r["pass"]]
@@ -389,6 +457,18 @@ def report(res: dict) -> str:
         lines.append(
             f"{f['label']:48s}{f['images_per_s']:8.0f}   {min(rates):.0f}..{max(rates):.0f}"
         )
+    if c := res.get("compile"):
+        paid = c["break_even_images"]
+        lines.append(f"torch.compile {c['mode']}: {c['compile_seconds']:.0f} s to compile; "
+                     + ("never pays back at this speed" if paid is None
+                        else f"paid back after {paid:,.0f} training images"))  # fmt: skip
+    lines.append("")
+    for g in (res["grid_projection"] or {}).values():
+        minutes = ", ".join(f"{g[k]:.1f} min {how}" for k, how in
+                            (("minutes_loop_fast", "eager"), ("minutes_loop_fast_compiled", "compiled"))
+                            if k in g)  # fmt: skip
+        lines.append(f"full grid, {g['experiments']} experiments x {g['seeds']} seed(s), "
+                     f"{g['train_images'] / 1e6:.1f}M training images: {minutes} (one run at a time)")  # fmt: skip
     lines += [f"note: {n}" for n in res["notes"]]
     return "\n".join(lines)
 

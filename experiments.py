@@ -26,7 +26,7 @@ from pathlib import Path
 from checkpoint import latest_checkpoint, save_json
 from data import load_cifar10
 from errors import LabError, run_cli
-from train_utils import RunConfig, pick_device, train
+from train_utils import COMPILE_MODES, RunConfig, pick_device, train
 
 # The handout's run: inputs in [0, 1], no augmentation, SGD lr 0.05 halved every 10 epochs,
 # 20 epochs, batch 128 (momentum 0.9 and weight decay 5e-4 as in the handout's optimizer).
@@ -161,6 +161,25 @@ def expand(names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def workload(names: list[str] | None = None, profile: str = "full", seeds: int = 1) -> dict:
+    """What the grid (or `names`) costs in training images and optimizer steps: multiplied by a
+    measured throughput (bench.py) it gives the grid's time. Evaluation is left out (forward
+    only, ~5,000 validation images an epoch: under 5% of an epoch's work)."""
+    import math
+
+    from stats import train_size
+
+    runs = expand(names or [])
+    images = steps = 0
+    for name in runs:
+        cfg = make_config(name, profile)
+        n = train_size(dataclasses.asdict(cfg))
+        images += cfg.epochs * n
+        steps += cfg.epochs * math.ceil(n / cfg.batch_size)
+    return {"profile": profile, "experiments": len(runs), "seeds": seeds,
+            "train_images": images * seeds, "steps": steps * seeds}  # fmt: skip
+
+
 def result_path(out: Path, profile: str, name: str, seed: int) -> Path:
     return Path(out) / profile / f"{name}__seed{seed}.json"
 
@@ -180,6 +199,7 @@ def run_experiment(
     echo=print,
     ckpt_every: int = 1,
     overrides: dict | None = None,
+    compile_mode: str | None = None,
 ) -> dict:
     """Run one experiment (or replay its saved results) and return its results dict."""
     cfg = make_config(name, profile, seed, overrides)
@@ -205,7 +225,7 @@ def run_experiment(
 
     tee(f"[{cfg.name} seed {seed}, profile {profile}]")
     res = train(cfg, data, device=device, ckpt_dir=ckpt_dir, resume=resume, progress=progress,
-                log=tee, ckpt_every=ckpt_every)  # fmt: skip
+                log=tee, ckpt_every=ckpt_every, compile_mode=compile_mode)  # fmt: skip
     result = res.to_dict()
     result.update(
         name=cfg.name,
@@ -271,6 +291,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a RunConfig setting, e.g. --set lr=0.1 (repeatable)")  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bars (logs to files)")
+    run.add_argument("--compile", default=None, choices=COMPILE_MODES, dest="compile_mode",
+                     help="torch.compile the training step (default: off); reduce-overhead adds "
+                     "CUDA graphs")  # fmt: skip
     return ap.parse_args(argv)  # fmt: skip
 
 
@@ -306,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             r = run_experiment(name, profile, data, seed=seed, out=args.out, ckpt_root=args.checkpoints,
                                force=args.force, resume=args.resume, device=device,
                                progress=not args.no_progress, ckpt_every=args.ckpt_every,
-                               overrides=overrides)  # fmt: skip
+                               overrides=overrides, compile_mode=args.compile_mode)  # fmt: skip
             summary.append((r["name"], seed, r["status"], r["test_acc"]))
     print("\nSummary:")
     for name, seed, status, acc in summary:
