@@ -14,9 +14,8 @@
 # own; lanes 1..4 share the norm/aug/lr/batch groups. Each lane then adds
 # seeds 1, 2 of its runs while time is left. Runs share the GPU, so seconds per epoch are
 # measured under that contention: LAB3_RUN_NOTE records it in every result file.
-# COMPILE=MODE (e.g. reduce-overhead: torch.compile with CUDA graphs) times the compiled step in
-# the benchmark too and trains every run through it; each lane compiles once per batch size
-# (inductor's cache in /tmp is shared, so later runs of a lane start faster).
+# COMPILE=MODE (e.g. reduce-overhead: torch.compile with CUDA graphs) checks that compiling
+# works here, then times the compiled step in the benchmark too and trains every run through it.
 # Env: PROFILE (full), DEADLINE_S (seconds for the grid, default 420), PY (python3), COMPILE.
 set -u
 OUT=${1:?usage: gpu_full_grid.sh OUT [DATA]}
@@ -41,12 +40,29 @@ T0=$(date +%s)
 # Decode the JPEGs once, so the lanes start from the cache.
 $PY -c "from data import load_cifar10; d = load_cifar10(); print(d.source, tuple(d.train_images.shape))" > "$OUT/logs/data.log" 2>&1 || { cat "$OUT/logs/data.log"; exit 1; }
 
-# Benchmark (alone on the device, so its figures are clean), then the LR range test.
-# (A compiled step adds its compilation, about a minute for fwd+bwd, hence the longer limit.)
-[ -f bench.py ] && [ "${BENCH:-1}" = 1 ] && timeout $((${#COMPILE_ARGS[@]} ? 180 : 75)) \
+# A torch.compile that fails on this machine must not cost the session: try it first on one
+# short epoch of the full-profile baseline (200 images: a batch of 128 and one of 72, the shapes
+# every batch-128 run meets), and train eager if it fails. The compiled graphs land in
+# inductor's cache, so the bench and the batch-128 lanes load them instead of compiling again.
+if [ ${#COMPILE_ARGS[@]} -gt 0 ]; then
+  CHECK=/tmp/lab3-compile-check
+  if ! timeout 200 $PY experiments.py run baseline --profile full --seeds 1 --set train_subset=200 \
+      --set epochs=1 --set test_subset=500 --force --no-progress --out "$CHECK" --checkpoints "$CHECK/ck" \
+      "${COMPILE_ARGS[@]}" > "$OUT/logs/compile_check.log" 2>&1; then
+    echo "torch.compile $COMPILE failed its check: every run trains eager" | tee -a "$OUT/logs/compile_check.log"
+    COMPILE_ARGS=()
+  fi
+  echo "compile check done after $(($(date +%s) - T0))s" >> "$OUT/logs/compile_check.log"
+fi
+
+# Benchmark (alone on the device, so its figures are clean), then the LR range test unless its
+# result is committed already.
+[ -f bench.py ] && [ "${BENCH:-1}" = 1 ] && timeout $((${#COMPILE_ARGS[@]} ? 150 : 75)) \
   $PY bench.py --repeats 5 "${COMPILE_ARGS[@]}" --out "$OUT/results/bench.json" > "$OUT/logs/bench.log" 2>&1
-[ -f lr_finder.py ] && timeout 60 $PY lr_finder.py --profile "$PROFILE" --out "$OUT/results" \
-  --plots "$OUT/plots" --no-progress > "$OUT/logs/lr_finder.log" 2>&1
+if [ -f lr_finder.py ] && { [ "${RERUN:-0}" = 1 ] || [ ! -f "results/$PROFILE/lr_range.json" ]; }; then
+  timeout 60 $PY lr_finder.py --profile "$PROFILE" --out "$OUT/results" --plots "$OUT/plots" \
+    --no-progress > "$OUT/logs/lr_finder.log" 2>&1
+fi
 
 LEFT=$((DEADLINE_S - ($(date +%s) - T0)))
 run_lane() {  # lane-name, then experiments.py arguments; seeds 1..3 while time is left
@@ -67,7 +83,7 @@ done
 wait
 echo "grid ended after $(($(date +%s) - T0))s" >> "$OUT/logs/grid.log"
 ls "$OUT/results/$PROFILE" >> "$OUT/logs/grid.log" 2>&1
-grep -h "Test acc" "$OUT"/logs/lane*.log | sort | uniq -c | head -100 >> "$OUT/logs/grid.log"
+grep -h "Test acc" "$OUT"/logs/lane*.log 2>/dev/null | sort | uniq -c | head -100 >> "$OUT/logs/grid.log"
 
 # At most 8 files come back from the device: pack everything into one archive.
 mkdir -p "$OUT/plots"
