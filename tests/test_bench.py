@@ -33,6 +33,11 @@ def test_bench_writes_ratios_figures_and_provenance(tmp_path, capsys, one_thread
     )
     assert res["ratios"]["model_hand_vs_torchvision"]["value"] is None  # no reference at width 8
     assert res["compile"] is None and res["grid_projection"] is None
+    flops = res["train_flops_per_image"]
+    assert res["figures"]["loop_fast"]["tflops"] == pytest.approx(
+        res["figures"]["loop_fast"]["images_per_s"] * flops / 1e12
+    )
+    assert res["figures"]["aug_pil"]["tflops"] is None
     assert "augmentation: batched / per-image PIL" in printed and "torch.compile" not in printed
 
 
@@ -43,12 +48,21 @@ def test_bad_settings_fail_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "b.json").exists()
 
 
+def test_train_flops_are_three_forwards():
+    # ResNet18 with the CIFAR stem: 0.56 GMACs forward (kuangliu/pytorch-cifar's count), i.e.
+    # 1.11 GFLOP; backward costs two forwards (grads of inputs and of weights).
+    flops = bench.train_flops_per_image(64)
+    assert flops == pytest.approx(3 * 1.11e9, rel=0.01)
+    assert bench.train_flops_per_image(32) == pytest.approx(flops / 4, rel=0.02)  # width squared
+
+
 def test_grid_projection_divides_the_workload_by_the_loop_speed():
     rate = {"loop_fast": 10_000.0, "loop_fast_compiled": 20_000.0}
-    one = bench.grid_projection(rate)["seeds_1"]
+    one = bench.grid_projection(rate, 3e9)["seeds_1"]
     assert one["train_images"] == workload(profile="full")["train_images"]
     assert one["minutes_loop_fast"] == pytest.approx(one["train_images"] / 10_000 / 60)
     assert one["minutes_loop_fast_compiled"] == pytest.approx(one["minutes_loop_fast"] / 2)
+    assert one["tflops_for_target"] == pytest.approx(one["train_images"] * 3e9 / 480 / 1e12)
 
 
 def test_workload_counts_epochs_times_training_images():
