@@ -92,6 +92,7 @@ md(r"""
     | `LAB3_SEEDS` | 3 on `full`, else 1 | seeds 0..N-1 per experiment (saved runs of other seeds are shown too) |
     | `LAB3_FORCE` | `0` | `1`: retrain even where results exist |
     | `LAB3_TRAIN_MISSING` | `1` | `0`: replay only; experiments without saved results are listed as "not run" |
+    | `LAB3_COMPILE` | off | a `torch.compile` mode for the training step, e.g. `reduce-overhead` on a GPU (see README, Speed) |
 """)
 
 # ------------------------------------------------------------------------------ 1. set-up
@@ -118,6 +119,7 @@ code(
     TRAIN_MISSING = os.environ.get("LAB3_TRAIN_MISSING", "1") != "0"  # False: replay only
     SEEDS = int(os.environ.get("LAB3_SEEDS") or experiments.default_seeds(PROFILE))  # 3 on full
     RESUME = True  # continue an interrupted run from its newest checkpoint
+    COMPILE = os.environ.get("LAB3_COMPILE") or None  # None: eager; e.g. "reduce-overhead"
     """,
     tags=["parameters"],
 )
@@ -140,8 +142,9 @@ code("""
     import stats
     from checkpoint import save_json
     from resnet18 import resnet18
-    from train_utils import pick_device, plot_history, plot_overlay
+    from train_utils import check_compile_mode, pick_device, plot_history, plot_overlay
 
+    check_compile_mode(COMPILE)  # a typo fails here, not after the first replayed runs
     PLOTS = Path(PLOTS_DIR or Path("plots") / PROFILE)
     PLOTS.mkdir(parents=True, exist_ok=True)
     DEVICE = pick_device()
@@ -153,6 +156,8 @@ code("""
     else:
         print(f"device:  {DEVICE} ({torch.get_num_threads()} threads)")
     print(f"profile: {PROFILE} {experiments.PROFILES[PROFILE]}")
+    if COMPILE:
+        print(f"compile: torch.compile mode {COMPILE!r} for the training step")
     print(f"data:    {DATA_DIR or data.default_data_dir()} -> {DATA.source}")
     print(f"         train {tuple(DATA.train_images.shape)}, test {tuple(DATA.test_images.shape)}, "
           f"{DATA.train_images.dtype}, {len(DATA.classes)} classes")
@@ -202,7 +207,7 @@ code('''
                 if path.exists() or TRAIN_MISSING or FORCE:
                     done.append(experiments.run_experiment(
                         name, PROFILE, DATA, seed=seed, out=RESULTS_DIR, ckpt_root=CHECKPOINTS_DIR,
-                        force=FORCE, resume=RESUME, device=DEVICE, echo=echo))
+                        force=FORCE, resume=RESUME, device=DEVICE, echo=echo, compile_mode=COMPILE))
             for r in done:  # a replayed file may predate a change to experiments.py
                 now = dataclasses.asdict(experiments.make_config(name, PROFILE, r["seed"]))
                 stale = [k for k, v in now.items() if k != "name" and r["config"].get(k) != v]
