@@ -19,10 +19,9 @@ the median over repeats of the two figures timed side by side in the same repeat
    torch.compile, against the eager step; the compilation's seconds and the images after which
    it has paid for itself are reported beside the ratio.
 
-Last, the training images of the full experiment grid (experiments.workload) divided by the fast
-loop's speed: how long the grid would take run by run on this device at this batch size; and
-the arithmetic behind it, counted by torch.utils.flop_counter: FLOPs of one training image
-(forward + backward), the TFLOP/s each candidate achieves, and the TFLOP/s that finishing the
+Last, from cost.py: the training images of the full experiment grid divided by the fast loop's
+speed (how long the grid would take run by run on this device at this batch size), the FLOPs of
+one training image, the TFLOP/s each candidate achieves, and the TFLOP/s that finishing the
 grid in 8 minutes would take.
 
 On CUDA it runs the way train_utils trains: bf16 autocast, channels_last, cudnn.benchmark, with
@@ -52,18 +51,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from augment import torchvision_transform
+from cost import GRID_TARGET_MINUTES, grid_projection, train_flops_per_image
 from data import load_cifar10, normalization_stats
 from errors import LabError
-from experiments import workload
 from loader import DeviceLoader, torchvision_loader
 from resnet18 import resnet18
-from train_utils import (
-    COMPILE_MODES,
-    autocast_for,
-    compile_for_training,
-    optimizer_step,
-    pick_device,
-)
+from runtime import COMPILE_MODES, autocast_for, compile_for_training, pick_device
+from train_utils import optimizer_step
 
 # Pass marks, printed beside each ratio (not asserted anywhere).
 TARGETS = {
@@ -375,7 +369,9 @@ def bench(args: argparse.Namespace) -> dict:
         },
         "compile": compile_figures(args.compile, warmup_s, rate, cfg["warmup"], args.batch_size),
         "train_flops_per_image": flops,
-        "grid_projection": grid_projection(rate, flops) if args.width == 64 else None,
+        "grid_projection": grid_projection(
+            {k: rate[k] for k in ("loop_fast", "loop_fast_compiled") if k in rate}, flops
+        ) if args.width == 64 else None,
         "ratios": {
             k: {"value": v, "target": TARGETS.get(k),
                 "pass": None if v is None or k not in TARGETS else v >= TARGETS[k]}
@@ -395,37 +391,6 @@ def compile_figures(mode, warmup_s: dict, rate: dict, warmup_steps: int, bs: int
     saved_per_image = 1 / rate["model_hand"] - 1 / rate["model_compiled"]
     return {"mode": mode, "compile_seconds": compile_s, "caches": "disabled (a cold compile)",
             "break_even_images": compile_s / saved_per_image if saved_per_image > 0 else None}  # fmt: skip
-
-
-GRID_TARGET_MINUTES = 8  # issue #5: the full grid in under 8 minutes on one H200
-
-
-def grid_projection(rate: dict, flops_per_image: float) -> dict:
-    """The full grid's training images over the fast loop's measured speed, one run at a time
-    (runs sharing a launch-bound GPU in parallel can beat it; a bigger batch runs faster), and
-    the compute rate the 8-minute target asks for."""
-    out = {}
-    for seeds in (1, 3):
-        w = workload(profile="full", seeds=seeds)
-        out[f"seeds_{seeds}"] = {
-            **w,
-            "tflops_for_target": w["train_images"] * flops_per_image
-            / (GRID_TARGET_MINUTES * 60) / 1e12,
-            **{f"minutes_{k}": w["train_images"] / rate[k] / 60
-               for k in ("loop_fast", "loop_fast_compiled") if k in rate},
-        }  # fmt: skip
-    return out
-
-
-def train_flops_per_image(width: int) -> float:
-    """FLOPs of forward + backward for one image, counted (not timed) on the CPU."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = resnet18(num_classes=10, width=width)
-    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(x), y).backward()
-    return counter.get_total_flops() / len(y)
 
 
 def versions() -> dict:

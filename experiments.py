@@ -26,7 +26,8 @@ from pathlib import Path
 from checkpoint import latest_checkpoint, save_json
 from data import load_cifar10
 from errors import LabError, run_cli
-from train_utils import COMPILE_MODES, RunConfig, pick_device, train
+from runtime import COMPILE_MODES, pick_device
+from train_utils import RunConfig, train
 
 # The handout's run: inputs in [0, 1], no augmentation, SGD lr 0.05 halved every 10 epochs,
 # 20 epochs, batch 128 (momentum 0.9 and weight decay 5e-4 as in the handout's optimizer).
@@ -159,25 +160,6 @@ def expand(names: list[str]) -> list[str]:
                 "or see `python experiments.py list`"
             )
     return list(dict.fromkeys(out))
-
-
-def workload(names: list[str] | None = None, profile: str = "full", seeds: int = 1) -> dict:
-    """What the grid (or `names`) costs in training images and optimizer steps: multiplied by a
-    measured throughput (bench.py) it gives the grid's time. Evaluation is left out (forward
-    only, ~5,000 validation images an epoch: under 5% of an epoch's work)."""
-    import math
-
-    from stats import train_size
-
-    runs = expand(names or [])
-    images = steps = 0
-    for name in runs:
-        cfg = make_config(name, profile)
-        n = train_size(dataclasses.asdict(cfg))
-        images += cfg.epochs * n
-        steps += cfg.epochs * math.ceil(n / cfg.batch_size)
-    return {"profile": profile, "experiments": len(runs), "seeds": seeds,
-            "train_images": images * seeds, "steps": steps * seeds}  # fmt: skip
 
 
 def result_path(out: Path, profile: str, name: str, seed: int) -> Path:

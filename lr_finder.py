@@ -42,16 +42,8 @@ from tqdm import tqdm
 from errors import LabError, run_cli
 from progress import bar_file
 from resnet18 import resnet18
-from train_utils import (
-    RunConfig,
-    autocast_for,
-    build_loaders,
-    environment,
-    make_optimizer,
-    optimizer_step,
-    pick_device,
-    seed_everything,
-)
+from runtime import autocast_for, environment, pick_device, seed_everything
+from train_utils import RunConfig, build_loaders, make_optimizer, optimizer_step
 
 SMOOTHING = 0.95  # EMA weight of the past (torch-lr-finder's smooth_f=0.05): ~20-step memory
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is 4x its best so far (fastai, torch-lr-finder)

@@ -20,14 +20,10 @@ RunConfig, so it never makes a saved result stale). Checkpoints every epoch make
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -46,6 +42,14 @@ from loader import DeviceLoader
 from plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
 from progress import bar_file
 from resnet18 import resnet18
+from runtime import (  # noqa: F401  (pick_device re-exported for the notebook)
+    autocast_for,
+    check_compile_mode,
+    compile_for_training,
+    environment,
+    pick_device,
+    seed_everything,
+)
 from schedules import Schedule, lr_at
 
 __all__ = [
@@ -151,75 +155,6 @@ class RunResult:
 def _new_history() -> dict:
     keys = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
     return {k: [] for k in keys}
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LabError("CUDA was asked for but torch sees no GPU; use --device cpu")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def environment(device: torch.device) -> dict:
-    env = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-    if os.environ.get("LAB3_RUN_NOTE"):  # e.g. how many runs shared the device
-        env["note"] = os.environ["LAB3_RUN_NOTE"]
-    try:
-        import torchvision
-
-        env["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    else:
-        env["cpu"] = platform.processor() or platform.machine()
-    return env
-
-
-# torch.compile's modes. "reduce-overhead" adds CUDA graphs, which remove the per-kernel launch
-# cost that bounds a ResNet18 step on 32x32 images on a big GPU (about 10 ms per batch of 128 on
-# an H200 in eager mode, results/bench/bench_nvidia-h200.json); on the CPU it falls back to the
-# default mode.
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def compile_for_training(model: torch.nn.Module, mode: str | None) -> torch.nn.Module:
-    """`model` itself (mode None: eager) or a `torch.compile` wrapper sharing its parameters.
-
-    Only the training step goes through the wrapper: evaluation runs in large batches where
-    launch overhead does not matter, and keeping it eager avoids compiling an eval-mode graph.
-    Checkpoints save `model` itself, so their keys never carry the wrapper's `_orig_mod.`."""
-    if check_compile_mode(mode) is None:
-        return model
-    return torch.compile(model, mode=mode)
-
-
-def check_compile_mode(mode: str | None) -> str | None:
-    if mode is not None and mode not in COMPILE_MODES:
-        raise LabError(f"unknown compile mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
-    return mode
-
-
-def autocast_for(device: torch.device):
-    if device.type != "cuda":
-        return torch.autocast("cpu", enabled=False), None
-    if torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16), None
-    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
 
 
 @torch.no_grad()

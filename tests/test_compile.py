@@ -12,7 +12,8 @@ import torch
 
 from checkpoint import latest_checkpoint, load_checkpoint
 from errors import LabError
-from train_utils import RunConfig, compile_for_training, train
+from runtime import compile_for_training
+from train_utils import RunConfig, train
 
 # 256 training images in batches of 64: every batch has the same shape, so one compilation.
 # One epoch: a net this small at chance level drifts apart quickly from rounding differences

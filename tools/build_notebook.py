@@ -142,7 +142,8 @@ code("""
     import stats
     from checkpoint import save_json
     from resnet18 import resnet18
-    from train_utils import check_compile_mode, pick_device, plot_history, plot_overlay
+    from runtime import check_compile_mode, pick_device
+    from train_utils import plot_history, plot_overlay
 
     check_compile_mode(COMPILE)  # a typo fails here, not after the first replayed runs
     PLOTS = Path(PLOTS_DIR or Path("plots") / PROFILE)

@@ -1,0 +1,50 @@
+"""cost.py: FLOPs counted per training image, the grid's workload, and the projection."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cost import grid_projection, train_flops_per_image, workload
+from experiments import EXPERIMENTS, make_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_train_flops_are_three_forwards():
+    # ResNet18 with the CIFAR stem, by hand: stem 3*64*9*32*32 = 1.8M MACs, layer1 4*64*64*9*32*32
+    # = 151M, layers 2-4 134M each (their first conv, 3 more and the 1x1 shortcut): 0.56 GMACs,
+    # 1.11 GFLOP forward; backward costs two forwards (gradients of inputs and of weights).
+    flops = train_flops_per_image(64)
+    assert flops == pytest.approx(3 * 1.11e9, rel=0.01)
+    assert train_flops_per_image(32) == pytest.approx(flops / 4, rel=0.02)  # width squared
+
+
+def test_grid_projection_divides_the_workload_by_the_loop_speed():
+    rate = {"loop_fast": 10_000.0, "loop_fast_compiled": 20_000.0}
+    one = grid_projection(rate, 3e9)["seeds_1"]
+    assert one["train_images"] == workload(profile="full")["train_images"]
+    assert one["minutes_loop_fast"] == pytest.approx(one["train_images"] / 10_000 / 60)
+    assert one["minutes_loop_fast_compiled"] == pytest.approx(one["minutes_loop_fast"] / 2)
+    assert one["tflops_for_target"] == pytest.approx(one["train_images"] * 3e9 / 480 / 1e12)
+
+
+def test_workload_counts_epochs_times_training_images():
+    base = workload(["baseline"])
+    cfg = make_config("baseline")
+    n = 50_000 - cfg.val_size
+    assert base["train_images"] == cfg.epochs * n
+    assert base["steps"] == cfg.epochs * math.ceil(n / cfg.batch_size)
+    grid = workload(seeds=3)
+    assert grid["experiments"] == len(EXPERIMENTS)
+    assert grid["train_images"] == 3 * workload()["train_images"]
+    quick = workload(["baseline"], profile="quick")
+    assert quick["train_images"] == make_config("baseline", "quick").epochs * 5000
+
+
+def test_cli_prints_the_arithmetic():
+    out = subprocess.run([sys.executable, "cost.py"], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert "3.33 GFLOP" in out and "22 experiments x 3 seed(s)" in out and "TFLOP/s" in out
