@@ -21,7 +21,11 @@ Presets (each adds to `crop_flip`, the standard CIFAR recipe of He et al. 2015):
 - crop_flip_jitter: + colour jitter (brightness, contrast, saturation each +-20%)
 - crop_flip_noise:  + Gaussian pixel noise, sigma 0.05 on the [0, 1] scale
 - strong:           + cutout: one 16x16 square set to the mean (DeVries & Taylor 2017),
-                    the same as torchvision's RandomErasing with a fixed 1/4-area square
+                    the same as torchvision's RandomErasing with a fixed 1/4-area square.
+                    The square always lies inside the image, so a quarter of every image is
+                    hidden; DeVries & Taylor centre it anywhere, letting it cross the border
+                    (they found that better), which hides less on average: this preset is the
+                    stronger of the two regularizers.
 """
 
 from __future__ import annotations
