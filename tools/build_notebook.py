@@ -462,7 +462,8 @@ md("""
     standard CIFAR recipe: a random 32x32 crop of the image padded by 4 pixels and a horizontal
     flip with probability one half. The other presets add to it: a small rotation
     (`crop_flip_rotate`), colour jitter (`crop_flip_jitter`), Gaussian pixel noise
-    (`crop_flip_noise`), or a cutout square (`strong`, DeVries & Taylor 2017). The samples
+    (`crop_flip_noise`), or a 16x16 cutout square kept inside the image (`strong`, after DeVries
+    & Taylor 2017, whose square may cross the border and so hides less). The samples
     below show what each preset does to the same eight images (cutout is drawn black here; in
     training it is the channel mean, 0 after normalization).
 
