@@ -2,6 +2,7 @@
 experiment grid's images and optimizer steps, and what a measured speed turns them into.
 
     python cost.py                    # the full grid, one and three seeds
+    python cost.py --bench results/bench/bench_nvidia-h200.json   # at that bench's loop speed
 
 bench.py measures images/s; these functions turn that into minutes for the grid and into the
 compute rate that a time target asks for (issue #5: the full grid in under 8 minutes).
@@ -9,13 +10,17 @@ compute rate that a time target asks for (issue #5: the full grid in under 8 min
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import math
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from errors import LabError, run_cli
 from experiments import expand, make_config
 from resnet18 import resnet18
 from stats import train_size
@@ -65,15 +70,36 @@ def grid_projection(rate: dict[str, float], flops_per_image: float) -> dict:
     return out
 
 
-def main() -> int:
+def loop_rates(bench_file: str | Path) -> dict[str, float]:
+    """The training-loop speeds (images/s) a bench.py results file measured at width 64."""
+    try:
+        res = json.loads(Path(bench_file).read_text())
+        width, figures = res["settings"]["width"], res["figures"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise LabError(f"{bench_file} is not a bench.py results file; run bench.py") from None
+    if width != 64:
+        raise LabError(f"{bench_file} was measured at width {width}; the full profile trains "
+                       "width 64: rerun bench.py without --width")  # fmt: skip
+    return {k: figures[k]["images_per_s"] for k in ("loop_fast", "loop_fast_compiled")
+            if k in figures}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bench", help="a bench.py results file: project the grid at its loop speed")
+    args = ap.parse_args(argv)
     flops = train_flops_per_image()
+    rate = loop_rates(args.bench) if args.bench else {}
     print(f"one training image (forward + backward), width 64: {flops / 1e9:.2f} GFLOP")
-    for g in grid_projection({}, flops).values():
+    for key, r in rate.items():
+        print(f"{key} in {args.bench}: {r:,.0f} images/s = {r * flops / 1e12:.1f} TFLOP/s")
+    for g in grid_projection(rate, flops).values():
+        minutes = "".join(f"; {g[f'minutes_{k}']:.1f} min at {k}, one run at a time" for k in rate)
         print(f"full grid, {g['experiments']} experiments x {g['seeds']} seed(s): "
               f"{g['train_images'] / 1e6:.2f}M training images, {g['steps']:,} steps; under "
-              f"{GRID_TARGET_MINUTES} min takes {g['tflops_for_target']:.0f} TFLOP/s")  # fmt: skip
+              f"{GRID_TARGET_MINUTES} min takes {g['tflops_for_target']:.0f} TFLOP/s{minutes}")  # fmt: skip
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, errors=(LabError, OSError)))

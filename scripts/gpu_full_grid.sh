@@ -43,7 +43,8 @@ $PY -c "from data import load_cifar10; d = load_cifar10(); print(d.source, tuple
 # A torch.compile that fails on this machine must not cost the session: try it first on one
 # short epoch of the full-profile baseline (200 images: a batch of 128 and one of 72, the shapes
 # every batch-128 run meets), and train eager if it fails. The compiled graphs land in
-# inductor's cache, so the bench and the batch-128 lanes load them instead of compiling again.
+# inductor's cache, so the batch-128 lanes load them instead of compiling again (the bench
+# bypasses that cache on purpose: it times a cold compile).
 if [ ${#COMPILE_ARGS[@]} -gt 0 ]; then
   CHECK=/tmp/lab3-compile-check
   if ! timeout 200 $PY experiments.py run baseline --profile full --seeds 1 --set train_subset=200 \

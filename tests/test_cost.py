@@ -1,5 +1,6 @@
 """cost.py: FLOPs counted per training image, the grid's workload, and the projection."""
 
+import json
 import math
 import subprocess
 import sys
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cost import grid_projection, train_flops_per_image, workload
+from cost import grid_projection, loop_rates, main, train_flops_per_image, workload
+from errors import LabError
 from experiments import EXPERIMENTS, make_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,3 +50,28 @@ def test_cli_prints_the_arithmetic():
     out = subprocess.run([sys.executable, "cost.py"], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
     assert "3.33 GFLOP" in out and "22 experiments x 3 seed(s)" in out and "TFLOP/s" in out
+
+
+def bench_file(tmp_path, width=64):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"settings": {"width": width},
+                                "figures": {"loop_fast": {"images_per_s": 10_000.0}}}))  # fmt: skip
+    return path
+
+
+def test_cli_projects_a_bench_files_loop_speed(tmp_path, capsys):
+    assert main(["--bench", str(bench_file(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    images = workload()["train_images"]
+    assert "10,000 images/s = 33.3 TFLOP/s" in out
+    assert f"{images / 10_000 / 60:.1f} min at loop_fast" in out
+
+
+@pytest.mark.parametrize("kind, words", [("width", "measured at width 8"),
+                                         ("other", "not a bench.py results file")])  # fmt: skip
+def test_cli_refuses_a_file_it_cannot_project(tmp_path, kind, words):
+    path = bench_file(tmp_path, width=8) if kind == "width" else tmp_path / "x.json"
+    if kind == "other":
+        path.write_text("{}")
+    with pytest.raises(LabError, match=words):
+        loop_rates(path)
