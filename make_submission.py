@@ -28,8 +28,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from checkpoint import atomic_write
-from errors import LabError, run_cli
+from engine.checkpoint import atomic_write
+from engine.errors import LabError, run_cli
 
 STUDENT_ID = re.compile(r"[A-Za-z0-9]{6,12}")
 PREVIEW_PROFILES = ("smoke", "quick")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from checkpoint import (
+from engine.checkpoint import (
     atomic_write,
     latest_checkpoint,
     load_checkpoint,
@@ -36,13 +36,12 @@ from checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from data import Cifar10, get_mean_std, load_cifar10, normalization_stats, split_train_val
-from errors import LabError
-from loader import DeviceLoader
-from plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
-from progress import bar_file
-from resnet18 import resnet18
-from runtime import (  # noqa: F401  (pick_device re-exported for the notebook)
+from engine.data import Cifar10, get_mean_std, load_cifar10, normalization_stats, split_train_val
+from engine.errors import LabError
+from engine.loader import DeviceLoader
+from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
+from engine.progress import bar_file
+from engine.runtime import (  # noqa: F401  (pick_device re-exported for the notebook)
     autocast_for,
     check_compile_mode,
     compile_for_training,
@@ -50,7 +49,8 @@ from runtime import (  # noqa: F401  (pick_device re-exported for the notebook)
     pick_device,
     seed_everything,
 )
-from schedules import Schedule, lr_at
+from engine.schedules import Schedule, lr_at
+from resnet18 import resnet18
 
 __all__ = [
     "RunConfig",

@@ -27,13 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import augment  # noqa: E402
-from checkpoint import atomic_write  # noqa: E402
-from data import CLASSES  # noqa: E402
-from errors import LabError, run_cli  # noqa: E402
-from experiments import GROUPS, PROFILES, load_results  # noqa: E402
+from engine import augment  # noqa: E402
+from engine.checkpoint import atomic_write  # noqa: E402
+from engine.data import CLASSES  # noqa: E402
+from engine.errors import LabError, run_cli  # noqa: E402
+from engine.grid import GROUPS, PROFILES, load_results  # noqa: E402
+from engine.stats import batch_table, format_table, summarize  # noqa: E402
 from report import figures, render, tables  # noqa: E402
-from stats import batch_table, format_table, summarize  # noqa: E402
 
 PROFILE_ORDER = ("full", "quick", "smoke")  # the default is the first one with results
 SECTION_GROUPS = ("norm", "aug", "lr", "batch")
@@ -98,7 +98,7 @@ def _group_body(group, names, results, rows, profile, fig_dir, html_dir) -> str:
 def _augment_figure(data, data_dir, fig_dir, html_dir) -> str:
     if data is None:
         try:
-            from data import load_cifar10
+            from engine.data import load_cifar10
 
             data = load_cifar10(data_dir, download=False)
         except LabError as e:

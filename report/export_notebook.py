@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from checkpoint import atomic_write  # noqa: E402
-from errors import LabError, run_cli  # noqa: E402
+from engine.checkpoint import atomic_write  # noqa: E402
+from engine.errors import LabError, run_cli  # noqa: E402
 from report import render  # noqa: E402
 
 # nbconvert's classic template: its block layout prints well; the lab template's flex

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augment import PRESETS, augment_batch
-from data import normalization_stats
-from plotting import plot_confusion, plot_history, plot_lr_schedules, plot_overlay, plt
-from schedules import lr_curve
-from stats import train_size
+from engine.augment import PRESETS, augment_batch
+from engine.data import normalization_stats
+from engine.plotting import plot_confusion, plot_history, plot_lr_schedules, plot_overlay, plt
+from engine.schedules import lr_curve
+from engine.stats import train_size
 from train_utils import RunConfig
 
 # What each augmentation row of the example figure adds to the one above it.
@@ -135,6 +135,6 @@ def augmentation_examples(images: torch.Tensor, path, seed: int = 0) -> tuple[Pa
 
 
 def lr_range(result: Mapping, path) -> Path:
-    from lr_finder import plot_lr_range
+    from engine.lr_finder import plot_lr_range
 
     return _done(plot_lr_range(dict(result), path), path)

@@ -20,8 +20,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from checkpoint import atomic_write
-from errors import LabError
+from engine.checkpoint import atomic_write
+from engine.errors import LabError
 
 HERE = Path(__file__).resolve().parent
 ENGINES = ("weasyprint", "chromium")

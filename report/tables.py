@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from engine.stats import format_table
 from resnet18 import resnet18
-from stats import format_table
 
 PREVIEW_PROFILES = ("smoke", "quick")  # scaled-down grids: previews, never the real results
 TARGET_ACC = 0.90  # the lab's goal on the test set

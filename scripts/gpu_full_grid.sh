@@ -38,7 +38,7 @@ T0=$(date +%s)
 { date -u +%FT%TZ; uname -a; nvidia-smi 2>&1 || true; $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.is_available())"; } > "$OUT/logs/machine.txt" 2>&1
 
 # Decode the JPEGs once, so the lanes start from the cache.
-$PY -c "from data import load_cifar10; d = load_cifar10(); print(d.source, tuple(d.train_images.shape))" > "$OUT/logs/data.log" 2>&1 || { cat "$OUT/logs/data.log"; exit 1; }
+$PY -c "from engine.data import load_cifar10; d = load_cifar10(); print(d.source, tuple(d.train_images.shape))" > "$OUT/logs/data.log" 2>&1 || { cat "$OUT/logs/data.log"; exit 1; }
 
 # A torch.compile that fails on this machine must not cost the session: try it first on one
 # short epoch of the full-profile baseline (200 images: a batch of 128 and one of 72, the shapes
@@ -58,10 +58,10 @@ fi
 
 # Benchmark (alone on the device, so its figures are clean), then the LR range test unless its
 # result is committed already.
-[ -f bench.py ] && [ "${BENCH:-1}" = 1 ] && timeout $((${#COMPILE_ARGS[@]} ? 150 : 75)) \
-  $PY bench.py --repeats 5 "${COMPILE_ARGS[@]}" --out "$OUT/results/bench.json" > "$OUT/logs/bench.log" 2>&1
+[ -f tools/bench.py ] && [ "${BENCH:-1}" = 1 ] && timeout $((${#COMPILE_ARGS[@]} ? 150 : 75)) \
+  $PY -m tools.bench --repeats 5 "${COMPILE_ARGS[@]}" --out "$OUT/results/bench.json" > "$OUT/logs/bench.log" 2>&1
 if [ -f lr_finder.py ] && { [ "${RERUN:-0}" = 1 ] || [ ! -f "results/$PROFILE/lr_range.json" ]; }; then
-  timeout 60 $PY lr_finder.py --profile "$PROFILE" --out "$OUT/results" --plots "$OUT/plots" \
+  timeout 60 $PY -m engine.lr_finder --profile "$PROFILE" --out "$OUT/results" --plots "$OUT/plots" \
     --no-progress > "$OUT/logs/lr_finder.log" 2>&1
 fi
 

@@ -25,7 +25,7 @@ def cifar(tmp_path_factory):
     loc = data_location()
     if loc is None:
         pytest.skip(f"CIFAR-10 copy not found (set LAB3_DATA_DIR or provide {SHARED})")
-    from data import load_cifar10
+    from engine.data import load_cifar10
 
     cache = Path(os.environ.get("LAB3_CACHE_DIR", REPO / ".cache"))
     return load_cifar10(loc, cache_dir=cache, download=False)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from augment import (
+from engine.augment import (
     CUTOUT,
     JITTER,
     NOISE_SIGMA,
@@ -24,7 +24,7 @@ from augment import (
     rotate,
     torchvision_transform,
 )
-from errors import LabError
+from engine.errors import LabError
 
 # Upper 0.1% point of the chi-square distribution with 8 degrees of freedom (9 offsets - 1).
 # The tests are seeded, so this only decides how far off a broken sampler must be to fail.

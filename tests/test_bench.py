@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-import bench
+from tools import bench
 
 TINY = ["--device", "cpu", "--width", "8", "--batch-size", "32", "--steps", "1", "--repeats", "2",
         "--workers", "0"]  # fmt: skip

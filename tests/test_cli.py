@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import experiments
-from experiments import cli, make_config
+from engine import grid
+from engine.grid import make_config
+from experiments import cli
 from tests.test_data import make_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,9 +74,9 @@ def test_a_diverging_run_does_not_stop_the_grid(cifar, capsys, tmp_path, monkeyp
     from conftest import data_location
 
     # lr 1e3 blows up within the first ~60 steps of a width-8 net (tests/test_train.py)
-    monkeypatch.setitem(experiments.EXPERIMENTS, "lr_1000", dict(lr=1e3, batch_size=32))
-    monkeypatch.setitem(experiments.GROUP_OF, "lr_1000", "lr")
-    monkeypatch.setitem(experiments.PROFILES, "smoke", dict(epochs_scale=0.05, width=8,
+    monkeypatch.setitem(grid.EXPERIMENTS, "lr_1000", dict(lr=1e3, batch_size=32))
+    monkeypatch.setitem(grid.GROUP_OF, "lr_1000", "lr")
+    monkeypatch.setitem(grid.PROFILES, "smoke", dict(epochs_scale=0.05, width=8,
                         val_size=200, train_subset=2000, test_subset=200))  # fmt: skip
     code, out, _ = run_cli(capsys, "run", "lr_1000", "norm_minmax", "--profile", "smoke",
                            "--out", tmp_path, "--checkpoints", tmp_path / "ck",

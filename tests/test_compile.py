@@ -10,9 +10,9 @@ import shutil
 import pytest
 import torch
 
-from checkpoint import latest_checkpoint, load_checkpoint
-from errors import LabError
-from runtime import compile_for_training
+from engine.checkpoint import latest_checkpoint, load_checkpoint
+from engine.errors import LabError
+from engine.runtime import compile_for_training
 from train_utils import RunConfig, train
 
 # 256 training images in batches of 64: every batch has the same shape, so one compilation.
@@ -62,12 +62,14 @@ def test_compiled_run_matches_eager_and_saves_plain_weights(cifar, tmp_path, one
     shutil.which("cc") is None, reason="torch.compile on the CPU needs a C compiler"
 )
 def test_cli_compile_flag_reaches_the_run(cifar, tmp_path, capsys, one_thread_per_module):
+    from conftest import data_location
+
     from experiments import cli
 
     # The smoke profile's width-4 net in batches of 64 again: the same graph as above.
     argv = ["run", "baseline", "--profile", "smoke", "--set", "train_subset=256", "--set",
             "batch_size=64", "--compile", "default", "--out", str(tmp_path), "--checkpoints",
-            str(tmp_path / "ck"), "--no-progress"]  # fmt: skip
+            str(tmp_path / "ck"), "--no-progress", "--data-dir", str(data_location())]  # fmt: skip
     assert cli(argv) == 0
     (path,) = (tmp_path / "smoke").glob("baseline*__seed0.json")
     result = json.loads(path.read_text())

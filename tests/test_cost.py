@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cost import grid_projection, loop_rates, main, train_flops_per_image, workload
-from errors import LabError
-from experiments import EXPERIMENTS, make_config
+from engine.errors import LabError
+from engine.grid import EXPERIMENTS, make_config
+from tools.cost import grid_projection, loop_rates, main, train_flops_per_image, workload
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def test_workload_counts_epochs_times_training_images():
 
 
 def test_cli_prints_the_arithmetic():
-    out = subprocess.run([sys.executable, "cost.py"], cwd=REPO, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "tools.cost"], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
     assert "3.33 GFLOP" in out and "22 experiments x 3 seed(s)" in out and "TFLOP/s" in out
 

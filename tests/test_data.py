@@ -5,15 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from data import (
+from engine.data import (
     CLASSES,
     get_mean_std,
     load_cifar10,
     normalization_stats,
     split_train_val,
 )
-from errors import LabError
-from loader import TensorImages
+from engine.errors import LabError
+from engine.loader import TensorImages
 
 
 def test_shapes_labels_and_class_order(cifar):

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from augment import PRESETS
-from errors import LabError
-from loader import DeviceLoader, torchvision_loader
+from engine.augment import PRESETS
+from engine.errors import LabError
+from engine.loader import DeviceLoader, torchvision_loader
 
 ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 

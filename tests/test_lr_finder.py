@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import lr_finder
-from errors import LabError
-from experiments import make_config
-from lr_finder import lr_range_test, plot_lr_range, suggest
+from engine import lr_finder
+from engine.errors import LabError
+from engine.grid import make_config
+from engine.lr_finder import lr_range_test, plot_lr_range, suggest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def test_plot_lr_range(smoke_range, tmp_path) -> None:
 
 
 def test_cli_writes_json_and_png(cifar, tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr("data.load_cifar10", lambda *a, **k: cifar)  # main loads it by name
+    monkeypatch.setattr("engine.data.load_cifar10", lambda *a, **k: cifar)  # main loads it by name
     out, plots = tmp_path / "results", tmp_path / "plots"
     code = lr_finder.main(["--profile", "smoke", "--steps", "6", "--device", "cpu",
                            "--out", str(out), "--plots", str(plots), "--no-progress"])  # fmt: skip
@@ -118,7 +118,7 @@ def test_cli_writes_json_and_png(cifar, tmp_path, monkeypatch, capsys) -> None:
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, "lr_finder.py", "--profile", "smoke", "--steps", "2", "--out",
+        [sys.executable, "-m", "engine.lr_finder", "--profile", "smoke", "--steps", "2", "--out",
          str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -15,9 +15,9 @@ import sys
 
 import pytest
 
-from checkpoint import save_json
-from errors import LabError
-from experiments import make_config, run_experiment
+from engine.checkpoint import save_json
+from engine.errors import LabError
+from engine.grid import make_config, run_experiment
 from report import build_report, export_notebook, render, tables
 from resnet18 import resnet18
 
@@ -56,7 +56,7 @@ SMOKE_RUNS = {"baseline": 2, "norm_std_sampled": 1, "aug_crop_flip": 1, "lr_cosi
 @pytest.fixture(scope="module")
 def smoke_results(cifar, tmp_path_factory):
     """A few real smoke runs (two seeds where a spread is needed) and an LR range test."""
-    from lr_finder import lr_range_test
+    from engine.lr_finder import lr_range_test
 
     out = tmp_path_factory.mktemp("results")
     for name, seeds in SMOKE_RUNS.items():

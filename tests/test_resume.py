@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import data_location
 
-import checkpoint
-from checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
-from errors import LabError
+from engine import checkpoint
+from engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from engine.errors import LabError
 from train_utils import RunConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ TINY = dict(width=4, train_subset=256, val_size=128, test_subset=128, epochs=4, 
 RUNNER = textwrap.dedent(
     """
     import json, os, signal, sys
-    from data import load_cifar10
+    from engine.data import load_cifar10
     from train_utils import RunConfig, train
     cfg = RunConfig(**json.loads(sys.argv[1]))
     ckpt, kill_at, out = sys.argv[2], int(sys.argv[3]), sys.argv[4]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from schedules import Schedule, lr_at, lr_curve
+from engine.schedules import Schedule, lr_at, lr_curve
 
 TOTAL = 1000
 

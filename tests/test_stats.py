@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-import stats
-from errors import LabError
-from stats import (
+from engine import stats
+from engine.errors import LabError
+from engine.stats import (
     batch_table,
     diff_interval,
     format_table,
@@ -125,7 +125,7 @@ def test_verdicts() -> None:
 def fake_run(name, seed, test_acc, status="ok", profile="quick", batch_size=128, lr=0.05,
              seconds=(3.0, 1.0, 1.2), val_acc=(0.5, 0.6, 0.55), peak_mem_mb=None,
              train_subset=None, val_size=5000) -> dict:  # fmt: skip
-    """A results dict with the fields stats.py reads, as experiments.run_experiment writes."""
+    """A results dict with the fields stats.py reads, as engine.grid.run_experiment writes."""
     hist = {"epoch": [1, 2, 3], "seconds": list(seconds), "val_acc": list(val_acc)}
     if status == "diverged":
         hist = {"epoch": [1], "seconds": [None], "val_acc": [None]}
@@ -276,7 +276,7 @@ def _one_thread(one_thread_per_module):
 @pytest.fixture(scope="module")
 def smoke_results(cifar, tmp_path_factory):
     """baseline x 3 seeds and bs_512 x 2 seeds on the smoke profile, loaded back from disk."""
-    from experiments import load_results, run_experiment
+    from engine.grid import load_results, run_experiment
 
     out = tmp_path_factory.mktemp("results")
     for name, seeds in (("baseline", 3), ("bs_512", 2)):

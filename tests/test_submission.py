@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 import make_submission as ms
-from errors import LabError
+from engine.errors import LabError
 
 REPO = Path(__file__).resolve().parents[1]
 SID = "312551001"

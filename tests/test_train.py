@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from checkpoint import save_json
-from errors import LabError
+from engine.checkpoint import save_json
+from engine.errors import LabError
 from train_utils import RunConfig, train
 
 # A run small enough for two CPU cores: 2,000 training images, a width-8 ResNet18.

@@ -1,8 +1,8 @@
 """How fast the lab trains, and where the time goes: one run, ratios first.
 
-    python bench.py                                  # the GPU if torch sees one, else the CPU
-    python bench.py --device cpu --threads 1         # steadier figures on a shared machine
-    python bench.py --device cuda --steps 200 --out results/bench/mine.json
+    python -m tools.bench                                  # the GPU if torch sees one, else the CPU
+    python -m tools.bench --device cpu --threads 1         # steadier figures on a shared machine
+    python -m tools.bench --device cuda --steps 200 --out results/bench/mine.json
 
 Three comparisons, each between a candidate and its reference measured in the same run, under
 the same conditions: every repeat times each candidate once, in a rotating order, and a ratio is
@@ -50,13 +50,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augment import torchvision_transform
-from cost import GRID_TARGET_MINUTES, grid_projection, train_flops_per_image
-from data import load_cifar10, normalization_stats
-from errors import LabError
-from loader import DeviceLoader, torchvision_loader
+from engine.augment import torchvision_transform
+from engine.data import load_cifar10, normalization_stats
+from engine.errors import LabError
+from engine.loader import DeviceLoader, torchvision_loader
+from engine.runtime import COMPILE_MODES, autocast_for, compile_for_training, pick_device
 from resnet18 import resnet18
-from runtime import COMPILE_MODES, autocast_for, compile_for_training, pick_device
+from tools.cost import GRID_TARGET_MINUTES, grid_projection, train_flops_per_image
 from train_utils import optimizer_step
 
 # Pass marks, printed beside each ratio (not asserted anywhere).

@@ -21,7 +21,7 @@ How the suggestion is read off the smoothed curve (`suggest`):
   after the first tenth of the test (fastai's "steep" suggestion); a safe constant lr, shown as
   a cross-check.
 
-    python lr_finder.py --profile quick --steps 100 --out results
+    python -m engine.lr_finder --profile quick --steps 100 --out results
     -> results/quick/lr_range.json, plots/quick/lr_range.png and one line with the suggestion.
 """
 
@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from errors import LabError, run_cli
-from progress import bar_file
+from engine.errors import LabError, run_cli
+from engine.progress import bar_file
+from engine.runtime import autocast_for, environment, pick_device, seed_everything
 from resnet18 import resnet18
-from runtime import autocast_for, environment, pick_device, seed_everything
 from train_utils import RunConfig, build_loaders, make_optimizer, optimizer_step
 
 SMOOTHING = 0.95  # EMA weight of the past (torch-lr-finder's smooth_f=0.05): ~20-step memory
@@ -186,7 +186,10 @@ def suggest(lrs, smoothed) -> dict:
 
 def plot_lr_range(result: dict, path=None):
     """Loss against lr on a log axis, raw and smoothed, with the suggestions marked."""
-    from plotting import _save, plt  # plotting picks a headless backend where there is no display
+    from engine.plotting import (  # plotting picks a headless backend where there is no display
+        _save,
+        plt,
+    )
 
     lrs, smoothed, s = result["lrs"], result["smoothed"], result["suggestion"]
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -219,9 +222,9 @@ def plot_lr_range(result: dict, path=None):
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from checkpoint import save_json
-    from data import load_cifar10
-    from experiments import default_profile, make_config
+    from engine.checkpoint import save_json
+    from engine.data import load_cifar10
+    from engine.grid import default_profile, make_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(

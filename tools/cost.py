@@ -1,8 +1,8 @@
 """What the lab's training costs, counted rather than timed: FLOPs per training image, the
 experiment grid's images and optimizer steps, and what a measured speed turns them into.
 
-    python cost.py                    # the full grid, one and three seeds
-    python cost.py --bench results/bench/bench_nvidia-h200.json   # at that bench's loop speed
+    python -m tools.cost                    # the full grid, one and three seeds
+    python -m tools.cost --bench results/bench/bench_nvidia-h200.json   # at that bench's loop speed
 
 bench.py measures images/s; these functions turn that into minutes for the grid and into the
 compute rate that a time target asks for (issue #5: the full grid in under 8 minutes).
@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from errors import LabError, run_cli
-from experiments import expand, make_config
+from engine.errors import LabError, run_cli
+from engine.grid import expand, make_config
+from engine.stats import train_size
 from resnet18 import resnet18
-from stats import train_size
 
 GRID_TARGET_MINUTES = 8  # issue #5: the full grid in under 8 minutes on one H200
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from augment import PAD, check_preset, draw, float_steps, gather_crops, torchvision_transform
-from errors import LabError
+from engine.augment import PAD, check_preset, draw, float_steps, gather_crops, torchvision_transform
+from engine.errors import LabError
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -1,6 +1,6 @@
 """Conclusions that hold: means over seeds, Welch intervals against the baseline, the tables.
 
-Pure functions on results dicts (as `experiments.run_experiment` returns and `load_results`
+Pure functions on results dicts (as `engine.grid.run_experiment` returns and `load_results`
 groups them) and on plain lists of numbers; nothing here trains, prints on import or needs a GPU.
 
 Why intervals: two runs of the same configuration with different seeds differ in test accuracy
@@ -15,8 +15,8 @@ test could exploit), which makes it conservative.
     Markdown(format_table(rows))                  # in the notebook / the report
     Markdown(format_table(batch_table(results)))  # small vs large batches, measured
 
-    python stats.py --profile full --out results            # print both tables
-    python stats.py --profile full --out results --write    # ... and save results/full/summary.md
+    python -m engine.stats --profile full --out results            # print both tables
+    python -m engine.stats --profile full --out results --write    # ... and save results/full/summary.md
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import statistics
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
-from errors import LabError, run_cli
+from engine.errors import LabError, run_cli
 
 VERDICTS = ("better", "worse", "within noise", "n too small")
 # CIFAR-10 has 50,000 training images; the validation split comes out of them (RunConfig).
@@ -440,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="also save <out>/<profile>/summary.md")
     args = ap.parse_args(argv)
 
-    from checkpoint import atomic_write
-    from experiments import PROFILES, load_results
+    from engine.checkpoint import atomic_write
+    from engine.grid import PROFILES, load_results
 
     if args.profile not in PROFILES:
         raise LabError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")

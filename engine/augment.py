@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from errors import LabError
+from engine.errors import LabError
 
 PRESETS = ("none", "crop_flip", "crop_flip_rotate", "crop_flip_jitter", "crop_flip_noise", "strong")
 PAD = 4  # pixels of zero padding before the random crop

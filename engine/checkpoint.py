@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from errors import LabError
+from engine.errors import LabError
 
 _CKPT = re.compile(r"^epoch_(\d+)\.pt$")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from errors import LabError
+from engine.errors import LabError
 
 CLASSES = (
     "airplane",

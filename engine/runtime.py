@@ -10,7 +10,7 @@ import random
 import numpy as np
 import torch
 
-from errors import LabError
+from engine.errors import LabError
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

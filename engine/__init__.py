@@ -1,0 +1,19 @@
+"""The lab's engine: the rooms behind `train_utils.py`, one concern a module.
+
+Below train_utils (imported by it):
+    errors      one-line user errors and the CLI wrapper
+    data        CIFAR-10 loading (image folders, tarballs, torchvision), the split, normalization
+    augment     augmentation presets, applied to whole batches
+    loader      batches cut and augmented on the device
+    schedules   learning-rate strategies as pure functions of the step
+    runtime     device, seeding, autocast, torch.compile, the machine record
+    checkpoint  atomic writes, per-epoch checkpoints, resume
+    progress    progress bars that behave in a terminal, a notebook and a log file
+    plotting    curves, overlays, images, the confusion matrix
+
+On top of train_utils (they train or read what it writes):
+    grid        the baseline, its named changes, the profiles, the results files
+    lr_finder   the LR range test (python -m engine.lr_finder)
+    stats       tables over seeds: mean, std, Welch intervals, verdicts (python -m engine.stats)
+    notebook    the notebook's helpers: run or replay a group, overlay, compare
+"""

@@ -1,0 +1,249 @@
+"""The notebook's glue, importable and tested: run or replay a group, print where runs were
+made, overlay curves on the baseline's, table a group and turn the table into sentences.
+
+The notebook (student_lab3.ipynb) builds one `Lab` in its set-up cell and calls it section by
+section; every figure it quotes in text comes from a results dict, none is typed by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from engine import grid, stats
+from engine.plotting import plot_overlay
+
+# What each verdict of stats.summarize means, in the words the notebook prints.
+VERDICTS = {
+    "better": "the whole 95% interval of the difference is above 0",
+    "worse": "the whole interval is below 0",
+    "within noise": "the interval contains 0: no difference shown",
+    "n too small": "fewer than 2 seeds on a side, so the seed-to-seed spread is unknown",
+}
+
+
+@dataclasses.dataclass
+class Lab:
+    """One notebook session: where results live and how runs are made.
+
+    `runs` collects every experiment's results (one dict per seed) as sections run them;
+    `not_run` the experiments skipped in replay-only mode for lack of saved results.
+    """
+
+    profile: str
+    data: object  # engine.data.Cifar10
+    device: object = None  # torch.device
+    results_dir: str | Path = "results"
+    checkpoints_dir: str | Path = "checkpoints"
+    plots_dir: str | Path = "plots"
+    seeds: int = 1
+    force: bool = False
+    train_missing: bool = True
+    resume: bool = True
+    compile_mode: str | None = None
+    runs: dict = dataclasses.field(default_factory=dict)
+    not_run: list = dataclasses.field(default_factory=list)
+
+    def run(self, names, echo: Callable[[str], None] = print) -> dict[str, list[dict]]:
+        """Replay the saved seeds of each experiment; train the missing ones when allowed."""
+        saved = grid.load_results(self.profile, self.results_dir)
+        out = {}
+        for name in names:
+            seeds = sorted(set(range(self.seeds)) | {r["seed"] for r in saved.get(name, [])})
+            done = []
+            for seed in seeds:
+                path = grid.result_path(self.results_dir, self.profile, name, seed)
+                if path.exists() or self.train_missing or self.force:
+                    done.append(grid.run_experiment(
+                        name, self.profile, self.data, seed=seed, out=self.results_dir,
+                        ckpt_root=self.checkpoints_dir, force=self.force, resume=self.resume,
+                        device=self.device, echo=echo, compile_mode=self.compile_mode))  # fmt: skip
+            for r in done:
+                warn_if_stale(name, self.profile, r)
+            if done:
+                out[name] = self.runs[name] = done
+            else:
+                self.not_run.append(name)
+                print(f"[{name}: not run: no saved results for profile {self.profile}]")
+        return out
+
+    def overlay(self, runs: dict, title: str, file: str):
+        """The curves of `runs` against the baseline's (mean and +-1 std band over seeds)."""
+        if not runs:
+            print("no runs of this group to plot")
+            return None
+        lines = {"baseline": self.runs.get("baseline", []), **runs}
+        return plot_overlay({n: [r["history"] for r in rs] for n, rs in lines.items() if rs},
+                            title=f"{title} ({self.profile})", path=Path(self.plots_dir) / file)  # fmt: skip
+
+    def compare(self, runs: dict) -> tuple[list[dict], str]:
+        """The table of `runs` against the baseline (Markdown) and the sentences it supports."""
+        if not runs:
+            return [], "*No runs of this group to compare.*"
+        both = {"baseline": self.runs["baseline"], **runs} if "baseline" in self.runs else runs
+        rows = stats.summarize(both)
+        return rows, stats.format_table(rows) + "\n\n" + conclude(rows)
+
+
+def warn_if_stale(name: str, profile: str, result: dict) -> list[str]:
+    """Settings in which a saved run differs from what grid.py gives now (printed, returned)."""
+    now = dataclasses.asdict(grid.make_config(name, profile, result["seed"]))
+    stale = [k for k, v in now.items() if k != "name" and result["config"].get(k) != v]
+    if stale:
+        print(f"[{name} seed {result['seed']}: saved with other settings than engine/grid.py "
+              f"now gives ({', '.join(stale)}); LAB3_FORCE=1 retrains it]")  # fmt: skip
+    return stale
+
+
+def brief(line: str) -> None:
+    """Echo for the groups: each run's header and test line (full logs: the results files)."""
+    if line.startswith(("[", "Test", "diverged", "Resumed")):
+        print(line)
+
+
+def test_line(r: dict) -> str:
+    """The lab's test line of one results dict, or why it has none."""
+    if r["test_acc"] is None:
+        return f"seed {r['seed']}: {r['status']}: {r['message']}"
+    return f"Test loss: {r['test_loss']:.4f} | Test acc: {r['test_acc']:.4f}  (seed {r['seed']})"
+
+
+def provenance(runs: dict) -> list[str]:
+    """Where and when each run was made, from its results file (printed, returned)."""
+    lines = []
+    for name, rs in runs.items():
+        for r in rs:
+            env = r.get("env", {})
+            note = f"; {env['note']}" if env.get("note") else ""
+            lines.append(f"{name} seed {r['seed']}: {r['status']} on {env.get('device')} "
+                         f"{env.get('gpu') or env.get('cpu', '')}, torch {env.get('torch')}, "
+                         f"finished {r.get('finished_at', '?')}{note}")  # fmt: skip
+    print("\n".join(lines))
+    return lines
+
+
+def conclude(rows: list[dict]) -> str:
+    """Sentences (Markdown) built from a table's rows: the best run and each verdict."""
+
+    def acc(r):
+        t = r["test_acc"]
+        return f"{100 * t['mean']:.2f}% (mean of {t['n']})"
+
+    base = next((r for r in rows if r["name"] == "baseline"), None)
+    rest = [r for r in rows if r["name"] != "baseline" and r["test_acc"]["mean"] is not None]
+    if not rest:
+        return "*No finished runs to compare.*"
+    best = max(rest, key=lambda r: r["test_acc"]["mean"])
+    text = [f"- Highest test accuracy: **{best['name']}**, {acc(best)}"
+            + (f"; baseline {acc(base)}." if base and base["test_acc"]["n"] else ".")]  # fmt: skip
+    for verdict, why in VERDICTS.items():
+        names = [r["name"] for r in rest if r["verdict"] == verdict]
+        if names:
+            text.append(f"- {verdict} ({why}): {', '.join(names)}")
+    if any(r["verdict"] == "n too small" for r in rest):
+        text.append("- To judge those, add seeds: `LAB3_SEEDS=3` here, or "
+                    "`python experiments.py run <group> --seeds 3`.")  # fmt: skip
+    return "\n".join(text)
+
+
+def describe_setup(lab: Lab) -> list[str]:
+    """The set-up cell's report: device, profile, data (named by content), saved runs, mode."""
+    import torch
+
+    dev, data = lab.device, lab.data
+    if dev is not None and dev.type == "cuda":
+        where = f"{dev} ({torch.cuda.get_device_name(dev)})"
+    else:
+        where = f"{dev} ({torch.get_num_threads()} threads)"
+    saved = grid.load_results(lab.profile, lab.results_dir)
+    lines = [
+        f"device:  {where}",
+        f"profile: {lab.profile} {grid.PROFILES[lab.profile]}",
+        f"data:    {data.source}",
+        f"         train {tuple(data.train_images.shape)}, test {tuple(data.test_images.shape)}, "
+        f"{data.train_images.dtype}, {len(data.classes)} classes",
+        f"results: {sum(map(len, saved.values()))} saved runs of {len(saved)} experiments "
+        f"in profile {lab.profile}",
+    ]
+    if lab.compile_mode:
+        lines.append(f"compile: torch.compile mode {lab.compile_mode!r} for the training step")
+    if lab.force:
+        lines.append("mode:    FORCE: every run is retrained")
+    elif lab.train_missing:
+        lines.append(
+            f"mode:    saved runs are replayed, missing ones trained (seeds 0..{lab.seeds - 1})"
+        )
+    else:
+        lines.append("mode:    replay only: experiments without saved results are skipped")
+    print("\n".join(lines))
+    return lines
+
+
+def output_shapes(model, size: int = 32) -> dict[str, tuple]:
+    """(C, H, W) at the output of each top-level module for one size x size image."""
+    import torch
+
+    shapes: dict[str, tuple] = {}
+    hooks = [
+        m.register_forward_hook(
+            lambda m, i, o, name=name: shapes.update({name: tuple(o.shape[1:])})
+        )
+        for name, m in model.named_children()
+    ]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def stem_table(cifar, imagenet) -> str:
+    """Markdown: each top-level module's parameters and output shape under both stems."""
+    a, b = output_shapes(cifar), output_shapes(imagenet)
+    rows = ["| module | parameters | CIFAR stem: output (C, H, W) | ImageNet stem: output |",
+            "| --- | ---: | --- | --- |"]  # fmt: skip
+    rows += [f"| `{n}` | {n_params(m):,} | {a[n]} | {b[n]} |" for n, m in cifar.named_children()]
+    return "\n".join(rows)
+
+
+def lr_range(lab: Lab, base_cfg) -> dict | None:
+    """The LR range test of `base_cfg`: replayed from results/<profile>/lr_range.json, or run
+    and saved when training is allowed; its suggestion printed beside the grid's own rates."""
+    import datetime as dt
+    import json
+
+    from engine import lr_finder
+    from engine.checkpoint import save_json
+
+    path = Path(lab.results_dir) / lab.profile / "lr_range.json"
+    if path.exists() and not lab.force:
+        result = json.loads(path.read_text())
+        print(f"[LR range test: replaying results/{lab.profile}/lr_range.json]")
+    elif lab.train_missing or lab.force:
+        steps = lr_finder.DEFAULT_STEPS[lab.profile]
+        result = lr_finder.lr_range_test(base_cfg, lab.data, lab.device, steps=steps)
+        result.update(name="baseline", profile=lab.profile, data=lab.data.source,
+                      command="student_lab3.ipynb",
+                      finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))  # fmt: skip
+        save_json(result, path)
+    else:
+        print(f"[LR range test: not run: no results/{lab.profile}/lr_range.json]")
+        return None
+    s, env = result["suggestion"], result["env"]
+    print(f"on {env['device']} {env.get('gpu') or env.get('cpu', '')}, finished "
+          f"{result.get('finished_at', '?')}: {len(result['lrs'])} steps; lowest loss at lr "
+          f"{s['min_loss_lr']:.3g}, steepest fall at {s['steepest_lr']:.3g} -> max_lr "
+          f"{s['max_lr']:.3g}, base_lr {s['base_lr']:.3g}"
+          + (f" [{s['warning']}]" if s["warning"] else ""))  # fmt: skip
+    print(f"(max_lr = lowest-loss lr / {lr_finder.MAX_LR_DIVISOR:g}, "
+          f"base_lr = max_lr / {lr_finder.BASE_LR_DIVISOR:g})")  # fmt: skip
+    for name in ["baseline", *grid.GROUPS["lr"]]:
+        cfg = grid.make_config(name, lab.profile)
+        peak = f", peak {cfg.max_lr:g}" if cfg.max_lr else ""
+        print(f"  the grid's {name:<12} {cfg.schedule:<9} lr {cfg.lr:g}{peak}")
+    return result
