@@ -108,7 +108,7 @@ from engine.notebook import Lab, brief, describe_setup, n_params, provenance, st
 from engine.notebook import lr_range as run_lr_range
 from engine.runtime import check_compile_mode, pick_device
 from resnet18 import resnet18
-from train_utils import plot_history
+from train_utils import RunConfig, plot_history
 
 check_compile_mode(COMPILE)  # a typo fails here, not after the first replayed runs
 PLOTS = Path(PLOTS_DIR or Path("plots") / PROFILE)
@@ -287,6 +287,15 @@ norm_rows, text = lab.compare(norm)
 display(Markdown(text))
 
 # %% [markdown]
+# **How it is implemented**: the statistics each mode uses, computed on the training split
+# (`engine/data.py`); the loader then applies `(x - mean) / std` to every batch.
+
+# %%
+from engine.notebook import show_code
+
+show_code(data.normalization_stats, data.get_mean_std)
+
+# %% [markdown]
 # ### 4.2 Data augmentation
 #
 # **What changes**: each training batch is transformed at random, a new draw every epoch
@@ -331,6 +340,15 @@ fig = lab.overlay(aug, "Data augmentation", "aug_overlay.png")
 # %%
 aug_rows, text = lab.compare(aug)
 display(Markdown(text))
+
+# %% [markdown]
+# **How it is implemented** (`engine/augment.py`): the random choices are drawn for the whole
+# batch at once, the crop and flip are a gather on the uint8 batch, and the rest runs on the
+# float batch; cutout comes after normalization, so its square is 0: black for runs without
+# normalization (as all the `aug` runs here), the mean colour for normalized ones.
+
+# %%
+show_code(augment.apply, augment.float_steps, augment.cutout)
 
 # %% [markdown]
 # ### 4.3 Learning rate and its update strategy
@@ -386,6 +404,13 @@ lr_rows, text = lab.compare(lr)
 display(Markdown(text))
 
 # %% [markdown]
+# **How it is implemented** (`engine/schedules.py`): every strategy is a pure function of the
+# step, evaluated before each optimizer step.
+
+# %%
+show_code(schedules.lr_at, schedules._base)
+
+# %% [markdown]
 # ### 4.4 Batch size
 #
 # **What changes**: the batch size, smaller and larger than the baseline's, each twice: with
@@ -421,6 +446,16 @@ if batch:
 # %%
 batch_rows, text = lab.compare(batch)
 display(Markdown(text))
+
+# %% [markdown]
+# **How it is implemented**: each batch experiment is the baseline with another `batch_size`
+# and, for the `_scaled` runs, the lr multiplied by batch / 128 (`engine/grid.py`); the warm-up
+# is part of the schedule that `RunConfig.make_schedule` builds.
+
+# %%
+for name, change in grid.GROUPS["batch"].items():
+    print(f"{name:<16} baseline + {change}")
+show_code(RunConfig.make_schedule)
 
 # %% [markdown]
 # ## 5. Final model

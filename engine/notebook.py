@@ -124,27 +124,50 @@ def provenance(runs: dict) -> list[str]:
 
 
 def conclude(rows: list[dict]) -> str:
-    """Sentences (Markdown) built from a table's rows: the best run and each verdict."""
+    """Sentences (Markdown) built from a table's rows: what each verdict allows one to say.
+
+    Only "better"/"worse" (both sides 2+ seeds, the whole 95% Welch interval on one side of 0)
+    are findings; an "n too small" row's difference is quoted as a value, not as an effect.
+    """
 
     def acc(r):
         t = r["test_acc"]
-        return f"{100 * t['mean']:.2f}% (mean of {t['n']})"
+        return f"{100 * t['mean']:.2f}% (n = {t['n']})"
 
     base = next((r for r in rows if r["name"] == "baseline"), None)
     rest = [r for r in rows if r["name"] != "baseline" and r["test_acc"]["mean"] is not None]
     if not rest:
         return "*No finished runs to compare.*"
-    best = max(rest, key=lambda r: r["test_acc"]["mean"])
-    text = [f"- Highest test accuracy: **{best['name']}**, {acc(best)}"
-            + (f"; baseline {acc(base)}." if base and base["test_acc"]["n"] else ".")]  # fmt: skip
+    text = []
     for verdict, why in VERDICTS.items():
         names = [r["name"] for r in rest if r["verdict"] == verdict]
         if names:
             text.append(f"- {verdict} ({why}): {', '.join(names)}")
-    if any(r["verdict"] == "n too small" for r in rest):
+    small = [r for r in rest if r["verdict"] == "n too small"]
+    if small and len(small) == len(rest):
+        best = max(rest, key=lambda r: r["test_acc"]["mean"])
+        text.append(
+            f"- The data cannot decide whether any of these changes helps: the highest value, "
+            f"{best['name']} at {acc(best)}"
+            + (f" against the baseline's {acc(base)}" if base and base["test_acc"]["n"] else "")
+            + ", is one reading, not a finding."
+        )
+    if small:
         text.append("- To judge those, add seeds: `LAB3_SEEDS=3` here, or "
                     "`python experiments.py run <group> --seeds 3`.")  # fmt: skip
     return "\n".join(text)
+
+
+def show_code(*objects) -> None:
+    """Show the source of functions or classes as a Markdown code block: the implementation
+    next to the results it produced (inspect.getsource, so it is the code that ran)."""
+    import inspect
+
+    from IPython.display import Markdown, display
+
+    for obj in objects:
+        where = f"{obj.__module__}.{obj.__qualname__}"
+        display(Markdown(f"`{where}`:\n\n```python\n{inspect.getsource(obj).rstrip()}\n```"))
 
 
 def describe_setup(lab: Lab) -> list[str]:

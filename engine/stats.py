@@ -8,6 +8,8 @@ Why intervals: two runs of the same configuration with different seeds differ in
 a difference between two single runs says little. Each experiment is compared with the baseline
 by the difference of their mean test accuracies and a 95% Welch t confidence interval
 (Welch 1947); `verdict` reads the interval, so "better" means the whole interval is above zero.
+There is an interval only when both sides have at least two seeds, each side's spread from its
+own seeds; otherwise the verdict is "n too small" and the values are shown as values.
 The comparison is unpaired (seed k of two experiments shares the initial weights, which a paired
 test could exploit), which makes it conservative.
 
@@ -138,39 +140,31 @@ def diff_interval(
     Returns {"diff", "lo", "hi", "level", "df", "se", "n_a", "n_b", "method"}; lo/hi/df/se are
     None when there is no interval. None entries of a and b are skipped (see `mean_std`).
 
-    - both sides n >= 2: Welch's interval, se^2 = s_a^2/n_a + s_b^2/n_b with the
-      Welch-Satterthwaite degrees of freedom (method "welch").
-    - one side n = 1, the other n >= 2: noise floor from the other side's seeds (usually the
-      baseline's): the single run is assumed to scatter as much as the repeated configuration,
-      so se^2 = s^2 (1 + 1/n) with n - 1 degrees of freedom (method "noise floor from a's
-      seeds" or "... b's seeds"). This is how one run of an experiment is judged against a
-      baseline run over several seeds.
-    - otherwise (no spread known): no interval (method "no interval").
+    Only when both sides have n >= 2 is there an interval: Welch's, se^2 = s_a^2/n_a + s_b^2/n_b
+    with the Welch-Satterthwaite degrees of freedom (method "welch"). Each side's spread comes
+    from its own seeds. With one seed on a side its spread is unknown, and borrowing the other
+    side's would assume the change leaves the noise alone (augmentation, for one, does not), so
+    there is no interval: method "n too small", and `verdict` says so. The difference itself
+    is still returned, to be shown as a value, not as a finding.
     """
     if not 0 < level < 1:
         raise LabError(f"confidence level must be in (0, 1), got {level}")
     mean_a, sd_a, n_a = mean_std(a)
     mean_b, sd_b, n_b = mean_std(b)
     out = {"diff": None, "lo": None, "hi": None, "level": level, "df": None, "se": None,
-           "n_a": n_a, "n_b": n_b, "method": "no interval"}  # fmt: skip
+           "n_a": n_a, "n_b": n_b, "method": "n too small"}  # fmt: skip
     if n_a == 0 or n_b == 0:
         return out
     out["diff"] = diff = mean_a - mean_b
-    if n_a >= 2 and n_b >= 2:
-        va, vb = sd_a**2 / n_a, sd_b**2 / n_b
-        se2 = va + vb
-        # Both spreads 0 (identical runs): a zero-width interval; any df gives the same.
-        df = se2**2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1)) if se2 > 0 else n_a + n_b - 2
-        method = "welch"
-    elif n_a >= 2 or n_b >= 2:
-        sd, n, side = (sd_a, n_a, "a") if n_a >= 2 else (sd_b, n_b, "b")
-        se2, df = sd**2 * (1 + 1 / n), n - 1
-        method = f"noise floor from {side}'s seeds"
-    else:
+    if n_a < 2 or n_b < 2:
         return out
+    va, vb = sd_a**2 / n_a, sd_b**2 / n_b
+    se2 = va + vb
+    # Both spreads 0 (identical runs): a zero-width interval; any df gives the same.
+    df = se2**2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1)) if se2 > 0 else n_a + n_b - 2
     se = math.sqrt(se2)
     half = t_quantile(0.5 + level / 2, df) * se
-    out.update(lo=diff - half, hi=diff + half, df=df, se=se, method=method)
+    out.update(lo=diff - half, hi=diff + half, df=df, se=se, method="welch")
     return out
 
 
@@ -203,6 +197,37 @@ def best_val_acc(result: Mapping) -> float | None:
     """The best validation accuracy over the epochs of one run (model selection uses val)."""
     accs = [a for a in result.get("history", {}).get("val_acc", []) if a is not None]
     return max(accs) if accs else None
+
+
+def _curve(result: Mapping, key: str) -> list[float]:
+    return [v for v in result.get("history", {}).get(key, []) if v is not None]
+
+
+def last_epoch(result: Mapping, key: str = "val_acc") -> float | None:
+    """The value of history[`key`] at the last epoch of one run (the model the test set saw)."""
+    values = _curve(result, key)
+    return values[-1] if values else None
+
+
+def train_val_gap(result: Mapping) -> float | None:
+    """Train minus validation accuracy at the last epoch: how much the run overfits."""
+    tr, va = last_epoch(result, "train_acc"), last_epoch(result, "val_acc")
+    return None if tr is None or va is None else tr - va
+
+
+def epochs_to_reach(result: Mapping, threshold: float) -> int | None:
+    """The first epoch (1-based) whose validation accuracy reaches `threshold`, or None."""
+    for epoch, acc in zip(result.get("history", {}).get("epoch", []), _curve(result, "val_acc")):
+        if acc >= threshold:
+            return int(epoch)
+    return None
+
+
+def val_stability(result: Mapping, last_k: int = 5) -> float | None:
+    """Sample std of the validation accuracy over the last `last_k` epochs of one run: how much
+    the curve still jumps from one epoch to the next (None with fewer than 2 epochs)."""
+    tail = _curve(result, "val_acc")[-last_k:]
+    return mean_std(tail)[1] if len(tail) >= 2 else None
 
 
 def train_size(config: Mapping) -> int:
@@ -246,10 +271,16 @@ def _aggregate(name: str, runs: Sequence[Mapping]) -> dict:
         "n": len(runs),
         "status": {"ok": len(ok), "diverged": diverged},
         "seeds": [r.get("seed") for r in runs],
-        "best_val_acc": _stat(best_val_acc(r) for r in ok),
+        "last_val_acc": _stat(last_epoch(r, "val_acc") for r in ok),
         "test_acc": _stat(r["test_acc"] for r in ok),
         "test_loss": _stat(r.get("test_loss") for r in ok),
         "sec_per_epoch": _stat(seconds_per_epoch(r) for r in ok),
+        # Not in the tables (COLUMNS): the figures the report's discussion quotes. The best
+        # epoch is kept apart from the last-epoch figures, which the test set goes with.
+        "best_val_acc": _stat(best_val_acc(r) for r in ok),
+        "last_train_acc": _stat(last_epoch(r, "train_acc") for r in ok),
+        "train_val_gap": _stat(train_val_gap(r) for r in ok),
+        "val_stability": _stat(val_stability(r) for r in ok),
         "note": note,
     }
 
@@ -263,9 +294,11 @@ def summarize(
     """One row per experiment (the baseline first, then the order of `results`).
 
     Each row: name, group, profile, n (runs), status {"ok", "diverged"}, seeds, and
-    {"mean", "std", "n"} for best_val_acc, test_acc, test_loss and sec_per_epoch over the runs
-    that finished; vs_baseline (`diff_interval` of `metric`, experiment - baseline, plus
-    "metric") and its verdict; note (diverged runs, missing baseline). The baseline's own row
+    {"mean", "std", "n"} over the runs that finished for last_val_acc (the last epoch's, the
+    model the test set scores), test_acc, test_loss and sec_per_epoch (the table's columns),
+    and best_val_acc, last_train_acc, train_val_gap and val_stability (for the discussion);
+    vs_baseline (`diff_interval` of `metric`, experiment - baseline, plus "metric") and its
+    verdict ("n too small" unless both sides have 2+ seeds); note (diverged runs, missing baseline). The baseline's own row
     has vs_baseline None and verdict "". Rows are JSON-safe (None, never nan).
     """
     _check_one_profile(results)
@@ -295,7 +328,7 @@ def batch_table(results: Mapping[str, Sequence[Mapping]], baseline: str = "basel
 
     Each row: name, batch_size, lr, warmup_epochs, steps_per_epoch (ceil(training images /
     batch), the last batch kept), sec_per_epoch and images_per_sec (first epoch excluded, see
-    `seconds_per_epoch`), peak_mem_mb ({"mean", "std", "n"}, or None on the CPU), best_val_acc,
+    `seconds_per_epoch`), peak_mem_mb ({"mean", "std", "n"}, or None on the CPU), last_val_acc,
     test_acc, status, note.
     """
     _check_one_profile(results)
@@ -318,7 +351,7 @@ def batch_table(results: Mapping[str, Sequence[Mapping]], baseline: str = "basel
             "sec_per_epoch": sec,
             "images_per_sec": _stat(n_train / s for r in ok if (s := seconds_per_epoch(r))),
             "peak_mem_mb": _stat(mems) if mems else None,
-            "best_val_acc": row["best_val_acc"],
+            "last_val_acc": row["last_val_acc"],
             "test_acc": row["test_acc"],
             "status": row["status"],
             "note": row["note"],
@@ -340,14 +373,14 @@ COLUMNS = {
     "sec_per_epoch": "s/epoch",
     "images_per_sec": "images/s",
     "peak_mem_mb": "peak GPU MB",
-    "best_val_acc": "best val acc (%)",
+    "last_val_acc": "val acc, last epoch (%)",
     "test_acc": "test acc (%)",
     "test_loss": "test loss",
     "vs_baseline": "vs baseline [95% CI]",
     "verdict": "verdict",
 }
 # Decimals per column, after accuracies are turned into percent.
-_DIGITS = {"sec_per_epoch": 2, "images_per_sec": 0, "peak_mem_mb": 0, "best_val_acc": 2,
+_DIGITS = {"sec_per_epoch": 2, "images_per_sec": 0, "peak_mem_mb": 0, "last_val_acc": 2,
            "test_acc": 2, "test_loss": 4}  # fmt: skip
 
 
@@ -372,7 +405,7 @@ def _cell(key: str, value) -> str:
             return "n/a"
         text = f"{value['diff'] * f:+.{digits}f}{unit}"
         if value["lo"] is None:
-            return text + " (no interval)"
+            return text + " (no interval: n too small)"
         return text + f" [{value['lo'] * f:+.{digits}f}, {value['hi'] * f:+.{digits}f}]"
     if isinstance(value, Mapping):  # {"mean", "std", "n"}
         if value["n"] == 0 or value["mean"] is None:

@@ -88,14 +88,47 @@ def test_welch_unequal_spreads_by_hand() -> None:
     assert verdict(d["lo"], d["hi"]) == "within noise"  # lo = -0.0162
 
 
-def test_single_run_uses_the_baselines_noise_floor() -> None:
-    # se = s_b sqrt(1 + 1/n_b) = 0.02 sqrt(4/3), df = n_b - 1 = 2, t = 4.302653.
-    d = diff_interval([0.90], [0.80, 0.82, 0.84])
-    half = 4.302653 * 0.02 * math.sqrt(4 / 3)
-    assert d["diff"] == pytest.approx(0.08)
-    assert (d["lo"], d["hi"]) == pytest.approx((0.08 - half, 0.08 + half), abs=1e-6)
-    assert d["df"] == 2 and d["method"] == "noise floor from b's seeds"
-    assert diff_interval([0.80, 0.82, 0.84], [0.70])["method"] == "noise floor from a's seeds"
+def test_one_seed_against_two_is_n_too_small() -> None:
+    # One seed has no spread of its own; the baseline's is not borrowed.
+    for a, b in (([0.90], [0.80, 0.82]), ([0.80, 0.82], [0.70])):
+        d = diff_interval(a, b)
+        assert d["lo"] is None and d["hi"] is None and d["method"] == "n too small"
+        assert verdict(d["lo"], d["hi"]) == "n too small"
+    assert diff_interval([0.90], [0.80, 0.82])["diff"] == pytest.approx(0.09)  # value shown
+    rows = summarize({"baseline": [fake_run("baseline", s, a) for s, a in enumerate([0.8, 0.82])],
+                      "x": [fake_run("x", 0, 0.99)]})  # fmt: skip
+    assert rows[1]["verdict"] == "n too small"
+    line = next(ln for ln in format_table(rows).splitlines() if ln.startswith("| x"))
+    assert "+18.00 pp (no interval: n too small)" in line and "n too small" in line
+
+
+def test_welch_matches_scipy() -> None:
+    """3 seeds a side, a known difference: the interval computed independently by scipy."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    a, b = [0.912, 0.905, 0.921], [0.850, 0.861, 0.846]
+    d = diff_interval(a, b)
+    res = scipy_stats.ttest_ind(a, b, equal_var=False)
+    va, vb = (scipy_stats.tvar(a) / 3, scipy_stats.tvar(b) / 3)
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
+    half = scipy_stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    diff = sum(a) / 3 - sum(b) / 3
+    assert d["df"] == pytest.approx(df, rel=1e-9)
+    assert (d["lo"], d["hi"]) == pytest.approx((diff - half, diff + half), abs=1e-9)
+    if hasattr(res, "confidence_interval"):  # scipy >= 1.11
+        ci = res.confidence_interval(0.95)
+        assert (d["lo"], d["hi"]) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    assert d["diff"] / d["se"] == pytest.approx(res.statistic, rel=1e-9)
+    assert verdict(d["lo"], d["hi"]) == "better"
+
+
+def test_per_run_figures() -> None:
+    r = fake_run("x", 0, 0.8)
+    r["history"].update(train_acc=[0.5, 0.9, 0.95], val_acc=[0.4, 0.7, 0.6])
+    assert stats.last_epoch(r) == 0.6 and stats.best_val_acc(r) == 0.7
+    assert stats.train_val_gap(r) == pytest.approx(0.35)
+    assert stats.epochs_to_reach(r, 0.65) == 2 and stats.epochs_to_reach(r, 0.9) is None
+    assert stats.val_stability(r, last_k=2) == pytest.approx(math.sqrt(0.005))
+    assert stats.val_stability({"history": {"val_acc": [0.5]}}) is None
 
 
 def test_no_interval_without_spread() -> None:
@@ -172,6 +205,7 @@ def test_summarize_rows() -> None:
     assert base["test_acc"] == pytest.approx({"mean": 0.82, "std": 0.02, "n": 3})
     assert base["test_loss"]["mean"] == pytest.approx(0.18)
     assert base["best_val_acc"] == {"mean": 0.6, "std": 0.0, "n": 3}
+    assert base["last_val_acc"] == pytest.approx({"mean": 0.55, "std": 0.0, "n": 3})
     assert base["sec_per_epoch"]["mean"] == pytest.approx(1.1)  # epoch 1 (3.0 s) left out
     assert base["vs_baseline"] is None and base["verdict"] == ""
 
@@ -186,8 +220,8 @@ def test_summarize_rows() -> None:
     assert by["much_better"]["vs_baseline"]["metric"] == "test_acc"
     one = by["one_seed"]
     assert one["test_acc"]["std"] is None  # JSON-safe: None, never nan
-    assert one["vs_baseline"]["method"] == "noise floor from b's seeds"
-    assert one["verdict"] == "better"  # 0.13 above, half-width 4.30 * 0.0231 = 0.099
+    assert one["vs_baseline"]["method"] == "n too small"
+    assert one["verdict"] == "n too small"  # 0.13 above, but one seed: no spread of its own
 
 
 def test_all_diverged_row() -> None:
@@ -248,8 +282,8 @@ def test_format_table_markdown_and_csv() -> None:
     base = next(line for line in lines if line.startswith("| baseline"))
     assert "82.00 ± 2.00 (3)" in base
     one = next(line for line in lines if line.startswith("| one_seed"))
-    assert "95.00 (1)" in one and "better" in one  # n = 1: no ± shown
-    assert "+13.00 pp [" in one
+    assert "95.00 (1)" in one and "n too small" in one  # n = 1: no ± shown
+    assert "+13.00 pp (no interval" in one
     assert "- same: 1 of 4 runs diverged (excluded from the means)" in md
     assert "3 ok + 1 diverged" in md
     assert "(reference)" in base and "n/a" not in base
