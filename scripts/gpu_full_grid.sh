@@ -1,92 +1,127 @@
 #!/usr/bin/env bash
-# The whole GPU job in one call: benchmark, LR range test, then the full experiment grid in
-# parallel lanes on one GPU, under a deadline, with results and logs packed into OUT.
+# The GPU session's job, in stages, one device call each (README, "GPU runbook", has the exact
+# calls). Every stage checks which data parts are on the machine, does its work, and packs the
+# whole session so far (results, logs, bench, provenance) into OUT/gpu_results.tar.gz, so each
+# call brings back everything finished up to then.
 #
-#   bash scripts/gpu_full_grid.sh OUT [DATA]        # DATA: cifar10-jpeg.tar.gz or a folder
+#   bash scripts/gpu_full_grid.sh OUT bench   # call 1 (carries part aa): bench.py, batch 512
+#   bash scripts/gpu_full_grid.sh OUT warm    # call 2 (carries part ab): compile, cache warmed
+#   bash scripts/gpu_full_grid.sh OUT grid    # call 3 (carries part ac): join, grid to DEADLINE_S
+#   bash scripts/gpu_full_grid.sh OUT grid    # call 4, if device time is left: what is missing
+#   bash scripts/gpu_full_grid.sh OUT parts   # only report the parts (after the machine went cold)
 #
-# With the device tool: copy ../shared/data/cifar10-jpeg.tar.gz into .gpu/ (ignored by git),
-# carry ".gpu", and run `DEADLINE_S=470 bash scripts/gpu_full_grid.sh "$OUT"`.
-# Runs already committed under results/<profile>/ are copied in first and replayed, not
-# retrained (RERUN=1 retrains them), so a later session spends its minutes on what is missing
-# (the lr and batch groups, further seeds); BENCH=0 skips the benchmark.
-#
-# The final recipe and the baseline (the two runs that matter most) each get a lane of their
-# own; lanes 1..4 share the norm/aug/lr/batch groups. Each lane then adds
-# seeds 1, 2 of its runs while time is left. Runs share the GPU, so seconds per epoch are
-# measured under that contention: LAB3_RUN_NOTE records it in every result file.
-# COMPILE=MODE (e.g. reduce-overhead: torch.compile with CUDA graphs) checks that compiling
-# works here, then times the compiled step in the benchmark too and trains every run through it.
-# Env: PROFILE (full), DEADLINE_S (seconds for the grid, default 420), PY (python3), COMPILE.
+# The data is ../shared/data/cifar10-png.tar.gz (lossless), split here by
+# `python -m tools.runbook prepare` into .gpu/ (ignored by git), checked by sha256 on arrival
+# and joined in the grid stage. Runs already committed under results/<profile>/ on lossless
+# data are not run again; JPEG-copy results do not count. The session lives in .gpu/session/
+# (kept on the machine between calls while it stays warm).
+# Env: PROFILE (full), SEEDS (3), LANES (8), DEADLINE_S (420: seconds the grid may train),
+# COMPILE (reduce-overhead; empty: eager), COMPILE_MIN_STEPS (2000), PY (python3),
+# BENCH_ARGS (extra bench.py flags).
 set -u
-OUT=${1:?usage: gpu_full_grid.sh OUT [DATA]}
-DATA=${2:-.gpu/cifar10-jpeg.tar.gz}
+OUT=${1:?usage: gpu_full_grid.sh OUT bench|warm|grid|parts}
+STAGE=${2:?usage: gpu_full_grid.sh OUT bench|warm|grid|parts}
 PROFILE=${PROFILE:-full}
+SEEDS=${SEEDS:-3}
+LANES=${LANES:-8}
 DEADLINE_S=${DEADLINE_S:-420}
+COMPILE=${COMPILE-reduce-overhead}
+COMPILE_MIN_STEPS=${COMPILE_MIN_STEPS:-2000}
 PY=${PY:-python3}
-LANES=4
-COMPILE_ARGS=()
-[ -n "${COMPILE:-}" ] && COMPILE_ARGS=(--compile "$COMPILE")
-export LAB3_DATA_DIR=$DATA LAB3_CACHE_DIR=${LAB3_CACHE_DIR:-/tmp/lab3-cache} PYTHONUNBUFFERED=1
-# Each lane's CPU side is light (the data is on the GPU); keep lanes from oversubscribing cores.
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-export LAB3_RUN_NOTE="$((LANES + 2)) runs in parallel on one device (scripts/gpu_full_grid.sh)"
-mkdir -p "$OUT/logs" "$OUT/results"
-if [ "${RERUN:-0}" != 1 ] && [ -d "results/$PROFILE" ]; then
-  mkdir -p "$OUT/results/$PROFILE" && cp results/"$PROFILE"/*__seed*.json "$OUT/results/$PROFILE/" 2>/dev/null
-fi
+GPU=.gpu
+S=$GPU/session
+DATA=$GPU/cifar10-png.tar.gz
 T0=$(date +%s)
-{ date -u +%FT%TZ; uname -a; nvidia-smi 2>&1 || true; $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.is_available())"; } > "$OUT/logs/machine.txt" 2>&1
+mkdir -p "$S/logs" "$S/results" "$GPU/cache" "$GPU/inductor" "$OUT"
+# Caches inside the checkout's ignored .gpu/: the device keeps them between calls while warm.
+export LAB3_CACHE_DIR=$GPU/cache TORCHINDUCTOR_CACHE_DIR=$GPU/inductor PYTHONUNBUFFERED=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # lanes' CPU side is light: the data is on the GPU
+[ -f "$S/id" ] || date -u +%Y%m%dT%H%M%SZ > "$S/id"
+CMD="PROFILE=$PROFILE SEEDS=$SEEDS LANES=$LANES DEADLINE_S=$DEADLINE_S COMPILE=$COMPILE bash scripts/gpu_full_grid.sh \"\$OUT\" $STAGE"
+log() { echo "[$(date -u +%T) +$(($(date +%s) - T0))s $STAGE] $*" | tee -a "$S/logs/session.log"; }
 
-# Decode the JPEGs once, so the lanes start from the cache.
-$PY -c "from engine.data import load_cifar10; d = load_cifar10(); print(d.source, tuple(d.train_images.shape))" > "$OUT/logs/data.log" 2>&1 || { cat "$OUT/logs/data.log"; exit 1; }
-
-# A torch.compile that fails on this machine must not cost the session: try it first on one
-# short epoch of the full-profile baseline (200 images: a batch of 128 and one of 72, the shapes
-# every batch-128 run meets), and train eager if it fails. The compiled graphs land in
-# inductor's cache, so the batch-128 lanes load them instead of compiling again (the bench
-# bypasses that cache on purpose: it times a cold compile).
-if [ ${#COMPILE_ARGS[@]} -gt 0 ]; then
-  CHECK=/tmp/lab3-compile-check
-  if ! timeout 200 $PY experiments.py run baseline --profile full --seeds 1 --set train_subset=200 \
-      --set epochs=1 --set test_subset=500 --force --no-progress --out "$CHECK" --checkpoints "$CHECK/ck" \
-      "${COMPILE_ARGS[@]}" > "$OUT/logs/compile_check.log" 2>&1; then
-    echo "torch.compile $COMPILE failed its check: every run trains eager" | tee -a "$OUT/logs/compile_check.log"
-    COMPILE_ARGS=()
-  fi
-  echo "compile check done after $(($(date +%s) - T0))s" >> "$OUT/logs/compile_check.log"
-fi
-
-# Benchmark (alone on the device, so its figures are clean), then the LR range test unless its
-# result is committed already.
-[ -f tools/bench.py ] && [ "${BENCH:-1}" = 1 ] && timeout $((${#COMPILE_ARGS[@]} ? 150 : 75)) \
-  $PY -m tools.bench --repeats 5 "${COMPILE_ARGS[@]}" --out "$OUT/results/bench.json" > "$OUT/logs/bench.log" 2>&1
-if [ -f lr_finder.py ] && { [ "${RERUN:-0}" = 1 ] || [ ! -f "results/$PROFILE/lr_range.json" ]; }; then
-  timeout 60 $PY -m engine.lr_finder --profile "$PROFILE" --out "$OUT/results" --plots "$OUT/plots" \
-    --no-progress > "$OUT/logs/lr_finder.log" 2>&1
-fi
-
-LEFT=$((DEADLINE_S - ($(date +%s) - T0)))
-run_lane() {  # lane-name, then experiments.py arguments; seeds 1..3 while time is left
-  local lane=$1; shift
-  for seeds in 1 2 3; do
-    local left=$((T0 + DEADLINE_S - $(date +%s)))
-    [ "$left" -gt 20 ] || break
-    timeout -s INT "$left" $PY experiments.py run "$@" --profile "$PROFILE" --seeds "$seeds" \
-      --out "$OUT/results" --no-progress --ckpt-every 0 "${COMPILE_ARGS[@]}" >> "$OUT/logs/$lane.log" 2>&1
-  done
+pack() {  # everything so far, one file back (the device returns at most 8 of 16 MiB)
+  $PY - "$S" "$STAGE" "$*" <<'EOF'
+import json, sys, datetime as dt, subprocess, torch
+s, stage, cmd = sys.argv[1:]
+p = f"{s}/provenance.json"
+try:
+    prov = json.load(open(p))
+except OSError:
+    prov = {"session": open(f"{s}/id").read().strip(), "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+smi = subprocess.run("nvidia-smi --query-gpu=name,driver_version --format=csv,noheader", shell=True, capture_output=True, text=True).stdout.strip()
+import torchvision
+prov.update(gpu=smi or (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU (CPU rehearsal)"),
+            versions=f"torch {torch.__version__}, torchvision {torchvision.__version__}",
+            ended=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+prov.setdefault("commands", []).append(cmd)
+prov["command"] = "; ".join(dict.fromkeys(prov["commands"]))
+json.dump(prov, open(p, "w"), indent=1)
+EOF
+  $PY -m tools.runbook pack "$S" "$OUT/gpu_results.tar.gz" | tee -a "$S/logs/session.log"
 }
-echo "grid starts with ${LEFT}s left of ${DEADLINE_S}s" > "$OUT/logs/grid.log"
-run_lane lane_final final &
-run_lane lane_base baseline &
-for i in $(seq 0 $((LANES - 1))); do
-  run_lane "lane$((i + 1))" norm aug lr batch --shard "$i/$LANES" &
-done
-wait
-echo "grid ended after $(($(date +%s) - T0))s" >> "$OUT/logs/grid.log"
-ls "$OUT/results/$PROFILE" >> "$OUT/logs/grid.log" 2>&1
-grep -h "Test acc" "$OUT"/logs/lane*.log 2>/dev/null | sort | uniq -c | head -100 >> "$OUT/logs/grid.log"
 
-# At most 8 files come back from the device: pack everything into one archive.
-mkdir -p "$OUT/plots"
-tar -czf "$OUT/gpu_results.tar.gz" -C "$OUT" results logs plots && rm -rf "$OUT/results" "$OUT/logs" "$OUT/plots"
-echo "packed $(du -h "$OUT/gpu_results.tar.gz" | cut -f1) after $(($(date +%s) - T0))s"
+log "parts on this machine:"
+$PY -m tools.runbook parts 2>&1 | tee -a "$S/logs/session.log"
+{ date -u +%FT%TZ; uname -a; nvidia-smi 2>&1 || true
+  $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.is_available())"; } > "$S/logs/machine.txt" 2>&1
+
+case $STAGE in
+parts) ;;
+bench)
+  # Alone on the GPU so its figures are clean: the loop at batch 512, eager and compiled (cold,
+  # its payback point), without the DataLoader+PIL references (measured at batch 128 before).
+  # No data has arrived yet: the loop runs on random uint8 images of CIFAR's shape (same speed).
+  log "bench, batch 512 ${COMPILE:+, compile $COMPILE}"
+  timeout 240 $PY -m tools.bench --batch-size 512 --repeats 5 --skip loop_pil,aug_pil \
+    ${COMPILE:+--compile "$COMPILE"} ${BENCH_ARGS:-} --out "$S/bench.json" > "$S/logs/bench.log" 2>&1
+  log "bench exit $? ($(tail -1 "$S/logs/bench.log"))"
+  ;;
+warm)
+  # Check torch.compile here and fill inductor's cache with every shape the compiled runs meet
+  # (a full batch and the epoch's last, smaller one, per batch size), in parallel processes, so
+  # that the grid's lanes load compiled code instead of compiling it. If it fails, the grid
+  # trains eager.
+  if [ -n "$COMPILE" ]; then
+    log "compile warm-up, mode $COMPILE"
+    timeout 240 $PY -m tools.lanes --warm --profile "$PROFILE" --compile "$COMPILE" \
+      --compile-min-steps "$COMPILE_MIN_STEPS" --session "$S" > "$S/logs/warm.log" 2>&1
+    rc=$?
+    [ $rc = 0 ] && echo "$COMPILE" > "$S/compile_ok" || rm -f "$S/compile_ok"
+    log "compile warm-up exit $rc: $(tail -1 "$S/logs/warm.log")"
+  fi
+  ;;
+grid)
+  if ! $PY -m tools.runbook join 2>&1 | tee -a "$S/logs/session.log"; then
+    log "data incomplete: carry the missing parts again with the 'parts' stage, then 'grid'"
+    pack "$CMD"; exit 3
+  fi
+  export LAB3_DATA_DIR=$DATA LAB3_RUN_NOTE="up to $LANES runs in parallel on one device (scripts/gpu_full_grid.sh)"
+  $PY - "$S" <<'EOF' 2>&1 | tee -a "$S/logs/session.log"
+import json, sys
+from engine.data import load_cifar10
+from tools.runbook import read_manifest
+d = load_cifar10()
+p = f"{sys.argv[1]}/provenance.json"
+try:
+    prov = json.load(open(p))
+except OSError:
+    prov = {"session": open(f"{sys.argv[1]}/id").read().strip()}
+whole, digest = next(iter(read_manifest().items()))
+prov["data"] = f"{d.source}; {whole} joined from parts, sha256 {digest} checked"
+json.dump(prov, open(p, "w"), indent=1)
+print("data:", prov["data"], tuple(d.train_images.shape), tuple(d.test_images.shape))
+EOF
+  [ "${PIPESTATUS[0]}" = 0 ] || { log "data did not load"; pack "$CMD"; exit 1; }
+  MODE=""
+  [ -n "$COMPILE" ] && [ -f "$S/compile_ok" ] && MODE=$COMPILE
+  [ -n "$COMPILE" ] && [ -z "$MODE" ] && log "no successful compile warm-up: training eager"
+  log "grid: profile $PROFILE, $SEEDS seeds, $LANES lanes, deadline ${DEADLINE_S}s, compile ${MODE:-off}"
+  $PY -m tools.lanes --profile "$PROFILE" --seeds "$SEEDS" --lanes "$LANES" \
+    --deadline-s "$DEADLINE_S" --session "$S" ${MODE:+--compile "$MODE"} \
+    --compile-min-steps "$COMPILE_MIN_STEPS" 2>&1 | tee -a "$S/logs/session.log"
+  ;;
+*) echo "unknown stage $STAGE: bench, warm, grid or parts" >&2; exit 2 ;;
+esac
+log "stage done"
+pack "$CMD"

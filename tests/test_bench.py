@@ -55,3 +55,21 @@ def test_bench_compile_reports_its_cost(tmp_path, capsys, one_thread_per_module)
     assert res["ratios"]["model_compiled_vs_eager"]["value"] > 0
     assert res["figures"]["loop_fast_compiled"]["images_per_s"] > 0
     assert "torch.compile default:" in printed
+
+
+def test_skip_leaves_candidates_out_and_bad_names_fail(tmp_path, capsys, one_thread_per_module):
+    res, printed = run_bench(tmp_path, capsys, "--skip", "loop_pil,aug_pil")
+    assert "loop_pil" not in res["figures"] and "aug_pil" not in res["figures"]
+    assert res["ratios"]["loop_fast_vs_pil"]["value"] is None
+    assert res["loop_target"] is None  # the 35,000 images/s mark is for CUDA at batch 512
+    assert bench.main([*TINY, "--skip", "model_hand", "--out", str(tmp_path / "b.json")]) == 2
+    assert "--skip takes model_torchvision" in capsys.readouterr().err
+
+
+def test_loop_target_takes_the_faster_loop_at_batch_512():
+    rates = {"loop_fast": 30_000.0, "loop_fast_compiled": 40_000.0}
+    t = bench.loop_target(rates, 512, cuda=True)
+    assert t == {"key": "loop_fast_compiled", "images_per_s": 40_000.0, "target": 35_000,
+                 "pass": True}  # fmt: skip
+    assert not bench.loop_target({"loop_fast": 30_000.0}, 512, cuda=True)["pass"]
+    assert bench.loop_target(rates, 128, cuda=True) is None

@@ -10,7 +10,17 @@ import pytest
 
 from engine.errors import LabError
 from engine.grid import EXPERIMENTS, make_config
-from tools.cost import grid_projection, loop_rates, main, train_flops_per_image, workload
+from tools.cost import (
+    IMAGE_S,
+    STEP_S,
+    grid_projection,
+    loop_rates,
+    main,
+    projected_cost,
+    run_cost,
+    train_flops_per_image,
+    workload,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,3 +85,35 @@ def test_cli_refuses_a_file_it_cannot_project(tmp_path, kind, words):
         path.write_text("{}")
     with pytest.raises(LabError, match=words):
         loop_rates(path)
+
+
+def test_run_cost_counts_steps_and_images_of_one_run():
+    c = run_cost("bs_32", "full")
+    assert c["images"] == 20 * 45_000 and c["steps"] == 20 * math.ceil(45_000 / 32)
+    assert c["est_units"] == pytest.approx(c["steps"] * STEP_S + c["images"] * IMAGE_S)
+
+
+def test_projected_cost_counts_only_runs_without_results(tmp_path):
+    lines = []
+    whole = workload(profile="smoke")["train_images"]
+    res = projected_cost("smoke", 1, tmp_path, "cpu", rate=1000.0, echo=lines.append)
+    assert res["runs"] == len(EXPERIMENTS) and res["images"] == whole
+    assert res["minutes"] == pytest.approx(whole / 1000 / 60)
+    assert "LAB3_SEEDS=1" in lines[0] and "3 seeds" in lines[0]
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "smoke" / "baseline__seed0.json").write_text("{}")
+    assert (
+        projected_cost("smoke", 1, tmp_path, "cpu", rate=1e3, echo=len)["runs"]
+        == len(EXPERIMENTS) - 1
+    )
+    assert (
+        projected_cost("smoke", 1, tmp_path, "cpu", rate=1e3, train_missing=False, echo=len)[
+            "images"
+        ]
+        == 0
+    )
+
+
+def test_projected_cost_measures_a_rate_when_none_is_given(tmp_path, one_thread_per_module):
+    res = projected_cost("smoke", 1, tmp_path, "cpu", echo=len)
+    assert res["images_per_s"] > 0

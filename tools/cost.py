@@ -54,6 +54,22 @@ def workload(names: list[str] | None = None, profile: str = "full", seeds: int =
             "train_images": images * seeds, "steps": steps * seeds}  # fmt: skip
 
 
+# A run's seconds on a launch-bound GPU: a fixed cost per optimizer step (kernel launches, which
+# do not shrink with the batch) plus a cost per image. Read off the H200's eager loop at batch 128
+# (results/bench/bench_nvidia-h200.json: 12,586 images/s, 10.2 ms a step), split by the FLOPs:
+# 128 images x 3.33 GFLOP at about 200 TFLOP/s is 2 ms, the other 8 ms are launches. Used to order
+# and fit runs under a deadline (tools/lanes.py rescales it by what the session measures).
+STEP_S = 0.008
+IMAGE_S = 1.6e-5
+
+
+def run_cost(name: str, profile: str = "full") -> dict:
+    """One run's training images, optimizer steps and estimated seconds (STEP_S, IMAGE_S)."""
+    w = workload([name], profile)
+    return {"images": w["train_images"], "steps": w["steps"],
+            "est_units": w["steps"] * STEP_S + w["train_images"] * IMAGE_S}  # fmt: skip
+
+
 def grid_projection(rate: dict[str, float], flops_per_image: float) -> dict:
     """The full grid's training images over measured speeds (images/s, keyed by what was timed),
     one run at a time (runs sharing a launch-bound GPU in parallel can beat it; a bigger batch
@@ -82,6 +98,67 @@ def loop_rates(bench_file: str | Path) -> dict[str, float]:
                        "width 64: rerun bench.py without --width")  # fmt: skip
     return {k: figures[k]["images_per_s"] for k in ("loop_fast", "loop_fast_compiled")
             if k in figures}  # fmt: skip
+
+
+def measure_rate(profile: str, device=None, steps: int | None = None) -> float:
+    """Training images/s of the baseline's step (its width and batch) on `device`, from a few
+    timed steps on random images after warm-up: seconds to measure, a rough figure."""
+    import time
+
+    from engine.runtime import pick_device
+    from tools.bench import make_step, sync
+
+    device = pick_device(device)
+    cfg = make_config("baseline", profile)
+    cuda = device.type == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    model = resnet18(num_classes=10, width=cfg.width).to(device, memory_format=fmt)
+    step = make_step(model, device)
+    x = torch.randn(cfg.batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (cfg.batch_size,), device=device)
+    steps = steps or (20 if cuda else 2)
+    for _ in range(5 if cuda else 1):
+        step(x, y)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(x, y)
+    sync(device)
+    return steps * cfg.batch_size / (time.perf_counter() - t0)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def projected_cost(profile: str, seeds: int, results_dir="results", device=None,
+                   train_missing: bool = True, force: bool = False, rate: float | None = None,
+                   echo=print) -> dict:  # fmt: skip
+    """Before anything trains: how many training images the notebook is about to train here
+    (runs without a saved results file, or all with `force`), and the minutes that takes at a
+    speed measured on this device, beside the whole grid with three seeds."""
+    from engine.grid import result_path
+
+    names = expand([])
+    todo = [(n, s) for s in range(seeds) for n in names
+            if force or (train_missing and not result_path(results_dir, profile, n, s).exists())]  # fmt: skip
+    images = sum(workload([n], profile)["train_images"] for n, _ in todo)
+    whole = workload(profile=profile, seeds=3)["train_images"]
+    rate = rate or measure_rate(profile, device)
+    out = {"runs": len(todo), "images": images, "images_per_s": rate,
+           "minutes": images / rate / 60, "grid_3_seeds_hours": whole / rate / 3600}  # fmt: skip
+    lines = [
+        f"cost:    to train now: {len(todo)} runs, {images / 1e6:.2f}M training images "
+        f"(seeds 0..{seeds - 1}; saved runs are replayed)",
+        f"         measured here: {rate:,.0f} images/s (a few steps of the baseline's batch on "
+        f"random images) -> about {_duration(images / rate)} of training, one run at a time",
+        f"         the whole {profile} grid with 3 seeds: {whole / 1e6:.1f}M images, about "
+        f"{_duration(whole / rate)} at this speed. Fewer: LAB3_SEEDS=1 (a third of it), "
+        f"or train chosen groups first from the command line (python experiments.py run lr "
+        f"batch --profile {profile} --seeds 1) and let this notebook replay them",
+    ]
+    echo("\n".join(lines))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
