@@ -108,6 +108,7 @@ from engine.notebook import Lab, brief, describe_setup, n_params, provenance, st
 from engine.notebook import lr_range as run_lr_range
 from engine.runtime import check_compile_mode, pick_device
 from resnet18 import resnet18
+from tools.cost import projected_cost
 from train_utils import RunConfig, plot_history
 
 check_compile_mode(COMPILE)  # a typo fails here, not after the first replayed runs
@@ -119,6 +120,9 @@ BASE = grid.make_config("baseline", PROFILE)  # the baseline in this profile
 lab = Lab(PROFILE, DATA, DEVICE, RESULTS_DIR, CHECKPOINTS_DIR, PLOTS, SEEDS, FORCE, TRAIN_MISSING,
           RESUME, COMPILE)  # fmt: skip
 setup_lines = describe_setup(lab)
+# Before anything trains: the images this notebook is about to train here, and the minutes a few
+# measured steps project for them (tools/cost.py). Choose fewer seeds or groups if it is hours.
+COST = projected_cost(PROFILE, SEEDS, RESULTS_DIR, DEVICE, TRAIN_MISSING, FORCE)
 
 # %% [markdown]
 # A few training images with their labels (a seeded random draw: the files are stored class
