@@ -8,23 +8,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# The shared offline copy sits beside the checkout; LAB3_DATA_DIR overrides it.
-SHARED = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+# The lossless copy (official pixels, official order) beside the checkout; LAB3_DATA_DIR overrides.
+LOSSLESS = REPO.parent / "shared" / "data" / "cifar10-png.tar.gz"
 
 
 def data_location() -> Path | None:
     env = os.environ.get("LAB3_DATA_DIR")
     if env and Path(env).exists():
         return Path(env)
-    return SHARED if SHARED.exists() else None
+    return LOSSLESS if LOSSLESS.exists() else None
 
 
 @pytest.fixture(scope="session")
-def cifar(tmp_path_factory):
+def cifar():
     """The real CIFAR-10 (60,000 images) as uint8 tensors; skipped where no copy exists."""
     loc = data_location()
     if loc is None:
-        pytest.skip(f"CIFAR-10 copy not found (set LAB3_DATA_DIR or provide {SHARED})")
+        pytest.skip(
+            "CIFAR-10 not found: put cifar10-png.tar.gz in ../shared/data/ or set LAB3_DATA_DIR"
+        )
     from engine.data import load_cifar10
 
     cache = Path(os.environ.get("LAB3_CACHE_DIR", REPO / ".cache"))
