@@ -234,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         "--experiment", default="baseline", help="whose configuration to test (default: baseline)"
     )
     ap.add_argument(
-        "--data-dir", default=None, help="CIFAR-10 location (default: $LAB3_DATA_DIR or ./data)"
+        "--data-dir",
+        default=None,
+        help="CIFAR-10 (default: $LAB3_DATA_DIR, ./data, ../shared/data)",
     )
     ap.add_argument("--steps", type=int, default=None, help="steps (default: 100; 40 on smoke)")
     ap.add_argument("--min-lr", type=float, default=1e-5, help="first lr (default 1e-5)")

@@ -93,7 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="untimed steps per model first (CPU 1, CUDA 20)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader workers")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--data-dir", help="CIFAR-10 location (default: $LAB3_DATA_DIR, else ./data)")
+    p.add_argument("--data-dir", help="CIFAR-10 (default: $LAB3_DATA_DIR, ./data, ../shared/data)")
     p.add_argument("--out", type=Path, help="JSON file (default results/bench/bench_<device>.json)")
     p.add_argument("--compile", choices=COMPILE_MODES, help="also time the step torch.compile'd")
     p.add_argument("--skip", default="", help=f"candidates to leave out, comma-separated: any of "
