@@ -1,7 +1,7 @@
 """Build the lab report, a PDF whose every number comes from the saved results.
 
     python report/build_report.py                          # best profile found: full > quick > smoke
-    python report/build_report.py --profile full --out report/lab3_report.pdf --student-id 312XXXXXX
+    python report/build_report.py --profile full --student-id 312551001 --name "Wang Xiao-Ming"
     python report/build_report.py --engine html            # stop at the HTML (no PDF engine)
 
 Reads results/<profile>/*.json (experiments.py) and results/<profile>/lr_range.json
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import time
 from collections.abc import Mapping
@@ -27,13 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from engine import augment  # noqa: E402
+from engine import augment, grid, schedules  # noqa: E402
 from engine.checkpoint import atomic_write  # noqa: E402
-from engine.data import CLASSES  # noqa: E402
+from engine.data import CLASSES, get_mean_std, load_cifar10, normalization_stats  # noqa: E402
 from engine.errors import LabError, run_cli  # noqa: E402
-from engine.grid import GROUPS, PROFILES, load_results  # noqa: E402
+from engine.grid import GROUPS, PROFILES, load_results, read_json  # noqa: E402
 from engine.stats import batch_table, format_table, summarize  # noqa: E402
-from report import figures, render, tables  # noqa: E402
+from report import discussion, figures, render, tables  # noqa: E402
+from train_utils import RunConfig  # noqa: E402
 
 PROFILE_ORDER = ("full", "quick", "smoke")  # the default is the first one with results
 SECTION_GROUPS = ("norm", "aug", "lr", "batch")
@@ -81,33 +81,71 @@ def _scale_text(profile: str) -> str:
     return ", ".join(parts)
 
 
-def _group_body(group, names, results, rows, profile, fig_dir, html_dir) -> str:
+def _seeds_caption(results, shown) -> str:
+    """Which seeds each line of a figure averages, from the results (never "over seeds" for
+    one seed)."""
+    parts = []
+    for n in shown:
+        seeds = [r.get("seed") for r in results.get(n, [])]
+        parts.append(f"{n}: " + (f"seed {seeds[0]} only" if len(seeds) == 1
+                                 else f"mean ± std of seeds {', '.join(map(str, seeds))}"))  # fmt: skip
+    return "; ".join(parts)
+
+
+def _group_body(group, names, results, rows, profile, fig_dir, html_dir, stopped) -> dict:
     if not names:
-        return (f"*No {group} runs in the {profile} profile: run `python experiments.py run "
-                f"{group} --profile {profile} --seeds 3`.*\n")  # fmt: skip
+        why = [f"{s['name']} seed {s['seed']} ({s['epochs']} epochs)" for s in stopped
+               if grid.GROUP_OF.get(s["name"]) == group]  # fmt: skip
+        text = (
+            f"**No {group} run finished in the {profile} profile**, so this section has no results"
+        )
+        if why:
+            text += (
+                f": the job's logs show {', '.join(why)} started and stopped when the GPU "
+                "session's time ran out, before their last epoch"
+            )
+        text += (f". Run them with `python experiments.py run {group} --profile {profile} "
+                 "--seeds 3`; the report fills this section from their results.\n")  # fmt: skip
+        return {"body": text, "discussion": "", "conclusion": "*The data cannot decide: no runs.*"}
     shown = (["baseline"] if "baseline" in results else []) + names
     path = figures.overlay(results, shown, f"{group}: train/val curves ({profile})",
                            fig_dir / f"overlay_{group}.png")  # fmt: skip
     caption = (f"Train and validation loss and accuracy per epoch, {group} runs against the "
-               "baseline (mean ± std over seeds).")  # fmt: skip
-    return (f"### Results against the baseline\n\n{tables.summary_table(rows, shown)}\n"
-            f"{figure(path, html_dir, caption)}\n"
-            f"{tables.verdict_lines(rows, names) or '*No comparison possible.*'}\n")  # fmt: skip
+               f"baseline ({profile} profile; {_seeds_caption(results, shown)}).")  # fmt: skip
+    return {
+        "body": f"{tables.summary_table(rows, shown)}\n{figure(path, html_dir, caption)}\n",
+        "discussion": discussion.group_discussion(results, names),
+        "conclusion": discussion.group_conclusion(rows, names),
+    }
 
 
-def _augment_figure(data, data_dir, fig_dir, html_dir) -> str:
-    if data is None:
+def _augment_figure(data_set, data_dir, fig_dir, html_dir, results) -> str:
+    if data_set is None:
         try:
-            from engine.data import load_cifar10
-
-            data = load_cifar10(data_dir, download=False)
+            data_set = load_cifar10(data_dir, download=False)
         except LabError as e:
-            return f"*No example images: {e}*\n"
-    labels = data.train_labels.tolist()
-    idx = [labels.index(c) for c in range(len(CLASSES)) if c in labels][:8]  # one per class
-    path, failed = figures.augmentation_examples(data.train_images[idx], fig_dir / "augment.png")
-    caption = ("Each preset on the same training images (one per class); every row uses the "
-               "same random crop and flip, so a row shows what its transform adds.")  # fmt: skip
+            return f"*No example images: {discussion.clean(e)}*\n"
+    labels = data_set.train_labels.tolist()
+    idx = [labels.index(c) for c in range(len(CLASSES)) if c in labels]  # one per class
+    runs = [(n, results[n][0]) for n in GROUPS["aug"] if results.get(n)]
+    if runs:  # what each run saw: its preset under its own normalization
+        rows = [(n, r["config"]["augment"], r["norm_stats"]["mean"], r["norm_stats"]["std"])
+                for n, r in runs]  # fmt: skip
+        modes = sorted({r["norm_stats"]["mode"] for _, r in runs})
+    else:  # no aug runs: the presets under the baseline's setting (no normalization)
+        rows = [(p, p, (0.0,) * 3, (1.0,) * 3) for p in augment.PRESETS if p != "none"]
+        modes = ["none"]
+    rows = [("original", "none", (0.0,) * 3, (1.0,) * 3), *rows]
+    path, failed = figures.augmentation_examples(data_set.train_images[idx],
+                                                 [labels[i] for i in idx], CLASSES, rows,
+                                                 fig_dir / "augment.png")  # fmt: skip
+    square = ("black: these runs were not normalized, and cutout writes 0 after normalization"
+              if modes == ["none"] else "0 after each run's normalization (" + ", ".join(modes)
+              + "), shown de-normalized")  # fmt: skip
+    caption = (f"The first training image of each class, under each {'run' if runs else 'preset'}"
+               f"'s augmentation and normalization ({', '.join(modes)}); every row uses the same "
+               f"random crop and flip, so a row shows what its transform adds. Cutout squares are "
+               f"{square}.")  # fmt: skip
     out = figure(path, html_dir, caption)
     for f in failed:
         print(f"warning: augmentation preset failed: {f}", file=sys.stderr)
@@ -125,8 +163,10 @@ def _lr_context(results, rows, results_dir, profile, fig_dir, html_dir) -> dict:
             caption += f" Not shown (other steps per epoch): {', '.join(skipped)}."
         out["figure"] = figure(path, html_dir, caption)
     range_file = Path(results_dir) / profile / "lr_range.json"
-    if range_file.is_file():
-        r = json.loads(range_file.read_text())
+    r, problem = read_json(range_file, ("suggestion", "lrs", "min_lr", "max_lr"))
+    if range_file.exists() and r is None:
+        print(f"warning: skipping {range_file}: {problem}", file=sys.stderr)
+    if r is not None:
         s = r["suggestion"]
         path = figures.lr_range(r, fig_dir / "lr_range.png")
         out["range"] = {
@@ -134,7 +174,9 @@ def _lr_context(results, rows, results_dir, profile, fig_dir, html_dir) -> dict:
             "min_loss_lr": f"{s['min_loss_lr']:.3g}", "steepest_lr": f"{s['steepest_lr']:.3g}",
             "max_lr_s": f"{s['max_lr']:.3g}", "base_lr_s": f"{s['base_lr']:.3g}",
             "warning": s.get("warning", ""),
-            "figure": figure(path, html_dir, f"LR range test ({range_file}).", "small"),
+            "figure": figure(path, html_dir, f"LR range test (results/{profile}/lr_range.json, "
+                             f"batch {r.get('config', {}).get('batch_size', '?')}).", "small"),
+            "raw": r,
         }  # fmt: skip
     return out
 
@@ -148,10 +190,10 @@ def _final_context(results, rows, profile, fig_dir, html_dir) -> dict:
             f"The `final` recipe (`experiments.py`): {_config_text(results[name][0]['config'])}."
         )
     elif finished:
-        name = max(finished, key=lambda r: r["best_val_acc"]["mean"] or 0)["name"]
+        name = max(finished, key=lambda r: r["last_val_acc"]["mean"] or 0)["name"]
         intro = (f"*No finished `final` run in the {profile} profile* (run `python experiments.py "
                  f"run final --profile {profile}`). Shown instead: `{name}`, the experiment with "
-                 "the best mean validation accuracy (chosen on validation, not test).")  # fmt: skip
+                 "the best mean last-epoch validation accuracy (chosen on validation, not test).")  # fmt: skip
     else:
         return {"name": "none", "intro": "*No finished run.*", "table": "", "target": "no finished run.",
                 "test_loss": "", "history_figure": "", "confusion_figure": "", "classes": ""}  # fmt: skip
@@ -167,7 +209,11 @@ def _final_context(results, rows, profile, fig_dir, html_dir) -> dict:
         "test_loss": ""
         if loss["mean"] is None
         else f"{loss['mean']:.4f}" + (f" ± {loss['std']:.4f}" if loss["std"] is not None else ""),
-        "history_figure": figure(hist, html_dir, f"{name}: loss and accuracy per epoch."),
+        "history_figure": figure(
+            hist,
+            html_dir,
+            f"{name}: loss and accuracy per epoch ({_seeds_caption(results, [name])}).",
+        ),
         "confusion_figure": "",
         "classes": "",
     }
@@ -175,8 +221,9 @@ def _final_context(results, rows, profile, fig_dir, html_dir) -> dict:
         seeds = sum(1 for r in runs if r.get("confusion") is not None)
         path = figures.confusion(conf, CLASSES, f"{name}: test confusion ({seeds} seed(s))",
                                  fig_dir / "final_confusion.png")  # fmt: skip
+        how = "summed over those seeds" if seeds > 1 else f"seed {runs[0].get('seed')} only"
         out["confusion_figure"] = figure(
-            path, html_dir, "Test confusion matrix, rows normalized (summed over seeds).", "small"
+            path, html_dir, f"Test confusion matrix, rows normalized ({how}).", "small"
         )
         out["classes"] = ", ".join(
             f"{CLASSES[i]} {100 * a:.1f}%" for i, a in tables.per_class(conf)
@@ -190,12 +237,15 @@ def _config_text(cfg: Mapping) -> str:
     return ", ".join(f"{k} {cfg[k]}" for k in keys if k in cfg and cfg[k] not in (None, False))
 
 
-def _noise_text(rows: list[dict]) -> str:
-    base = next((r for r in rows if r["name"] == "baseline"), None)
-    if base is None or base["test_acc"]["std"] is None:
-        return "the baseline has fewer than two seeds here, so its spread is not known"
-    a = base["test_acc"]
-    return f"the baseline's test accuracy has a std of {100 * a['std']:.2f} pp over {a['n']} seeds"
+def _excerpts() -> dict:
+    """The implementation of each tuning method, read from the source at build time."""
+    ex = discussion.code_excerpt
+    return {
+        "norm": ex(normalization_stats, max_lines=30) + "\n" + ex(get_mean_std, max_lines=14),
+        "aug": ex(augment.float_steps, max_lines=26) + "\n" + ex(augment.cutout),
+        "lr": ex(schedules._base, max_lines=30) + "\n" + ex(schedules.lr_at),
+        "batch": ex(RunConfig.make_schedule),
+    }
 
 
 def make_context(results, profile, fig_dir, html_dir, results_dir, data=None, data_dir=None,
@@ -204,13 +254,36 @@ def make_context(results, profile, fig_dir, html_dir, results_dir, data=None, da
     rows = summarize(results)
     base_cfg = results["baseline"][0]["config"] if "baseline" in results else next(
         iter(results.values()))[0]["config"]  # fmt: skip
+    log_dir = Path(results_dir) / profile / "gpu_run"
+    stopped = discussion.interrupted_runs(log_dir, results) if log_dir.is_dir() else []
     groups = {}
     for g in SECTION_GROUPS:
         names = _ordered_names(rows, g)
-        groups[g] = {"names": names,
-                     "body": _group_body(g, names, results, rows, profile, fig_dir, html_dir)}  # fmt: skip
+        groups[g] = {"names": names, **_group_body(g, names, results, rows, profile, fig_dir,
+                                                   html_dir, stopped)}  # fmt: skip
     norm_names = (["baseline"] if "baseline" in results else []) + groups["norm"]["names"]
     btable = batch_table(results)
+    prov = tables.provenance(results)
+    prov.update(data=[discussion.clean(d) for d in prov["data"]],
+                hardware=[discussion.clean(h) for h in prov["hardware"]],
+                commands=sorted({discussion.clean(c) for c in prov["commands"]}))  # fmt: skip
+    lr = _lr_context(results, rows, results_dir, profile, fig_dir, html_dir)
+    epochs_of = {n: grid.make_config(n, profile).epochs for n in grid.EXPERIMENTS}
+    # The recipe the saved final run used (its config), which may be older than grid.py's.
+    planned = grid.EXPERIMENTS.get("final", {})
+    why = getattr(grid, "FINAL_WHY", {}) or {}
+    final_change, recipe_note = dict(planned), ""
+    if results.get("final"):
+        ran = results["final"][0]["config"]
+        final_change = {k: v for k, v in ran.items()
+                        if k not in ("name", "seed") and base_cfg.get(k) != v}  # fmt: skip
+        why = {k: v for k, v in why.items() if planned.get(k) == ran.get(k)}
+        changed = sorted(k for k, v in planned.items() if ran.get(k) != v)
+        if changed:
+            recipe_note = ("`engine/grid.py` now defines a different final recipe ("
+                           + ", ".join(f"{k} {planned[k]}" for k in changed)
+                           + "), which has not run in this profile; the table is the recipe "
+                           "that produced the results below.")  # fmt: skip
     return {
         "profile": profile,
         "preview": profile in tables.PREVIEW_PROFILES,
@@ -218,10 +291,11 @@ def make_context(results, profile, fig_dir, html_dir, results_dir, data=None, da
         "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "student_id": student_id,
         "author": author,
-        "prov": tables.provenance(results),
+        "prov": prov,
         "base_cfg": base_cfg,
         "baseline_table": tables.summary_table(rows, ["baseline"]),
         "groups": groups,
+        "code": _excerpts(),
         "norm_stats_table": tables.norm_stats_table(results, norm_names),
         "sampled_vs_exact": tables.sampled_vs_exact(results),
         "aug": {
@@ -230,14 +304,20 @@ def make_context(results, profile, fig_dir, html_dir, results_dir, data=None, da
             "jitter": augment.JITTER,
             "noise": augment.NOISE_SIGMA,
             "cutout": augment.CUTOUT,
-            "figure": _augment_figure(data, data_dir, fig_dir, html_dir),
+            "figure": _augment_figure(data, data_dir, fig_dir, html_dir, results),
         },
-        "lr": _lr_context(results, rows, results_dir, profile, fig_dir, html_dir),
+        "lr": lr,
         "batch_table": format_table(btable) if btable else "",
         "final": _final_context(results, rows, profile, fig_dir, html_dir),
+        "recipe": discussion.final_recipe(
+            results, rows, final_change, base_cfg, why, grid.GROUPS, (lr["range"] or {}).get("raw")
+        )
+        + (f"\n{recipe_note}\n" if recipe_note else ""),  # fmt: skip
+        "no_runs": [g for g in SECTION_GROUPS if not groups[g]["names"]],
         "arch": tables.architecture(base_cfg.get("width")),
-        "noise": _noise_text(rows),
-        "diverged": tables.diverged_lines(results),
+        "seeds": discussion.seed_lines(results),
+        "missing": discussion.missing_lines(results, grid.GROUPS, profile),
+        "difficulties": discussion.difficulties(results, results_dir, profile, epochs_of),
         "conclusion": tables.verdict_lines(rows) or "*No experiment could be compared.*",
         "runs_table": tables.runs_table(results),
     }
@@ -304,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="CIFAR-10 for the augmentation examples (default: $LAB3_DATA_DIR or ./data)",
     )
-    ap.add_argument("--student-id", default=None, help="printed under the title")
-    ap.add_argument("--author", default=None, help="printed under the title")
+    ap.add_argument("--student-id", default=None, help="printed on the title page")
+    ap.add_argument("--name", "--author", dest="author", default=None,
+                    help="the student's name, printed on the title page")  # fmt: skip
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     res = build(args.profile, args.results, args.out, args.engine, args.template, args.build_dir,

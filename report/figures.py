@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.augment import PRESETS, augment_batch
-from engine.data import normalization_stats
+from engine.augment import augment_batch
 from engine.plotting import plot_confusion, plot_history, plot_lr_schedules, plot_overlay, plt
 from engine.schedules import lr_curve
 from engine.stats import train_size
@@ -100,35 +99,42 @@ def confusion(conf: np.ndarray, classes: Sequence[str], title: str, path):
     return _done(plot_confusion(conf, classes, title=title, path=path), path)
 
 
-def augmentation_examples(images: torch.Tensor, path, seed: int = 0) -> tuple[Path, list[str]]:
-    """Each preset of augment.py applied to the same uint8 (N, 3, 32, 32) images, one row each.
+def augmentation_examples(images: torch.Tensor, labels: Sequence[int], classes: Sequence[str],
+                          rows: Sequence[tuple[str, str, Sequence[float], Sequence[float]]], path,
+                          seed: int = 0) -> tuple[Path, list[str]]:  # fmt: skip
+    """What the runs saw: uint8 (N, 3, 32, 32) `images`, one column each (titled with its class),
+    one row per (label, preset, mean, std) of `rows`, each drawn with that run's own
+    normalization and mapped back to [0, 1] for display.
 
     Every row draws from a generator with the same seed, so the crop and flip are the same in
-    every row and each later row shows only what its preset adds. The batch is normalized with
-    the images' own statistics and mapped back for display, so cutout's square shows the mean
-    colour it is in training (0 after normalization), not black. Returns the path and the
-    presets that raised (their row says so), so one broken preset does not hide the others.
+    every row and each row shows what its preset adds. Cutout sets its square to 0 after
+    normalization: black for a run without normalization (mean 0, std 1), the mean colour for a
+    standardized one; the figure shows whichever the run had. Returns the path and the presets
+    that raised (their row says so), so one broken preset does not hide the others.
     """
-    mean, std = normalization_stats("standard_exact", images)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
     n = len(images)
-    fig, axes = plt.subplots(len(PRESETS), n, figsize=(1.1 * n + 1.2, 1.15 * len(PRESETS)))
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.0 * n + 1.4, 1.1 * len(rows) + 0.3),
+                             squeeze=False)  # fmt: skip
     failed = []
-    for row, preset in zip(axes, PRESETS):
+    for r, (row, (label, preset, mean, std)) in enumerate(zip(axes, rows)):
+        m = torch.tensor(mean, dtype=torch.float32)
+        s = torch.tensor(std, dtype=torch.float32)
         g = torch.Generator().manual_seed(seed)
         try:
-            x = (augment_batch(images, preset, m.flatten(), s.flatten(), g) * s + m).clamp(0, 1)
+            x = augment_batch(images, preset, m, s, g)
+            x = (x * s.view(1, 3, 1, 1) + m.view(1, 3, 1, 1)).clamp(0, 1)
         except Exception as e:  # shown in the figure and returned: the report says it failed
             failed.append(f"{preset}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
             x = torch.ones_like(images, dtype=torch.float32)
             row[n // 2].text(0.5, 0.5, f"{preset} failed", ha="center", va="center", fontsize=8,
                              color="red", transform=row[n // 2].transAxes)  # fmt: skip
-        for ax, img in zip(row, x):
+        for c, (ax, img) in enumerate(zip(row, x)):
             ax.imshow(img.permute(1, 2, 0).numpy())
             ax.set_xticks([])
             ax.set_yticks([])
-        row[0].set_ylabel(PRESET_LABELS.get(preset, preset), fontsize=8)
+            if r == 0:
+                ax.set_title(classes[int(labels[c])], fontsize=8)
+        row[0].set_ylabel(label, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return _done(fig, path), failed

@@ -1,8 +1,9 @@
-"""make_submission.py: the zip holds exactly the three renamed files, and bad input is refused
-with one line."""
+"""make_submission.py: the zip holds the three renamed files plus every local module the notebook
+imports (and a copy unpacked elsewhere imports them), and bad input is refused with one line."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -19,11 +20,10 @@ SID = "312551001"
 
 
 def write_notebook(path: Path, executed: bool = True, profile: str = "full",
-                   test_line: str = "Test loss: 0.2712 | Test acc: 0.9312", error: bool = False) -> Path:  # fmt: skip
+                   test_line: str = "Test loss: 0.2712 | Test acc: 0.9312", error: bool = False,
+                   code: str = "import experiments") -> Path:  # fmt: skip
     nb = nbformat.v4.new_notebook()
-    imports = nbformat.v4.new_code_cell(
-        "import experiments", execution_count=1 if executed else None
-    )
+    imports = nbformat.v4.new_code_cell(code, execution_count=1 if executed else None)
     run = nbformat.v4.new_code_cell("run('final')", execution_count=2 if executed else None)
     if executed:
         run.outputs = [nbformat.v4.new_output(
@@ -47,18 +47,75 @@ def files(tmp_path):
     return {"notebook": nb, "report": pdf, "model": REPO / "resnet18.py", "out": out}
 
 
-def test_zip_holds_exactly_the_three_renamed_files(files):
+def test_zip_holds_the_three_renamed_files_and_the_code(files):
     target, found = ms.make_submission(SID, **files)
     assert target == files["out"] / f"{SID}_lab3.zip"
     with zipfile.ZipFile(target) as z:
-        assert sorted(z.namelist()) == sorted(
-            [f"{SID}_lab3.ipynb", "resnet18.py", f"{SID}_lab3.pdf"]
-        )
+        names = set(z.namelist())
+        assert {f"{SID}_lab3.ipynb", "resnet18.py", f"{SID}_lab3.pdf"} <= names
+        assert {"train_utils.py", "engine/__init__.py", "engine/grid.py", "engine/data.py",
+                "requirements.txt", "README.md", "experiments.py"} <= names  # fmt: skip
         assert z.read("resnet18.py") == (REPO / "resnet18.py").read_bytes()
         assert z.read(f"{SID}_lab3.ipynb") == files["notebook"].read_bytes()
         assert z.read(f"{SID}_lab3.pdf") == files["report"].read_bytes()
+        assert not [n for n in names if "test" in n.split("/")[0] or n.startswith("report/")]
     assert found["profiles"] == ["full"] and found["test_lines"][-1].endswith("0.9312")
     assert [p.name for p in files["out"].iterdir()] == [target.name]  # no temp file left
+
+
+def test_local_modules_follow_imports(tmp_path):
+    """Imports of every form, followed into the local modules; library imports left out."""
+    import nbformat
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "a.py").write_text("from . import b\nimport numpy\n")
+    (tmp_path / "pkg" / "b.py").write_text("from helper import x\n")
+    (tmp_path / "helper.py").write_text("x = 1\n")
+    (tmp_path / "unused.py").write_text("")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%matplotlib inline\nimport os\nfrom pkg import a")]
+    nbformat.write(nb, tmp_path / "n.ipynb")
+    assert ms.local_modules(tmp_path / "n.ipynb", tmp_path) == [
+        "helper.py", "pkg/__init__.py", "pkg/a.py", "pkg/b.py"]  # fmt: skip
+
+
+def test_the_notebooks_modules_are_packed_and_import_from_the_copy(files, tmp_path):
+    """The committed notebook's local imports, found by parsing, all go into the zip, and a
+    copy unpacked into an empty folder imports them (no path back to this checkout)."""
+    notebook = REPO / "student_lab3.ipynb"
+    modules = ms.local_modules(notebook)
+    tops = {"train_utils.py", "resnet18.py", "engine/grid.py", "engine/notebook.py",
+            "engine/stats.py", "engine/data.py", "engine/augment.py", "engine/schedules.py"}  # fmt: skip
+    assert tops <= set(modules)
+    # Every `import x` / `from x import` of the notebook that names a local file is covered.
+    for src in ms.notebook_code(notebook):
+        for line in src.splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                top = words[1].split(".")[0].rstrip(",")
+                if (REPO / f"{top}.py").is_file() or (REPO / top / "__init__.py").is_file():
+                    path = words[1].replace(".", "/")
+                    assert f"{path}.py" in modules or f"{path}/__init__.py" in modules, line
+    # The committed notebook's code, as an executed notebook would hold it.
+    write_notebook(files["notebook"], code="\n".join(ms.notebook_code(notebook)))
+    target, _ = ms.make_submission(SID, **files)
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(target) as z:
+        assert set(modules) <= set(z.namelist())
+        z.extractall(unpacked)
+    names = sorted(m.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+                   for m in modules)  # fmt: skip
+    code = ("import importlib, os, sys\n"
+            f"for n in {names!r}:\n"
+            "    f = os.path.realpath(importlib.import_module(n).__file__)\n"
+            "    assert f.startswith(os.path.realpath(os.getcwd())), (n, f)\n"
+            "print('ok', len(sys.modules))\n")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=unpacked, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("ok")
 
 
 @pytest.mark.parametrize("bad", ["", "31255", "3125510012345", "312 551001", "312-551001",
