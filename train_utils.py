@@ -42,12 +42,15 @@ from engine.loader import DeviceLoader
 from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
 from engine.progress import bar_file
 from engine.runtime import (  # noqa: F401  (pick_device re-exported for the notebook)
+    GRAPH_MODE,
+    WholeStepGraph,
     autocast_for,
     check_compile_mode,
     compile_for_training,
     environment,
     pick_device,
     seed_everything,
+    set_lr,
 )
 from engine.schedules import Schedule, lr_at
 from resnet18 import resnet18
@@ -263,6 +266,9 @@ def train(
     step_model = compile_for_training(model, compile_mode)
     opt = make_optimizer(cfg, model)
     amp, scaler = autocast_for(device)
+    # compile_mode "cuda-graph": the whole step captured once and replayed (runtime.py)
+    graphed = (WholeStepGraph(model, opt, device, cfg.label_smoothing, scaler, log=log)
+               if compile_mode == GRAPH_MODE else None)  # fmt: skip
     steps_per_epoch = len(train_dl)
     total_steps = cfg.epochs * steps_per_epoch
     sched = cfg.make_schedule(steps_per_epoch)
@@ -302,12 +308,14 @@ def train(
                    disable=not progress, leave=False, file=bar_file(), mininterval=1.0, ascii=True)  # fmt: skip
         for i, (x, y) in enumerate(bar):
             lr = lr_at(step, total_steps, sched)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with amp:
-                logits = step_model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            optimizer_step(loss, opt, scaler)
+            set_lr(opt, lr)
+            if graphed is not None:
+                logits, loss = graphed(x, y)
+            else:
+                with amp:
+                    logits = step_model(x)
+                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                optimizer_step(loss, opt, scaler)
             losses[i] = loss.detach().float() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)

@@ -5,7 +5,7 @@
 # call brings back everything finished up to then.
 #
 #   bash scripts/gpu_full_grid.sh OUT bench   # call 1 (carries part aa): bench.py, batch 512
-#   bash scripts/gpu_full_grid.sh OUT warm    # call 2 (carries part ab): compile, cache warmed
+#   bash scripts/gpu_full_grid.sh OUT warm    # call 2 (carries part ab): mode chosen, compiled
 #   bash scripts/gpu_full_grid.sh OUT grid    # call 3 (carries part ac): join, grid to DEADLINE_S
 #   bash scripts/gpu_full_grid.sh OUT grid    # call 4, if device time is left: what is missing
 #   bash scripts/gpu_full_grid.sh OUT parts   # only report the parts (after the machine went cold)
@@ -16,7 +16,8 @@
 # data are not run again; JPEG-copy results do not count. The session lives in .gpu/session/
 # (kept on the machine between calls while it stays warm).
 # Env: PROFILE (full), SEEDS (3), LANES (8), DEADLINE_S (420: seconds the grid may train),
-# COMPILE (reduce-overhead; empty: eager), COMPILE_MIN_STEPS (2000), PY (python3),
+# COMPILE (auto: the fastest of eager, reduce-overhead and cuda-graph in the bench; or one of
+# them, or eager), COMPILE_MIN_STEPS (2000: torch.compile only for runs that long), PY (python3),
 # BENCH_ARGS (extra bench.py flags).
 set -u
 OUT=${1:?usage: gpu_full_grid.sh OUT bench|warm|grid|parts}
@@ -25,7 +26,7 @@ PROFILE=${PROFILE:-full}
 SEEDS=${SEEDS:-3}
 LANES=${LANES:-8}
 DEADLINE_S=${DEADLINE_S:-420}
-COMPILE=${COMPILE-reduce-overhead}
+COMPILE=${COMPILE:-auto}
 COMPILE_MIN_STEPS=${COMPILE_MIN_STEPS:-2000}
 PY=${PY:-python3}
 GPU=.gpu
@@ -69,27 +70,43 @@ $PY -m tools.runbook parts 2>&1 | tee -a "$S/logs/session.log"
 case $STAGE in
 parts) ;;
 bench)
-  # Alone on the GPU so its figures are clean: the loop at batch 512, eager and compiled (cold,
-  # its payback point), without the DataLoader+PIL references (measured at batch 128 before).
-  # No data has arrived yet: the loop runs on random uint8 images of CIFAR's shape (same speed).
-  log "bench, batch 512 ${COMPILE:+, compile $COMPILE}"
-  timeout 240 $PY -m tools.bench --batch-size 512 --repeats 5 --skip loop_pil,aug_pil \
-    ${COMPILE:+--compile "$COMPILE"} ${BENCH_ARGS:-} --out "$S/bench.json" > "$S/logs/bench.log" 2>&1
-  log "bench exit $? ($(tail -1 "$S/logs/bench.log"))"
+  # Alone on the GPU so its figures are clean: the whole loop at batch 512, eager against
+  # torch.compile reduce-overhead (cold: its payback point) and against the whole-step CUDA graph,
+  # without the slow per-image references (measured at batch 128 before). No data has arrived
+  # yet: the loop runs on random uint8 images of CIFAR's shape (the same speed).
+  SKIP=loop_pil,aug_pil,model_torchvision
+  if [ "$COMPILE" != cuda-graph ]; then  # auto, eager or a torch.compile mode
+    M=$([ "$COMPILE" = auto ] || [ "$COMPILE" = eager ] && echo reduce-overhead || echo "$COMPILE")
+    log "bench, batch 512: eager and $M"
+    timeout 200 $PY -m tools.bench --batch-size 512 --skip $SKIP --compile "$M" \
+      ${BENCH_ARGS:-} --out "$S/bench.json" > "$S/logs/bench.log" 2>&1
+    log "bench $M exit $?"
+  fi
+  if [ "$COMPILE" = auto ] || [ "$COMPILE" = cuda-graph ]; then
+    log "bench, batch 512: eager and the whole-step CUDA graph"
+    timeout 100 $PY -m tools.bench --batch-size 512 --skip $SKIP,aug_batched --compile cuda-graph \
+      ${BENCH_ARGS:-} --out "$S/bench_graph.json" > "$S/logs/bench_graph.log" 2>&1
+    log "bench cuda-graph exit $?"
+  fi
+  grep -h "whole loop at batch\|paid back\|images/s\|training loop" "$S"/logs/bench*.log | tee -a "$S/logs/session.log"
   ;;
 warm)
-  # Check torch.compile here and fill inductor's cache with every shape the compiled runs meet
-  # (a full batch and the epoch's last, smaller one, per batch size), in parallel processes, so
-  # that the grid's lanes load compiled code instead of compiling it. If it fails, the grid
-  # trains eager.
-  if [ -n "$COMPILE" ]; then
-    log "compile warm-up, mode $COMPILE"
-    timeout 240 $PY -m tools.lanes --warm --profile "$PROFILE" --compile "$COMPILE" \
+  # The grid's execution mode: COMPILE, or with COMPILE=auto the fastest loop the bench timed.
+  # A torch.compile mode is checked here and inductor's cache filled with every shape the
+  # compiled runs meet (a full batch and the epoch's last, smaller one, per batch size), in
+  # parallel processes, so that the lanes load compiled code instead of compiling it; if that
+  # fails, the grid uses the whole-step CUDA graph (which itself falls back to eager).
+  MODE=$COMPILE
+  [ "$MODE" = auto ] && MODE=$($PY -m tools.lanes --choose "$S/bench.json" "$S/bench_graph.json" --compile cuda-graph)
+  log "mode chosen: $MODE"
+  if [ "$MODE" != eager ] && [ "$MODE" != cuda-graph ]; then
+    timeout 240 $PY -m tools.lanes --warm --profile "$PROFILE" --compile "$MODE" \
       --compile-min-steps "$COMPILE_MIN_STEPS" --session "$S" > "$S/logs/warm.log" 2>&1
     rc=$?
-    [ $rc = 0 ] && echo "$COMPILE" > "$S/compile_ok" || rm -f "$S/compile_ok"
     log "compile warm-up exit $rc: $(tail -1 "$S/logs/warm.log")"
+    [ $rc = 0 ] || MODE=cuda-graph
   fi
+  echo "$MODE" > "$S/mode"
   ;;
 grid)
   if ! $PY -m tools.runbook join 2>&1 | tee -a "$S/logs/session.log"; then
@@ -113,10 +130,11 @@ json.dump(prov, open(p, "w"), indent=1)
 print("data:", prov["data"], tuple(d.train_images.shape), tuple(d.test_images.shape))
 EOF
   [ "${PIPESTATUS[0]}" = 0 ] || { log "data did not load"; pack "$CMD"; exit 1; }
-  MODE=""
-  [ -n "$COMPILE" ] && [ -f "$S/compile_ok" ] && MODE=$COMPILE
-  [ -n "$COMPILE" ] && [ -z "$MODE" ] && log "no successful compile warm-up: training eager"
-  log "grid: profile $PROFILE, $SEEDS seeds, $LANES lanes, deadline ${DEADLINE_S}s, compile ${MODE:-off}"
+  # The warm stage's choice; without one (it did not run), COMPILE, or for auto the CUDA graph.
+  MODE=$(cat "$S/mode" 2>/dev/null || echo "$COMPILE")
+  [ "$MODE" = auto ] && MODE=cuda-graph
+  [ "$MODE" = eager ] && MODE=""
+  log "grid: profile $PROFILE, $SEEDS seeds, $LANES lanes, deadline ${DEADLINE_S}s, mode ${MODE:-eager}"
   $PY -m tools.lanes --profile "$PROFILE" --seeds "$SEEDS" --lanes "$LANES" \
     --deadline-s "$DEADLINE_S" --session "$S" ${MODE:+--compile "$MODE"} \
     --compile-min-steps "$COMPILE_MIN_STEPS" 2>&1 | tee -a "$S/logs/session.log"

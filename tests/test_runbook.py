@@ -214,3 +214,20 @@ def test_lanes_run_the_missing_runs_under_a_deadline_and_continue(tmp_path):
         ("baseline", 0), ("baseline", 1), ("lr_0.2", 0), ("lr_0.2", 1), ("bs_512", 0),
         ("bs_512", 1)}  # fmt: skip
     assert time.time() - t0 < 120
+
+
+def test_choose_mode_takes_the_fastest_loop_the_bench_files_timed(tmp_path):
+    def bench_file(name, mode, eager, compiled):
+        figs = {"loop_fast": {"images_per_s": eager}}
+        if mode:
+            figs["loop_fast_compiled"] = {"images_per_s": compiled}
+        (tmp_path / name).write_text(json.dumps(
+            {"figures": figs, "compile": {"mode": mode} if mode else None}))  # fmt: skip
+        return tmp_path / name
+
+    a = bench_file("a.json", "reduce-overhead", 30_000, 45_000)
+    b = bench_file("b.json", "cuda-graph", 31_000, 52_000)
+    assert lanes.choose_mode([a, b], "x") == "cuda-graph"
+    slow = bench_file("c.json", "cuda-graph", 31_000, 20_000)
+    assert lanes.choose_mode([slow], "x") is None  # eager beat it
+    assert lanes.choose_mode([tmp_path / "missing.json"], "cuda-graph") == "cuda-graph"

@@ -54,7 +54,14 @@ from engine.augment import torchvision_transform
 from engine.data import load_cifar10, normalization_stats
 from engine.errors import LabError
 from engine.loader import DeviceLoader, torchvision_loader
-from engine.runtime import COMPILE_MODES, autocast_for, compile_for_training, pick_device
+from engine.runtime import (
+    COMPILE_MODES,
+    GRAPH_MODE,
+    WholeStepGraph,
+    autocast_for,
+    compile_for_training,
+    pick_device,
+)
 from resnet18 import resnet18
 from tools.cost import GRID_TARGET_MINUTES, grid_projection, train_flops_per_image
 from train_utils import optimizer_step
@@ -114,10 +121,18 @@ def torchvision_cifar_resnet18(num_classes: int = 10) -> nn.Module:
     return model
 
 
-def make_step(model: nn.Module, device: torch.device) -> Callable:
-    """One training step as train_utils.train takes it (without the lr schedule and logging)."""
+def mode_label(mode: str) -> str:
+    return "whole-step CUDA graph" if mode == GRAPH_MODE else f"torch.compile {mode}"
+
+
+def make_step(model: nn.Module, device: torch.device, mode: str | None = None) -> Callable:
+    """One training step as train_utils.train takes it (without the lr schedule and logging);
+    mode "cuda-graph": the whole step captured into a CUDA graph (runtime.WholeStepGraph)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     amp, scaler = autocast_for(device)
+    if mode == GRAPH_MODE:
+        graphed = WholeStepGraph(model, opt, device, scaler=scaler, log=lambda s: None)
+        return lambda x, y: graphed(x, y)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with amp:
@@ -264,8 +279,9 @@ def candidates(args, cfg: dict, device: torch.device, images, labels, mean, std)
         warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")  # says just that
         # Its own copy of the model, so that eager and compiled steps never share weights.
         compiled = resnet18(num_classes=10, width=args.width).to(device, memory_format=fmt)
-        compiled_step = make_step(compile_for_training(compiled, args.compile), device)
-        cands.append(model_candidate("model_compiled", f"model step, torch.compile {args.compile}",
+        compiled_step = make_step(compile_for_training(compiled, args.compile), device,
+                                  args.compile)  # fmt: skip
+        cands.append(model_candidate("model_compiled", f"model step, {mode_label(args.compile)}",
                                      compiled_step, synthetic, steps, max(1, cfg["warmup"]),
                                      device))  # fmt: skip
 
@@ -476,7 +492,7 @@ def report(res: dict) -> str:
                      f"{f'{min(rates):.0f}..{max(rates):.0f}':22s}{tflops}".rstrip())  # fmt: skip
     if c := res.get("compile"):
         paid = c["break_even_images"]
-        lines.append(f"torch.compile {c['mode']}: {c['compile_seconds']:.0f} s to compile; "
+        lines.append(f"{mode_label(c['mode'])}: {c['compile_seconds']:.0f} s to compile; "
                      + ("never pays back at this speed" if paid is None
                         else f"paid back after {paid:,.0f} training images"))  # fmt: skip
     if t := res.get("loop_target"):

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from engine.errors import LabError, run_cli
+from engine.runtime import GRAPH_MODE
 from tools.runbook import done_runs, plan
 
 GRACE_S = 10  # after the deadline: seconds between SIGINT and SIGKILL
@@ -82,7 +83,9 @@ def lane(args: argparse.Namespace) -> int:
                 continue  # too long for what is left: a shorter one later in the queue may fit
             if not claim(session, job):
                 continue
-            mode = args.compile if job["steps"] >= args.compile_min_steps else None
+            # A graph captures in milliseconds: every run; compiling pays only on long runs.
+            long_run = job["steps"] >= args.compile_min_steps
+            mode = args.compile if long_run or args.compile == GRAPH_MODE else None
             print(f"lane {args.lane}: {job['name']} seed {job['seed']} (tier {job['tier']}, "
                   f"estimate {job['est_units'] * scale:.0f}s, compile {mode})", flush=True)  # fmt: skip
             r = None
@@ -109,6 +112,26 @@ def lane(args: argparse.Namespace) -> int:
         if not ran:
             print(f"lane {args.lane}: nothing left that fits ({deadline - time.time():.0f}s left)")
             return 0
+
+
+def choose_mode(bench_files: list[Path], wanted: str | None) -> str | None:
+    """The execution mode for the grid: of the modes the bench files timed (bench.py --compile
+    MODE at the batch the grid trains most), the one whose whole loop ran fastest, if it beat
+    eager; `wanted` where no file says anything (a bench that failed or did not run)."""
+    rates = {}
+    for f in bench_files:
+        try:
+            res = json.loads(Path(f).read_text())
+            figs = res["figures"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            continue
+        if "loop_fast" in figs:
+            rates[None] = max(rates.get(None, 0.0), figs["loop_fast"]["images_per_s"])
+        if res.get("compile") and "loop_fast_compiled" in figs:
+            rates[res["compile"]["mode"]] = figs["loop_fast_compiled"]["images_per_s"]
+    if len(rates) < 2:
+        return wanted
+    return max(rates, key=rates.get)
 
 
 def warm(args: argparse.Namespace) -> int:
@@ -229,17 +252,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="committed results: lossless runs here are not run again")  # fmt: skip
     ap.add_argument("--device", default=None)
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per lane")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)),
+                    help="torch CPU threads per lane (default: $OMP_NUM_THREADS, else 1); more "
+                    "threads than cores over all lanes makes every lane crawl")  # fmt: skip
     ap.add_argument("--compile", default=None, help="torch.compile mode for long runs")
     ap.add_argument("--compile-min-steps", type=int, default=2000)
     ap.add_argument("--warm", action="store_true", help="only fill the compile cache")
+    ap.add_argument("--choose", nargs="+", type=Path, metavar="BENCH_JSON",
+                    help="print the mode (or 'eager') whose loop these bench files timed fastest")  # fmt: skip
     ap.add_argument("--lane", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--warm-batch", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.lanes < 1 or args.seeds < 1:
         raise LabError("--lanes and --seeds must be at least 1")
-    if (args.warm or args.warm_batch) and not args.compile:
-        raise LabError("--warm needs --compile MODE")
+    if (args.warm or args.warm_batch) and args.compile in (None, GRAPH_MODE):
+        raise LabError("--warm needs a torch.compile mode: --compile reduce-overhead, ...")
+    if args.choose:
+        print(choose_mode(args.choose, args.compile) or "eager")
+        return 0
     if args.warm_batch is not None:
         return warm_batch(args)
     if args.warm:
