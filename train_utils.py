@@ -52,7 +52,7 @@ from engine.runtime import (  # noqa: F401  (pick_device re-exported for the not
     seed_everything,
     set_lr,
 )
-from engine.schedules import Schedule, lr_at
+from engine.schedules import Schedule, lr_at, scaled_peak
 from resnet18 import resnet18
 
 __all__ = [
@@ -120,9 +120,14 @@ class RunConfig:
         try:
             return Schedule(
                 kind=self.schedule,
-                base_lr=self.lr,
-                max_lr=self.max_lr,
+                base_lr=self.lr * fit,
+                max_lr=None if self.max_lr is None else self.max_lr * fit,
                 min_lr=self.min_lr,
+    # Fitting lr and max_lr to the run (schedules.scaled_peak; off at the defaults): they are
+    # the values for batch `lr_batch`, scaled by batch_size / lr_batch; and a onecycle run whose
+    # rise is shorter than `min_rise_steps` optimizer steps peaks lower, in proportion.
+    lr_batch: int | None = None
+    min_rise_steps: int = 0
                 step_every=steps(self.step_epochs),
                 gamma=self.gamma,
                 cycle_steps=steps(self.cycle_epochs),
@@ -175,6 +180,9 @@ def evaluate(model, loader: DeviceLoader, tta: bool = False, num_classes: int = 
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         conf += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
     conf = conf.view(num_classes, num_classes).cpu()
+        # The factor scaled_peak applies to max_lr applies to lr too (batch and run length).
+        fit = scaled_peak(1.0, self.batch_size, self.epochs * steps_per_epoch, self.lr_batch,
+                          self.pct_start, self.min_rise_steps if self.schedule == "onecycle" else 0)  # fmt: skip
     n = int(conf.sum())
     return {
         "loss": loss_sum.item() / n,

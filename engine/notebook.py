@@ -48,6 +48,10 @@ class Lab:
     def run(self, names, echo: Callable[[str], None] = print) -> dict[str, list[dict]]:
         """Replay the saved seeds of each experiment; train the missing ones when allowed."""
         saved = grid.load_results(self.profile, self.results_dir)
+        # One header per call, so that a headless run's log (papermill --log-output) says which
+        # section of the lab is running.
+        groups = ", ".join(dict.fromkeys(grid.GROUP_OF.get(n, n) for n in names))
+        print(f"== {groups}: {len(names)} experiment(s), profile {self.profile} ==", flush=True)
         out = {}
         for name in names:
             seeds = sorted(set(range(self.seeds)) | {r["seed"] for r in saved.get(name, [])})
@@ -84,6 +88,31 @@ class Lab:
         both = {"baseline": self.runs["baseline"], **runs} if "baseline" in self.runs else runs
         rows = stats.summarize(both)
         return rows, stats.format_table(rows) + "\n\n" + conclude(rows)
+
+
+def preview_banner(lab: Lab) -> str:
+    """Markdown for the top of the notebook: unless the profile is `full`, a banner naming the
+    profile, the data, the hardware and what the preview shrinks, so that no page of the notebook
+    or its PDF can pass for the lab's results. Empty for `full`."""
+    if lab.profile == "full":
+        return ""
+    from engine.runtime import hardware_name, pick_device
+
+    base, final = (grid.make_config(n, lab.profile) for n in ("baseline", "final"))
+    full_base, full_final = (grid.make_config(n, "full") for n in ("baseline", "final"))
+    shrink = (f"{base.train_subset or 50_000 - base.val_size:,} training images, "
+              f"{base.val_size:,} for validation, {base.test_subset or 10_000:,} test images, "
+              f"ResNet18 width {base.width} ({full_base.width} in the lab), {base.epochs} epochs "
+              f"for the baseline ({full_base.epochs} in the lab) and {final.epochs} for the final "
+              f"model ({full_final.epochs})")  # fmt: skip
+    return (
+        f"> **PREVIEW: profile `{lab.profile}`, not the lab's results.**  \n"
+        f"> {shrink}.  \n"
+        f"> Data: {getattr(lab.data, 'source', '?')}.  \n"
+        f"> Hardware: {hardware_name(pick_device(lab.device))}.  \n"
+        "> Every figure and table below is a preview of the method; only the `full` profile "
+        "answers the lab's questions."
+    )
 
 
 def warn_if_stale(name: str, profile: str, result: dict) -> list[str]:

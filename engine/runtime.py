@@ -51,6 +51,21 @@ def environment(device: torch.device) -> dict:
     return env
 
 
+def hardware_name(device: torch.device) -> str:
+    """The machine in words, for banners and results: the GPU's name, or the CPU's model (where
+    Linux tells it) and the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                         model)  # fmt: skip
+    except OSError:
+        pass
+    return f"CPU ({model}), {torch.get_num_threads()} threads"
+
+
 # torch.compile's modes. "reduce-overhead" adds CUDA graphs, which remove the per-kernel launch
 # cost that bounds a ResNet18 step on 32x32 images on a big GPU (about 10 ms per batch of 128 on
 # an H200 in eager mode, results/bench/bench_nvidia-h200.json); on the CPU it falls back to the

@@ -72,6 +72,33 @@ def _base(step: int, total_steps: int, s: Schedule) -> float:
     return end + 0.5 * (s.max_lr - end) * (1 + math.cos(math.pi * t))
 
 
+def scaled_peak(
+    peak: float,
+    batch_size: int,
+    total_steps: int,
+    lr_batch: int | None = None,
+    pct_start: float = 0.25,
+    min_rise_steps: int = 0,
+) -> float:
+    """A recipe's peak lr fitted to this run's batch and length (issue #19).
+
+    - Batch: a recipe tuned at batch `lr_batch` scales its lr linearly with `batch_size /
+      lr_batch` (Goyal et al. 2017), so the lr per image seen stays the same.
+    - Length: the rise to the peak takes `pct_start * total_steps` steps, and a run whose rise is
+      shorter than `min_rise_steps` peaks lower, in proportion, so that the lr never climbs faster
+      than `peak / min_rise_steps` per step. A freshly initialised network cannot take a large lr
+      at once (the reason for warm-up: Goyal et al. 2017; Gotmare et al. 2019): issue #19's preview
+      reached lr 0.4 in 16 steps and ended at 17.7%, where 76 steps at a lower peak learn.
+      Runs whose rise is at least `min_rise_steps` long keep the recipe's peak untouched.
+    """
+    if lr_batch:
+        peak *= batch_size / lr_batch
+    rise = max(1, round(pct_start * total_steps))
+    if rise < min_rise_steps:
+        peak *= rise / min_rise_steps
+    return peak
+
+
 def lr_at(step: int, total_steps: int, s: Schedule) -> float:
     """The learning rate to use for optimizer step `step` (0-based) of `total_steps`."""
     lr = _base(step, total_steps, s)
