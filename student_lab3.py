@@ -17,8 +17,66 @@
 #
 # This notebook trains the hand-written ResNet18 of `resnet18.py` on CIFAR-10 and compares a
 # baseline with one change at a time: input normalization, data augmentation, the learning
-# rate and its update strategy, the batch size. It ends with the best combination
-# (experiment `final`), its test accuracy and its confusion matrix.
+# rate and its update strategy, the batch size. It ends with a final model (experiment
+# `final`), its test accuracy and its confusion matrix.
+
+# %% [markdown]
+# ## 1. Set-up
+#
+# The parameters cell (tagged `parameters`, so papermill's `-p NAME VALUE` can override it)
+# reads the environment variables listed after the set-up cell. Unless the profile is `full`,
+# the set-up's first output is a banner saying that what follows is a preview.
+
+# %% tags=["parameters"]
+import os
+
+from engine import grid
+
+PROFILE = os.environ.get("LAB3_PROFILE") or grid.default_profile()  # full | quick | smoke
+DATA_DIR = os.environ.get("LAB3_DATA_DIR")  # None: ./data (see data.py)
+RESULTS_DIR = os.environ.get("LAB3_RESULTS_DIR", "results")
+PLOTS_DIR = os.environ.get("LAB3_PLOTS_DIR")  # None: plots/<profile>
+CHECKPOINTS_DIR = os.environ.get("LAB3_CHECKPOINTS_DIR", "checkpoints")
+FORCE = os.environ.get("LAB3_FORCE") == "1"  # retrain even if results exist
+TRAIN_MISSING = os.environ.get("LAB3_TRAIN_MISSING", "1") != "0"  # False: replay only
+SEEDS = int(os.environ.get("LAB3_SEEDS") or 0)  # 0: the profile's default (3 on full, else 1)
+RESUME = True  # continue an interrupted run from its newest checkpoint
+COMPILE = os.environ.get("LAB3_COMPILE") or None  # None: eager; e.g. "reduce-overhead"
+
+# %%
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+from IPython.display import Markdown, display
+
+from engine import augment, data, lr_finder, notebook, plotting, schedules, stats
+from engine.notebook import Lab, brief, describe_setup, n_params, provenance, stem_table, test_line
+from engine.notebook import lr_range as run_lr_range
+from engine.runtime import check_compile_mode, pick_device
+from resnet18 import resnet18
+from tools.cost import projected_cost
+from train_utils import RunConfig, plot_history
+
+# %%
+check_compile_mode(COMPILE)  # a typo fails here, not after the first replayed runs
+SEEDS = SEEDS or grid.default_seeds(PROFILE)  # here, after papermill's -p PROFILE
+PLOTS = Path(PLOTS_DIR or Path("plots") / PROFILE)
+PLOTS.mkdir(parents=True, exist_ok=True)
+DEVICE = pick_device()
+DATA = data.load_cifar10(DATA_DIR)  # decoded once, then read from a uint8 cache
+BASE = grid.make_config("baseline", PROFILE)  # the baseline in this profile
+lab = Lab(PROFILE, DATA, DEVICE, RESULTS_DIR, CHECKPOINTS_DIR, PLOTS, SEEDS, FORCE, TRAIN_MISSING,
+          RESUME, COMPILE)  # fmt: skip
+display(Markdown(notebook.preview_banner(lab) or f"Profile `{PROFILE}`: the lab's own runs."))
+setup_lines = describe_setup(lab)
+# Before anything trains: the images this notebook is about to train here, and the minutes a few
+# measured steps project for them (tools/cost.py). Choose fewer seeds or groups if it is hours.
+COST = projected_cost(PROFILE, SEEDS, RESULTS_DIR, DEVICE, TRAIN_MISSING, FORCE)
+
+# %% [markdown]
+# ### How this notebook works
 #
 # The notebook tells the story and calls the library; the code lives in the `.py` files:
 #
@@ -46,20 +104,19 @@
 # `smoke` (seconds, for tests). Figures and tables of `quick` and `smoke` are previews: only
 # `full` answers the lab's questions.
 #
-# **Running it unattended** (from the repository root):
+# **Running it unattended** (from the repository root), with papermill: it prints each cell
+# as it starts and the lab's lines as they come, and writes the executed copy to `runs/`, so
+# the committed `student_lab3.ipynb` (the reference run) is never overwritten:
 #
 # ```bash
-# # top to bottom; the profile follows the hardware (full on CUDA, quick on a CPU)
-# jupyter nbconvert --to notebook --execute student_lab3.ipynb --inplace \
-#     --NotebookExporter.preprocessors=nbconvert.preprocessors.CoalesceStreamsPreprocessor
+# # a CPU preview; -p PROFILE full on a GPU (then also -p SEEDS 1 for one seed per experiment)
+# papermill student_lab3.ipynb runs/student_lab3.quick.ipynb -p PROFILE quick --log-output
 # # replay results made elsewhere (a GPU server) on any machine, training nothing
-# LAB3_PROFILE=full LAB3_TRAIN_MISSING=0 jupyter nbconvert --to notebook --execute \
-#     student_lab3.ipynb --inplace \
-#     --NotebookExporter.preprocessors=nbconvert.preprocessors.CoalesceStreamsPreprocessor
+# papermill student_lab3.ipynb runs/student_lab3.full.ipynb -p PROFILE full \
+#     -p TRAIN_MISSING False --log-output
 # ```
 #
-# The preprocessor folds each progress bar's intermediate states (`\r` updates) into its
-# last one, so the saved notebook and its HTML export show no pile of bars.
+# The environment variables below set the same parameters for Jupyter and nbconvert.
 #
 # | environment variable | default | meaning |
 # | --- | --- | --- |
@@ -72,57 +129,6 @@
 # | `LAB3_FORCE` | `0` | `1`: retrain even where results exist |
 # | `LAB3_TRAIN_MISSING` | `1` | `0`: replay only; experiments without saved results are listed as "not run" |
 # | `LAB3_COMPILE` | off | a `torch.compile` mode for the training step, e.g. `reduce-overhead` on a GPU (see README, Speed) |
-
-# %% [markdown]
-# ## 1. Set-up
-#
-# The parameters cell (tagged `parameters`, so papermill can override it) reads the
-# environment variables above.
-
-# %% tags=["parameters"]
-import os
-
-from engine import grid
-
-PROFILE = os.environ.get("LAB3_PROFILE") or grid.default_profile()  # full | quick | smoke
-DATA_DIR = os.environ.get("LAB3_DATA_DIR")  # None: ./data (see data.py)
-RESULTS_DIR = os.environ.get("LAB3_RESULTS_DIR", "results")
-PLOTS_DIR = os.environ.get("LAB3_PLOTS_DIR")  # None: plots/<profile>
-CHECKPOINTS_DIR = os.environ.get("LAB3_CHECKPOINTS_DIR", "checkpoints")
-FORCE = os.environ.get("LAB3_FORCE") == "1"  # retrain even if results exist
-TRAIN_MISSING = os.environ.get("LAB3_TRAIN_MISSING", "1") != "0"  # False: replay only
-SEEDS = int(os.environ.get("LAB3_SEEDS") or grid.default_seeds(PROFILE))  # 3 on full
-RESUME = True  # continue an interrupted run from its newest checkpoint
-COMPILE = os.environ.get("LAB3_COMPILE") or None  # None: eager; e.g. "reduce-overhead"
-
-# %%
-import dataclasses
-import math
-from pathlib import Path
-
-import torch
-from IPython.display import Markdown, display
-
-from engine import augment, data, lr_finder, plotting, schedules, stats
-from engine.notebook import Lab, brief, describe_setup, n_params, provenance, stem_table, test_line
-from engine.notebook import lr_range as run_lr_range
-from engine.runtime import check_compile_mode, pick_device
-from resnet18 import resnet18
-from tools.cost import projected_cost
-from train_utils import RunConfig, plot_history
-
-check_compile_mode(COMPILE)  # a typo fails here, not after the first replayed runs
-PLOTS = Path(PLOTS_DIR or Path("plots") / PROFILE)
-PLOTS.mkdir(parents=True, exist_ok=True)
-DEVICE = pick_device()
-DATA = data.load_cifar10(DATA_DIR)  # decoded once, then read from a uint8 cache
-BASE = grid.make_config("baseline", PROFILE)  # the baseline in this profile
-lab = Lab(PROFILE, DATA, DEVICE, RESULTS_DIR, CHECKPOINTS_DIR, PLOTS, SEEDS, FORCE, TRAIN_MISSING,
-          RESUME, COMPILE)  # fmt: skip
-setup_lines = describe_setup(lab)
-# Before anything trains: the images this notebook is about to train here, and the minutes a few
-# measured steps project for them (tools/cost.py). Choose fewer seeds or groups if it is hours.
-COST = projected_cost(PROFILE, SEEDS, RESULTS_DIR, DEVICE, TRAIN_MISSING, FORCE)
 
 # %% [markdown]
 # A few training images with their labels (a seeded random draw: the files are stored class
@@ -308,7 +314,8 @@ show_code(data.normalization_stats, data.get_mean_std)
 # flip with probability one half. The other presets add to it: a small rotation
 # (`crop_flip_rotate`), colour jitter (`crop_flip_jitter`), Gaussian pixel noise
 # (`crop_flip_noise`), or a 16x16 cutout square kept inside the image (`strong`, after DeVries
-# & Taylor 2017, whose square may cross the border and so hides less). The samples
+# & Taylor 2017, whose square may cross the border and so hides less). `crop_flip_cutout8`,
+# an 8x8 square, is the final model's (section 5). The samples
 # below show what each preset does to the same eight images (cutout is drawn black here; in
 # training it is the channel mean, 0 after normalization).
 #
@@ -464,13 +471,27 @@ show_code(RunConfig.make_schedule)
 # %% [markdown]
 # ## 5. Final model
 #
-# The best combination: the changes that helped above, together, trained longer with a
-# one-cycle schedule (experiment `final` in `engine/grid.py`; its change from the baseline
-# is printed below). Its recipe was chosen on validation accuracy; the test set is used
-# once, at the end of the run.
+# A published recipe rather than a search on the test set: Myrtle.ai's ResNet-18 (Page 2018,
+# "How to train your ResNet": 94% in 30 epochs), with batch 512, a one-cycle schedule peaking at
+# lr 0.4 a quarter of the way in, Nesterov momentum, weight decay 5e-4, standardized inputs,
+# crop + flip + an 8x8 cutout (`crop_flip_cutout8`), no label smoothing, and a mirrored copy
+# of each test image (flip TTA). `FINAL_WHY` in `engine/grid.py`, printed below, names the run
+# of this grid or the paper behind each setting. The test set is used once, at the end.
+#
+# A recipe tuned for thousands of steps can wreck a network given a few dozen: a preview that
+# climbed to lr 0.4 in 16 steps blew up (issue #19). So the peak is fitted to the run:
+# scaled with batch / 512, and lowered in proportion when the climb is shorter than
+# `MIN_RISE_STEPS` optimizer steps (`schedules.scaled_peak`); the `full` profile keeps 0.4.
 
 # %%
 print("final = baseline +", grid.EXPERIMENTS["final"])
+for setting, why in grid.FINAL_WHY.items():
+    print(f"  {setting:<28} {why}")
+cfg = grid.make_config("final", PROFILE)
+steps = math.ceil((cfg.train_subset or 50_000 - cfg.val_size) / cfg.batch_size)
+print(f"in profile {PROFILE}: {cfg.epochs} epochs of {steps} steps, peak lr "
+      f"{cfg.make_schedule(steps).max_lr:.3g} (the recipe's {cfg.max_lr} from a rise of "
+      f"{grid.MIN_RISE_STEPS} steps or more)")  # fmt: skip
 final = lab.run(["final"])
 
 # %%
@@ -544,6 +565,7 @@ print(f"figures saved in {PLOTS}: {', '.join(sorted(p.name for p in PLOTS.glob('
 # %% [markdown]
 # ## Hand-in
 #
-# This notebook executed top to bottom (with `LAB3_PROFILE=full`), `resnet18.py`, and the
-# PDF report. The figures above are also in `plots/<profile>/` as PNG files for the report,
-# and `python -m engine.stats --profile full --write` saves the tables as Markdown.
+# This notebook executed top to bottom on the `full` profile (a preview says so in its banner
+# at the top), `resnet18.py`, and the PDF report. The figures above are also in
+# `plots/<profile>/` as PNG files for the report, and `python -m engine.stats --profile
+# <profile> --write` saves the tables as Markdown.

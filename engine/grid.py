@@ -106,9 +106,9 @@ FINAL_WHY: dict[str, str] = {
     "lr_batch=512": "grid runs bs_32_scaled, bs_512_scaled, bs_2048_scaled (batch group): the "
                     "linear scaling rule of Goyal et al. 2017, for a user who changes the batch",
     f"min_rise_steps={MIN_RISE_STEPS}": "issue #19: lr 0.4 reached in 16 steps wrecked a CPU "
-                                     "preview (17.7%); results/cpu-budget/ measures the fitted "
-                                     "peak against the plain recipe (python -m "
-                                     "tools.budget_check final)",
+                                     "preview; results/cpu-budget/ measures the fitted peak "
+                                     "against the plain recipe (python -m tools.budget_check "
+                                     "final)",
     "epochs=30": "Myrtle's ResNet-18 reached 94% in 30 epochs (issue #14's anchor)",
     "label_smoothing=0": "Myrtle's recipe (Page 2018) has none; the old final's label smoothing "
                          "(Szegedy et al. 2016) added to its over-regularization (issue #14)",

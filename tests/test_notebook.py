@@ -81,7 +81,8 @@ def test_parameters_cell_reads_the_environment(monkeypatch):
     ns = {}
     exec(source, ns)
     assert ns["RESULTS_DIR"] == "results" and ns["PLOTS_DIR"] is None and ns["DATA_DIR"] is None
-    assert ns["FORCE"] is False and ns["TRAIN_MISSING"] is True and ns["SEEDS"] == 1
+    # SEEDS 0: the set-up cell resolves it from the profile, after papermill's -p PROFILE
+    assert ns["FORCE"] is False and ns["TRAIN_MISSING"] is True and ns["SEEDS"] == 0
     assert ns["PROFILE"] in ("full", "quick")  # the engine's default for this machine
 
 
@@ -180,6 +181,25 @@ def test_notebook_runs_top_to_bottom_in_smoke(executed):
     pngs = {p.name for p in (tmp / "plots").glob("*.png")}
     assert {"samples.png", "baseline_seed0.png", "final_confusion.png", "lr_schedules.png"} <= pngs
     assert (tmp / "results" / "smoke" / "final__seed0.json").exists()
+
+
+@pytest.mark.slow
+def test_a_preview_opens_with_its_banner(executed):
+    """Issue #19: the first thing the set-up cell shows, before any figure, names the profile,
+    the data and the hardware; no markdown cell claims the profile it ran on."""
+    _, nb, _ = executed
+    shown = [o.data["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
+             if "text/markdown" in o.get("data", {})]  # fmt: skip
+    assert shown and shown[0].startswith("> **PREVIEW: profile `smoke`"), shown[:1]
+    assert "Data: " in shown[0] and "Hardware: CPU" in shown[0]
+    first_image = next(i for i, c in enumerate(nb.cells)
+                       if any("image/png" in o.get("data", {}) for o in c.get("outputs", [])))  # fmt: skip
+    banner = next(i for i, c in enumerate(nb.cells)
+                  if any("PREVIEW" in o.get("data", {}).get("text/markdown", "")
+                         for o in c.get("outputs", [])))  # fmt: skip
+    assert banner < first_image and banner <= 4, "the banner must open the notebook"
+    static = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert not re.search(r"LAB3_PROFILE=full\)|executed .* with `?LAB3_PROFILE", static)
 
 
 @pytest.mark.slow

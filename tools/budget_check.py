@@ -3,6 +3,7 @@
     python -m tools.budget_check final            # the grid's final recipe
     python -m tools.budget_check plain            # kuangliu/pytorch-cifar's recipe
     python -m tools.budget_check baseline         # the handout's baseline
+    python -m tools.budget_check table            # README's table of the saved runs
 
 The budget: 10,000 images of the CIFAR-10 training set, 400 held out for validation and 9,600
 trained on for 4 epochs (38,400 training images), ResNet18 at full width (64), tested on 2,000
@@ -18,7 +19,10 @@ the hardware, the machine's load, the command and the date, and prints the lab's
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import json
+import math
 import os
 import sys
 import time
@@ -29,7 +33,8 @@ from engine.data import load_cifar10
 from engine.errors import run_cli
 from engine.grid import make_config
 from engine.runtime import environment, hardware_name, pick_device
-from train_utils import train
+from engine.schedules import lr_curve
+from train_utils import RunConfig, train
 
 # The budget, shared by every recipe (issue #19).
 BUDGET = dict(width=64, val_size=400, train_subset=9600, test_subset=2000, epochs=4)
@@ -52,15 +57,42 @@ def load() -> list[float] | None:
         return None
 
 
+def table(folder: str | Path = "results/cpu-budget") -> str:
+    """The Markdown table README quotes, from every <recipe>.json in `folder`."""
+    rows = ["| recipe | batch | optimizer steps | peak lr | test acc (2,000 images) | status | "
+            "wall time | load avg before / after (1 min) | date |",
+            "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |"]  # fmt: skip
+    for path in sorted(Path(folder).glob("*.json")):
+        r = json.loads(path.read_text())
+        cfg = r["config"]
+        per_epoch = math.ceil(r["budget"]["train_subset"] / cfg["batch_size"])
+        steps = r["budget"]["epochs"] * per_epoch
+        fields = {f.name for f in dataclasses.fields(RunConfig)}
+        sched = RunConfig(**{k: v for k, v in cfg.items() if k in fields}).make_schedule(per_epoch)
+        peak = max(lr_curve(steps, sched))
+        acc = "—" if r["test_acc"] is None else f"{100 * r['test_acc']:.1f}%"
+        load = r.get("load_avg_1_5_15", {})
+        before, after = ((load.get(k) or ["?"])[0] for k in ("before", "after"))
+        rows.append(f"| {r['recipe']} | {cfg['batch_size']} | {steps} | "
+                    f"{peak:.3g} | {acc} | {r['status']} | "
+                    f"{r['wall_seconds'] / 60:.1f} min | {before} / {after} | "
+                    f"{r['started_at'][:10]} |")  # fmt: skip
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("recipe", choices=sorted(RECIPES))
+    ap.add_argument("recipe", choices=[*sorted(RECIPES), "table"],
+                    help="a recipe to run, or `table`: print README's table of the saved runs")  # fmt: skip
     ap.add_argument("--data-dir", default=None, help="CIFAR-10 location (see engine/data.py)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/cpu-budget", help="folder for <recipe>.json")
     args = ap.parse_args(argv)
+    if args.recipe == "table":
+        print(table(args.out))
+        return 0
 
     experiment, change = RECIPES[args.recipe]
     cfg = make_config(experiment, "full", args.seed, {**change, **BUDGET})
