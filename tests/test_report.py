@@ -39,6 +39,14 @@ def pdf_text(path) -> str:
     return " ".join(out.stdout.split())  # pdftotext breaks lines where the page did
 
 
+MACHINE_PATHS = ("/tmp/", "/root/", "/work/", "/home/")
+
+
+def assert_no_machine_path(text: str) -> None:
+    found = [p for p in MACHINE_PATHS if p in text]
+    assert not found, [text[max(0, text.index(p) - 80) : text.index(p) + 80] for p in found]
+
+
 def has_cjk_font() -> bool:
     if shutil.which("fc-list") is None:
         return False
@@ -72,9 +80,26 @@ def smoke_results(cifar, tmp_path_factory):
 def test_report_from_smoke_runs(smoke_results, cifar, tmp_path):
     engine = "auto" if ENGINES else "html"
     res = build_report.build(results_dir=smoke_results, out=tmp_path / "r.pdf", engine=engine,
-                             build_dir=tmp_path / "build", data=cifar, student_id="312551001")  # fmt: skip
+                             build_dir=tmp_path / "build", data=cifar, student_id="312551001",
+                             author="Wang Xiao-Ming")  # fmt: skip
     assert res["profile"] == "smoke"  # the only profile there: picked by default
     md = res["markdown"].read_text()
+    # Identity on the title page; no machine path anywhere (the results live under /tmp here).
+    title = md.split("## 1.")[0]
+    assert "312551001" in title and "Wang Xiao-Ming" in title
+    assert_no_machine_path(md)
+    assert_no_machine_path(res["html"].read_text())
+    # Per group: the real code, a computed discussion, a conclusion from the verdicts.
+    sections = {g: md.split(h)[1].split("\n## ")[0] for g, h in (
+        ("norm", "## 2. Input normalization"), ("aug", "## 3. Data augmentation"),
+        ("lr", "## 4. Learning rate"), ("batch", "## 5. Batch size"))}  # fmt: skip
+    for g, text in sections.items():
+        assert "```python\ndef " in text, g
+        assert "**Discussion.**" in text and "*Overfitting.*" in text and "*Speed.*" in text, g
+        assert "**The data cannot decide**" in text, g  # one seed against two: n too small
+    assert "def normalization_stats" in sections["norm"] and "def cutout" in sections["aug"]
+    assert "def lr_at" in sections["lr"] and "def make_schedule" in sections["batch"]
+    assert "High learning rates diverged" not in md and "**No run diverged.**" in md
     for heading in HEADINGS:
         assert heading in md, heading
     assert "PREVIEW, NOT REAL RESULTS" in md
@@ -98,6 +123,8 @@ def test_report_from_smoke_runs(smoke_results, cifar, tmp_path):
         if shutil.which("pdftotext"):
             text = pdf_text(res["pdf"])
             assert "PREVIEW, NOT REAL RESULTS" in text
+            assert "312551001" in text and "Wang Xiao-Ming" in text
+            assert_no_machine_path(text)
             assert all(h in text for h in HEADINGS)
             assert f"{mean_acc:.2f}" in text
 
@@ -153,7 +180,36 @@ def test_full_report_without_banner_claims_only_verdicts(full_results, tmp_path)
     assert "95.20 ± 0.14% test accuracy over 2 runs: the lab's 90% target is reached" in md
     assert "Test GPU 80GB" in md  # the hardware comes from the results' env
     assert "No example images" in md  # no data: said, not crashed
-    assert "*No norm runs in the full profile" in md  # a missing group says how to fill it
+    assert "**No norm run finished in the full profile**" in md  # a missing group says so
+    assert "python experiments.py run norm --profile full" in md  # ... and how to fill it
+    # 3 seeds against 3: a verdict; 2 final seeds against 3: an interval too.
+    assert "**aug_crop_flip** is better" in md
+    assert "(no interval" not in md.split("## 6. Final model")[0]
+
+
+def test_machine_paths_are_cleaned():
+    from report import discussion
+
+    assert discussion.clean("image folder /tmp/lab3-cache/unpacked-1/cifar10-jpeg") == (
+        "image folder cifar10-jpeg")  # fmt: skip
+    cmd = "experiments.py run baseline --out /root/out/results --no-progress"
+    assert discussion.clean(cmd) == "experiments.py run baseline --out results --no-progress"
+    assert discussion.clean("results/full/x.json, 1/2") == "results/full/x.json, 1/2"
+
+
+def test_interrupted_runs_from_logs(tmp_path):
+    from report import discussion
+
+    (tmp_path / "lane1.log").write_text(
+        "[a seed 0, profile full]\nEpoch: 1\nVal loss: 1 | Val acc: 0.5\nTest acc: 0.6\n"
+        "[b seed 0, profile full]\nEpoch: 1\nEpoch: 2\nVal loss: 1 | Val acc: 0.7\n"
+        "interrupted\n")  # fmt: skip
+    (tmp_path / "grid.log").write_text(
+        "grid starts with 399s left of 470s\ngrid ended after 472s\n"
+    )
+    stopped = discussion.interrupted_runs(tmp_path, {"a": [{"seed": 0}]})
+    assert stopped == [{"name": "b", "seed": 0, "epochs": 2, "val_acc": 0.7, "log": "lane1.log"}]
+    assert "deadline of 470 s" in discussion._deadline(tmp_path)
 
 
 def test_verdict_lines_follow_stats():
