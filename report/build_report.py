@@ -161,7 +161,7 @@ def _lr_context(results, rows, results_dir, profile, fig_dir, html_dir) -> dict:
         caption = "Learning rate per step of each run, from its saved configuration."
         if skipped:
             caption += f" Not shown (other steps per epoch): {', '.join(skipped)}."
-        out["figure"] = figure(path, html_dir, caption)
+        out["figure"] = figure(path, html_dir, caption, "small")
     range_file = Path(results_dir) / profile / "lr_range.json"
     r, problem = read_json(range_file, ("suggestion", "lrs", "min_lr", "max_lr"))
     if range_file.exists() and r is None:
