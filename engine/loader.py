@@ -11,6 +11,10 @@ kept for comparison (bench.py) and for anyone who wants to add a PIL-only transf
 
 Both reshuffle each epoch from a generator seeded by (seed, epoch), so epoch k's batches do not
 depend on what ran before it: a resumed run sees exactly the batches an uninterrupted one saw.
+
+Under DDP (engine/distributed.py) every rank draws the same epoch (order and augmentation) and
+takes its own contiguous part of each global batch, so the ranks' parts make up exactly the batch
+one process would train on, whatever the number of ranks.
 """
 
 from __future__ import annotations
@@ -45,9 +49,17 @@ class DeviceLoader:
         shuffle: bool = False,
         seed: int = 0,
         channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size <= 0:
             raise LabError(f"batch size must be positive, got {batch_size}")
+        smallest = min(batch_size, len(labels) % batch_size or batch_size)
+        if smallest < world_size:
+            raise LabError(
+                f"a batch of {smallest} images cannot be shared by {world_size} processes; use "
+                "fewer processes or change batch_size/train_subset"
+            )
         if images.dtype != torch.uint8:
             raise LabError(f"DeviceLoader takes uint8 images (0..255), got {images.dtype}")
         self.device = torch.device(device)
@@ -71,6 +83,7 @@ class DeviceLoader:
         self.shuffle = shuffle
         self.seed = seed
         self.channels_last = channels_last
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
@@ -78,6 +91,20 @@ class DeviceLoader:
     @property
     def num_images(self) -> int:
         return len(self.labels)
+
+    def _part(self, start: int) -> slice:
+        """This rank's rows of the global batch that starts at `start` (all of them alone)."""
+        n = min(self.batch_size, self.num_images - start)
+        return slice(start + n * self.rank // self.world_size,
+                     start + n * (self.rank + 1) // self.world_size)  # fmt: skip
+
+    def weight(self, i: int) -> float:
+        """What this rank's mean loss on batch `i` counts for when DDP averages the ranks'
+        gradients: its share of the global batch times the number of ranks, so that the average
+        is the global batch's mean (1.0 for equal shares and for one process)."""
+        s = self._part(i * self.batch_size)
+        n = min(self.batch_size, self.num_images - i * self.batch_size)
+        return (s.stop - s.start) * self.world_size / n
 
     def batches(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = epoch_generator(self.seed, epoch)
@@ -89,7 +116,7 @@ class DeviceLoader:
         if self.padded is not None and order is None:
             order = torch.arange(n, device=self.device)
         for start in range(0, n, self.batch_size):
-            s = slice(start, start + self.batch_size)
+            s = self._part(start)
             d = draws[s]
             if self.padded is not None:
                 images = gather_crops(self.padded, order[s], d.rows, d.cols)
