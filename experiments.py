@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import engine.distributed
 from engine.data import load_cifar10
 from engine.errors import LabError, run_cli
 from engine.grid import (
@@ -71,6 +72,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--compile", default=None, choices=COMPILE_MODES, dest="compile_mode",
                      help="torch.compile the training step (default: off); reduce-overhead adds "
                      "CUDA graphs")  # fmt: skip
+    run.add_argument("--distribute", default=None, choices=engine.distributed.MODES,
+                     help="under torchrun: ddp (default) trains each run on all processes; runs "
+                     "gives each process whole runs (rank r: runs r, r+N, ...)")  # fmt: skip
+    run.add_argument("--sync-bn", action="store_true",
+                     help="with ddp on CUDA: SyncBatchNorm (statistics over the global batch)")  # fmt: skip
     return ap.parse_args(argv)  # fmt: skip
 
 
@@ -99,16 +105,28 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:  # validate every config before spending time on data or training
         make_config(name, profile, overrides=overrides)
     device = pick_device(args.device)
+    # Under torchrun: this process's rank, its device (cuda:LOCAL_RANK) and, for ddp, the group.
+    world, device = engine.distributed.start(args.distribute, device, args.sync_bn)
     data = load_cifar10(args.data_dir)
+    runs = [(name, seed) for name in names for seed in range(args.seeds)]
+    if not world.ddp:  # --distribute runs: rank r takes runs r, r+N, ... (all of them alone)
+        runs = engine.distributed.my_runs(runs, world)
     summary = []
-    for name in names:
-        for seed in range(args.seeds):
-            r = run_experiment(name, profile, data, seed=seed, out=args.out, ckpt_root=args.checkpoints,
-                               force=args.force, resume=args.resume, device=device,
-                               progress=not args.no_progress, ckpt_every=args.ckpt_every,
-                               overrides=overrides, compile_mode=args.compile_mode)  # fmt: skip
+    for name, seed in runs:
+        kw = dict(out=args.out, ckpt_root=args.checkpoints, force=args.force, resume=args.resume,
+                  device=device, progress=not args.no_progress, ckpt_every=args.ckpt_every,
+                  overrides=overrides, compile_mode=args.compile_mode)  # fmt: skip
+        if world.ddp:  # every rank trains this run; rank 0 reads and writes its files
+            r = engine.distributed.run_in_step(world, name, profile, data, seed, **kw)
+        else:
+            r = run_experiment(name, profile, data, seed=seed, **kw)
+        if r is not None:
             summary.append((r["name"], seed, r["status"], r["test_acc"]))
-    print("\nSummary:")
+    engine.distributed.stop()
+    if world.helper:
+        return 0
+    of = f" (rank {world.rank} of {world.size})" if world.size > 1 and not world.ddp else ""
+    print(f"\nSummary{of}:")
     for name, seed, status, acc in summary:
         print(
             f"  {name:<18} seed {seed}  {status:<8} test acc {acc if acc is None else f'{acc:.4f}'}"

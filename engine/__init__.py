@@ -7,6 +7,7 @@ Below train_utils (imported by it):
     loader      batches cut and augmented on the device
     schedules   learning-rate strategies as pure functions of the step
     runtime     device, seeding, autocast, torch.compile, the machine record
+    distributed torchrun's ranks: one run over several GPUs (DDP), or the grid's runs dealt out
     checkpoint  atomic writes, per-epoch checkpoints, resume
     progress    progress bars that behave in a terminal, a notebook and a log file
     plotting    curves, overlays, images, the confusion matrix
