@@ -37,7 +37,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="list groups and experiments")
-    ls.add_argument("--profile", default="full")
+    ls.add_argument(
+        "--profile", default="full", help="the profile whose settings to show (default: full)"
+    )
     run = sub.add_parser("run", help="run experiments (all by default)")
     run.add_argument("names", nargs="*", help="experiment or group names (default: all)")
     run.add_argument(
@@ -77,7 +79,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                      "gives each process whole runs (rank r: runs r, r+N, ...)")  # fmt: skip
     run.add_argument("--sync-bn", action="store_true",
                      help="with ddp on CUDA: SyncBatchNorm (statistics over the global batch)")  # fmt: skip
+    ap.epilog = _overview(sub)
     return ap.parse_args(argv)  # fmt: skip
+
+
+def _overview(sub: argparse._SubParsersAction) -> str:
+    """The top-level --help's list of commands and their options, from the parsers themselves."""
+    lines = ["commands (python experiments.py COMMAND --help shows one in full):"]
+    for choice in sub._choices_actions:
+        lines.append(f"  {choice.dest:<6} {choice.help}")
+        for action in sub.choices[choice.dest]._actions:
+            if action.option_strings and action.dest != "help":
+                flag = action.option_strings[-1] + (f" {action.metavar}" if action.metavar else "")
+                lines.append(f"           {flag:<24} {action.help or ''}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,6 +100,15 @@ class RunConfig:
     pct_start: float = 0.25  # onecycle: fraction of the run spent warming up
     min_lr: float = 0.0  # cosine: final lr
     warmup_epochs: float = 0  # linear warm-up (Goyal et al. 2017)
+    # Fitting lr and max_lr to the run (schedules.scaled_peak; off at the defaults): they are
+    # the values for batch `lr_batch`, scaled by batch_size / lr_batch; and a onecycle run whose
+    # rise is shorter than `min_rise_steps` optimizer steps peaks lower, in proportion.
+    lr_batch: int | None = None
+    min_rise_steps: int = 0
+    # Set by a recipe, applied by engine.grid.make_config: batch_size is halved (not below 32)
+    # until an epoch makes at least this many steps, unless the user sets batch_size
+    # (schedules.fitted_batch). 0: off.
+    min_steps_per_epoch: int = 0
     # evaluation
     tta: bool = False  # average logits over the image and its mirror at test time
     seed: int = 0
@@ -117,17 +126,15 @@ class RunConfig:
         def steps(epochs: float) -> int:
             return max(1, round(epochs * steps_per_epoch))
 
+        # The factor scaled_peak applies to max_lr applies to lr too (batch and run length).
+        fit = scaled_peak(1.0, self.batch_size, self.epochs * steps_per_epoch, self.lr_batch,
+                          self.pct_start, self.min_rise_steps if self.schedule == "onecycle" else 0)  # fmt: skip
         try:
             return Schedule(
                 kind=self.schedule,
                 base_lr=self.lr * fit,
                 max_lr=None if self.max_lr is None else self.max_lr * fit,
                 min_lr=self.min_lr,
-    # Fitting lr and max_lr to the run (schedules.scaled_peak; off at the defaults): they are
-    # the values for batch `lr_batch`, scaled by batch_size / lr_batch; and a onecycle run whose
-    # rise is shorter than `min_rise_steps` optimizer steps peaks lower, in proportion.
-    lr_batch: int | None = None
-    min_rise_steps: int = 0
                 step_every=steps(self.step_epochs),
                 gamma=self.gamma,
                 cycle_steps=steps(self.cycle_epochs),
@@ -180,9 +187,6 @@ def evaluate(model, loader: DeviceLoader, tta: bool = False, num_classes: int = 
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         conf += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
     conf = conf.view(num_classes, num_classes).cpu()
-        # The factor scaled_peak applies to max_lr applies to lr too (batch and run length).
-        fit = scaled_peak(1.0, self.batch_size, self.epochs * steps_per_epoch, self.lr_batch,
-                          self.pct_start, self.min_rise_steps if self.schedule == "onecycle" else 0)  # fmt: skip
     n = int(conf.sum())
     return {
         "loss": loss_sum.item() / n,

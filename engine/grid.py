@@ -24,14 +24,13 @@ from pathlib import Path
 from engine.checkpoint import latest_checkpoint, save_json
 from engine.data import load_cifar10
 from engine.errors import LabError
+from engine.schedules import fitted_batch
 from train_utils import RunConfig, train
 
 # The handout's run: inputs in [0, 1], no augmentation, SGD lr 0.05 halved every 10 epochs,
 # 20 epochs, batch 128 (momentum 0.9 and weight decay 5e-4 as in the handout's optimizer).
 BASELINE = RunConfig(name="baseline")
 
-# Each experiment is the baseline plus the change written here. Order = priority.
-GROUPS: dict[str, dict[str, dict]] = {
 # The final recipe's lr rises at most 0.4 / MIN_RISE_STEPS per optimizer step: a run whose
 # one-cycle rise is shorter (a CPU preview: 10-20 steps) peaks lower in proportion; the full
 # profile's rise (660 steps) keeps Myrtle's peak of 0.4. Chosen on the quick profile (issue #19):
@@ -39,6 +38,13 @@ GROUPS: dict[str, dict[str, dict]] = {
 # (peaks 0.4, 0.2, 0.1, 0.05 over a 10-step rise) diverged at N = 0 and scored best at N = 40.
 MIN_RISE_STEPS = 40
 
+# Myrtle's batch of 512 makes this many steps an epoch of 45,000 images; the final recipe keeps
+# about as many on a subset, with a smaller batch (schedules.fitted_batch).
+MYRTLE_STEPS_PER_EPOCH = -(-45_000 // 512)  # 88
+TRAIN_IMAGES = 50_000  # CIFAR-10's training set, before the validation split
+
+# Each experiment is the baseline plus the change written here. Order = priority.
+GROUPS: dict[str, dict[str, dict]] = {
     "baseline": {"baseline": {}},
     # The recipe aimed at 94-95%: Myrtle.ai's ResNet-18 ("How to train your ResNet", Page 2018),
     # with its peak lr fitted to the run's batch and length (schedules.scaled_peak) so that the
@@ -48,7 +54,8 @@ MIN_RISE_STEPS = 40
         "final": dict(norm="standard_exact", augment="crop_flip_cutout8", batch_size=512,
                       optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=5e-4,
                       lr=0.016, max_lr=0.4, lr_batch=512, schedule="onecycle", pct_start=0.25,
-                      min_rise_steps=MIN_RISE_STEPS, epochs=30, label_smoothing=0.0, tta=True),
+                      min_rise_steps=MIN_RISE_STEPS, min_steps_per_epoch=MYRTLE_STEPS_PER_EPOCH,
+                      epochs=30, label_smoothing=0.0, tta=True),
     },
     "norm": {
         "norm_minmax": dict(norm="minmax"),
@@ -80,8 +87,6 @@ MIN_RISE_STEPS = 40
         "bs_2048_scaled": dict(batch_size=2048, lr=0.8, warmup_epochs=2),
     },
 }  # fmt: skip
-EXPERIMENTS = {name: change for group in GROUPS.values() for name, change in group.items()}
-GROUP_OF = {name: group for group, runs in GROUPS.items() for name in runs}
 # Where each setting of the final recipe comes from: the run of this grid that tests it, or the
 # paper (issue #14: "each change in the final recipe names the run of the grid that motivated
 # it, or the paper behind it"). The report renders this table; tests keep it in step with GROUPS.
@@ -95,6 +100,14 @@ FINAL_WHY: dict[str, str] = {
                                  "label smoothing left the old final at 92% train accuracy: "
                                  "over-regularized (issue #14)",
     "batch_size=512": "grid runs bs_512 and bs_512_scaled (batch group); Myrtle's recipe",
+    f"min_steps_per_epoch={MYRTLE_STEPS_PER_EPOCH}": "Myrtle's 512 makes 88 steps an epoch of "
+                                                     "45,000 images; on a subset the batch is "
+                                                     "halved (not below 32) to keep as many, the "
+                                                     "lr scaled with it: few images learn more "
+                                                     "from small batches (McCandlish et al. "
+                                                     "2018). Issue #19: batch 512 at 19 steps an "
+                                                     "epoch diverged at the CPU budget "
+                                                     "(results/cpu-budget/superseded/)",
     "optimizer=sgd, momentum=0.9, nesterov=True": "Myrtle's recipe; Nesterov momentum as in "
                                                   "Sutskever et al. 2013",
     "weight_decay=5e-4": "the handout's optimizer (grid run baseline) and Myrtle's recipe "
@@ -115,6 +128,8 @@ FINAL_WHY: dict[str, str] = {
     "tta=True": "flip test-time augmentation, as in Myrtle's (Page 2018) and airbench's "
                 "(Jordan 2024) evaluation",
 }  # fmt: skip
+EXPERIMENTS = {name: change for group in GROUPS.values() for name, change in group.items()}
+GROUP_OF = {name: group for group, runs in GROUPS.items() for name in runs}
 
 # How each profile rescales a run. epochs_scale also scales every epoch-denominated schedule
 # length, so a schedule keeps its shape.
@@ -163,7 +178,11 @@ def make_config(
         p.update(epochs=epochs, step_epochs=cfg.step_epochs * r, cycle_epochs=cfg.cycle_epochs * r,
                  warmup_epochs=cfg.warmup_epochs * r)  # fmt: skip
     # The user's overrides come last: what you set is what runs, whatever the profile.
-    return dataclasses.replace(cfg, **{**p, **(overrides or {})}).validate()
+    cfg = dataclasses.replace(cfg, **{**p, **(overrides or {})})
+    if cfg.min_steps_per_epoch and "batch_size" not in (overrides or {}):
+        images = cfg.train_subset or TRAIN_IMAGES - cfg.val_size
+        cfg.batch_size = fitted_batch(cfg.batch_size, images, cfg.min_steps_per_epoch)
+    return cfg.validate()
 
 
 def run_name(name: str, overrides: dict | None = None) -> str:
