@@ -479,9 +479,11 @@ show_code(RunConfig.make_schedule)
 # of this grid or the paper behind each setting. The test set is used once, at the end.
 #
 # A recipe tuned for thousands of steps can wreck a network given a few dozen: a preview that
-# climbed to lr 0.4 in 16 steps blew up (issue #19). So the peak is fitted to the run:
-# scaled with batch / 512, and lowered in proportion when the climb is shorter than
-# `MIN_RISE_STEPS` optimizer steps (`schedules.scaled_peak`); the `full` profile keeps 0.4.
+# climbed to lr 0.4 in 16 steps blew up (issue #19). So the recipe is fitted to the run. On a
+# subset the batch shrinks (not below 32) to keep Myrtle's 88 steps an epoch
+# (`schedules.fitted_batch`); the lr scales with batch / 512 and peaks lower, in proportion,
+# when the climb is shorter than `MIN_RISE_STEPS` steps (`schedules.scaled_peak`). The `full`
+# profile keeps batch 512 and the peak of 0.4.
 
 # %%
 print("final = baseline +", grid.EXPERIMENTS["final"])
@@ -489,7 +491,7 @@ for setting, why in grid.FINAL_WHY.items():
     print(f"  {setting:<28} {why}")
 cfg = grid.make_config("final", PROFILE)
 steps = math.ceil((cfg.train_subset or 50_000 - cfg.val_size) / cfg.batch_size)
-print(f"in profile {PROFILE}: {cfg.epochs} epochs of {steps} steps, peak lr "
+print(f"in profile {PROFILE}: batch {cfg.batch_size}, {cfg.epochs} epochs of {steps} steps, peak lr "
       f"{cfg.make_schedule(steps).max_lr:.3g} (the recipe's {cfg.max_lr} from a rise of "
       f"{grid.MIN_RISE_STEPS} steps or more)")  # fmt: skip
 final = lab.run(["final"])

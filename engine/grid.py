@@ -33,9 +33,11 @@ BASELINE = RunConfig(name="baseline")
 
 # The final recipe's lr rises at most 0.4 / MIN_RISE_STEPS per optimizer step: a run whose
 # one-cycle rise is shorter (a CPU preview: 10-20 steps) peaks lower in proportion; the full
-# profile's rise (660 steps) keeps Myrtle's peak of 0.4. Chosen on the quick profile (issue #19):
-# `python experiments.py run final --profile quick --set min_rise_steps=N` for N = 0, 20, 40, 80
-# (peaks 0.4, 0.2, 0.1, 0.05 over a 10-step rise) diverged at N = 0 and scored best at N = 40.
+# profile's rise (660 steps) keeps Myrtle's peak of 0.4. Chosen on the quick profile at batch
+# 512 (issue #19), before the batch followed the subset (MYRTLE_STEPS_PER_EPOCH below): peaks
+# 0.4, 0.2, 0.1, 0.05 over a 10-step rise (N = 0, 20, 40, 80) diverged at N = 0 and scored best
+# at N = 40. With the fitted batch, previews climb for 150 steps or more and only the smoke
+# profile's short runs meet this cap.
 MIN_RISE_STEPS = 40
 
 # Myrtle's batch of 512 makes this many steps an epoch of 45,000 images; the final recipe keeps

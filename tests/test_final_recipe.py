@@ -9,7 +9,7 @@ import torch
 
 from engine import grid
 from engine.augment import CUTOUT, PRESETS, augment_batch, draw, torchvision_transform
-from engine.schedules import lr_curve, scaled_peak
+from engine.schedules import fitted_batch, lr_curve, scaled_peak
 from tools.budget_check import BUDGET, RECIPES
 
 
@@ -57,14 +57,28 @@ def test_final_is_myrtles_recipe_on_the_full_profile() -> None:
     assert peak_of(cfg) == pytest.approx(0.4)  # 660-step rise: Myrtle's peak, untouched
 
 
-@pytest.mark.parametrize("profile", ["quick", "smoke"])
-def test_final_previews_climb_no_faster_than_the_full_run(profile: str) -> None:
-    full = grid.make_config("final", "full")
-    cfg = grid.make_config("final", profile)
+def test_fitted_batch_keeps_the_recipes_steps_per_epoch() -> None:
+    assert fitted_batch(512, 45_000, 88) == 512  # Myrtle's own run: 88 steps an epoch
+    assert fitted_batch(512, 9_600, 88) == 64  # 150 steps an epoch (128 would make 75)
+    assert fitted_batch(512, 5_000, 88) == 32  # 157
+    assert fitted_batch(512, 400, 88) == 32  # never below the floor
+    assert fitted_batch(512, 400, 0) == 512  # off
+
+
+def test_final_on_a_subset_trains_smaller_batches_at_a_scaled_lr() -> None:
+    quick = grid.make_config("final", "quick")
+    assert quick.batch_size == 32 and steps_per_epoch(quick) >= grid.MYRTLE_STEPS_PER_EPOCH
+    assert peak_of(quick) == pytest.approx(0.4 * 32 / 512)  # linear scaling, no cap needed
+    # what the user sets is what runs
+    assert grid.make_config("final", "quick", overrides={"batch_size": 512}).batch_size == 512
+
+
+def test_a_short_climb_peaks_lower() -> None:
+    # smoke: 400 images, batch 32 (the floor), 13 steps an epoch, a 10-step climb
+    cfg = grid.make_config("final", "smoke")
     rise = max(1, round(cfg.pct_start * cfg.epochs * steps_per_epoch(cfg)))
-    assert rise < grid.MIN_RISE_STEPS  # a preview's climb is short ...
-    assert peak_of(cfg) < full.max_lr  # ... so it peaks lower
-    assert peak_of(cfg) / rise <= full.max_lr / grid.MIN_RISE_STEPS + 1e-12
+    assert cfg.batch_size == 32 and rise < grid.MIN_RISE_STEPS
+    assert peak_of(cfg) == pytest.approx(0.4 * 32 / 512 * rise / grid.MIN_RISE_STEPS, rel=1e-3)
 
 
 def test_the_cpu_budget_is_issue_19s() -> None:
@@ -73,9 +87,8 @@ def test_the_cpu_budget_is_issue_19s() -> None:
     assert BUDGET["train_subset"] * BUDGET["epochs"] == 38_400
     assert BUDGET["test_subset"] == 2_000 and BUDGET["width"] == 64
     final = grid.make_config("final", "full", overrides=BUDGET)
-    # 19 steps of batch 512 an epoch, a climb of 19 steps: the peak is 19 / MIN_RISE_STEPS of 0.4
-    assert final.batch_size == 512
-    assert peak_of(final) == pytest.approx(0.4 * min(1, 19 / grid.MIN_RISE_STEPS), rel=1e-3)
+    # 150 steps of batch 64 an epoch, peak 0.4 * 64 / 512 after a 150-step climb
+    assert final.batch_size == 64 and peak_of(final) == pytest.approx(0.05)
     experiment, change = RECIPES["plain"]
     plain = grid.make_config(experiment, "full", overrides={**change, **BUDGET})
     assert (plain.lr, plain.schedule, plain.batch_size, plain.augment) == (
@@ -134,3 +147,18 @@ def test_strong_still_cuts_16x16() -> None:
     half = torch.tensor((0.5, 0.5, 0.5))
     out = augment_batch(images, "strong", half, half, torch.Generator().manual_seed(0))
     assert all(zeros_box(img) == (CUTOUT, CUTOUT) for img in out) and CUTOUT == 16
+
+
+def test_budget_table_reads_the_saved_runs(tmp_path) -> None:
+    import dataclasses
+    import json
+
+    from tools.budget_check import table
+
+    cfg = grid.make_config("final", "full", overrides=BUDGET)
+    run = dict(recipe="final", config=dataclasses.asdict(cfg), budget=BUDGET, test_acc=0.4321,
+               status="ok", wall_seconds=600.0, started_at="2026-11-29T13:00:00+00:00",
+               load_avg_1_5_15={"before": [1.5, 1.0, 0.5], "after": [2.0, 1.5, 1.0]})  # fmt: skip
+    (tmp_path / "final.json").write_text(json.dumps(run))
+    row = table(tmp_path).splitlines()[-1]
+    assert row.startswith("| final | 64 | 600 | 0.05 | 43.2% | ok | 10.0 min | 1.5 / 2.0 |"), row
