@@ -37,8 +37,8 @@ DATA_DIR = os.environ.get("LAB3_DATA_DIR")  # None: ./data (see data.py)
 RESULTS_DIR = os.environ.get("LAB3_RESULTS_DIR", "results")
 PLOTS_DIR = os.environ.get("LAB3_PLOTS_DIR")  # None: plots/<profile>
 CHECKPOINTS_DIR = os.environ.get("LAB3_CHECKPOINTS_DIR", "checkpoints")
-FORCE = os.environ.get("LAB3_FORCE") == "1"  # retrain even if results exist
-TRAIN_MISSING = os.environ.get("LAB3_TRAIN_MISSING", "1") != "0"  # False: replay only
+FORCE = os.environ.get("LAB3_FORCE") in ("1",)  # retrain even if results exist
+TRAIN_MISSING = os.environ.get("LAB3_TRAIN_MISSING", "1") not in ("0",)  # False: replay only
 SEEDS = int(os.environ.get("LAB3_SEEDS") or 0)  # 0: the profile's default (3 on full, else 1)
 RESUME = True  # continue an interrupted run from its newest checkpoint
 COMPILE = os.environ.get("LAB3_COMPILE") or None  # None: eager; e.g. "reduce-overhead"
@@ -69,7 +69,7 @@ DATA = data.load_cifar10(DATA_DIR)  # decoded once, then read from a uint8 cache
 BASE = grid.make_config("baseline", PROFILE)  # the baseline in this profile
 lab = Lab(PROFILE, DATA, DEVICE, RESULTS_DIR, CHECKPOINTS_DIR, PLOTS, SEEDS, FORCE, TRAIN_MISSING,
           RESUME, COMPILE)  # fmt: skip
-display(Markdown(notebook.preview_banner(lab) or f"Profile `{PROFILE}`: the lab's own runs."))
+notebook.show_markdown(notebook.preview_banner(lab) or f"Profile `{PROFILE}`: the lab's own runs.")
 setup_lines = describe_setup(lab)
 # Before anything trains: the images this notebook is about to train here, and the minutes a few
 # measured steps project for them (tools/cost.py). Choose fewer seeds or groups if it is hours.

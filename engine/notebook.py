@@ -90,6 +90,14 @@ class Lab:
         return rows, stats.format_table(rows) + "\n\n" + conclude(rows)
 
 
+def show_markdown(text: str) -> None:
+    """Display Markdown in the notebook that also reads as itself where only text is shown (the
+    log of a headless run: papermill --log-output prints text/plain)."""
+    from IPython.display import display
+
+    display({"text/markdown": text, "text/plain": text}, raw=True)
+
+
 def preview_banner(lab: Lab) -> str:
     """Markdown for the top of the notebook: unless the profile is `full`, a banner naming the
     profile, the data, the hardware and what the preview shrinks, so that no page of the notebook
