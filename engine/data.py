@@ -265,7 +265,8 @@ def _decode_copy(files, where: str, name) -> dict[str, np.ndarray]:
             raise LabError(f"{where} holds no {split}/<class>/ images; {_HOW_TO}")
         _check_classes({meta[i][1] for i in rows}, f"{where}: {split}/")
         stems = [PurePosixPath(meta[i][2]).stem for i in rows]
-        if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        numbered = all(s.isascii() and s.isdigit() for s in stems)
+        if numbered and len({int(s) for s in stems}) == len(stems):
             rows = [r for _, r in sorted(zip((int(s) for s in stems), rows))]  # official index
         else:
             rows.sort(key=lambda i: (CLASSES.index(meta[i][1]), meta[i][2]))
@@ -442,7 +443,7 @@ def _load_torchvision(root: Path, download: bool) -> Cifar10:
                 f"{root / 'cifar-10-batches-py'} is incomplete or not the official release "
                 f"({reason}); delete it (it is downloaded again when online) or {_HOW_TO}"
             ) from None
-        raise LabError(f"no CIFAR-10 found in {root} and none could be downloaded ({reason}); "
+        raise LabError(f"CIFAR-10 is not in {root} and could not be downloaded ({reason}); "
                        f"{_HOW_TO}") from None  # fmt: skip
     return Cifar10(
         train_images=_to_nchw(train.data),
