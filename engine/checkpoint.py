@@ -4,11 +4,19 @@ A write goes to a temporary file in the same folder, is flushed and fsync'ed, th
 `os.replace`d over the final name, so a crash mid-save leaves the previous file intact and never
 a half-written one under the final name (the guarantee Lightning and torchtitan give).
 Checkpoints are loaded with `torch.load(..., weights_only=True)`: they hold tensors, numbers,
-strings, lists and dicts only, never pickled code.
+strings, lists and dicts only, never pickled code. Each also stores the sha256 of its content
+(every tensor's bytes, dtype and shape, and every other value), checked on load, so a file
+changed after it was written (a flipped bit, a bad copy) is refused instead of resumed from.
+
+Files are created with the user's umask (as `open` would), not mkstemp's private 0600. A run
+holds a `RunLock` while it trains, so a second process on the same run stops with one line
+instead of deleting the first one's checkpoints.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import math
 import os
@@ -31,6 +39,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a results file is shared work
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -39,6 +48,46 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def temp_files(folder: str | os.PathLike, name: str = "") -> list[Path]:
+    """The temporary files atomic_write leaves behind when killed mid-save, for files named
+    `name*` in `folder` (all of them when name is empty)."""
+    folder = Path(folder)
+    return sorted(folder.glob(f".{glob.escape(name)}*.tmp")) if folder.is_dir() else []
+
+
+def check_writable(folder: str | os.PathLike, what: str, keep: bool = True) -> Path:
+    """Prove a file can be written in `folder` (created if needed; with keep=False the folders
+    this created are removed again), before any training; a LabError naming `what` (e.g.
+    "--out") otherwise."""
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as f:
+            f.write(b"x")
+            f.flush()
+    except OSError as e:
+        file = next((p for p in (folder, *folder.parents) if p.is_file()), None)
+        reason = f"{file} is a file" if file else e.strerror or type(e).__name__
+        raise LabError(
+            f"{what} {folder} is not a writable folder ({reason}); pick another with {what}"
+        ) from None
+    finally:
+        if not keep:
+            for p in created:  # deepest first
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
+    return folder
 
 
 def _finite(obj):
@@ -92,10 +141,39 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def checksum(obj) -> str:
+    """sha256 over a checkpoint's content: each tensor's dtype, shape and bytes, and the repr of
+    every other value, in the dict's order. It is the same after a save and load round trip
+    (weights_only keeps types and order), and changes when any byte of any tensor changes."""
+    h = hashlib.sha256()
+
+    def walk(o) -> None:
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(o, dict):
+            h.update(b"{%d" % len(o))
+            for k, v in o.items():
+                h.update(repr(k).encode())
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            h.update(b"[%d" % len(o))
+            for v in o:
+                walk(v)
+        else:
+            h.update(f"{type(o).__name__}:{o!r};".encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
 def save_checkpoint(state: dict, ckpt_dir: str | os.PathLike, epoch: int, keep: int = 2) -> Path:
-    """Write epoch_<epoch>.pt atomically and delete all but the newest `keep` checkpoints."""
+    """Write epoch_<epoch>.pt atomically, with the checksum of its content, and delete all but
+    the newest `keep` checkpoints."""
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / f"epoch_{epoch:03d}.pt"
+    state = {**state, "sha256": checksum(state)}
     atomic_write(path, lambda f: torch.save(state, f))
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
@@ -112,7 +190,7 @@ def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint safely; a truncated or foreign file is a LabError naming it."""
+    """Load a checkpoint safely; a truncated, foreign or altered file is a LabError naming it."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -123,9 +201,69 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         ) from None
     if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "config"} <= state.keys():
         raise LabError(f"{path} is not a checkpoint written by this lab; delete it or pick another")
+    stored = state.pop("sha256", None)
+    if stored is None:
+        raise LabError(
+            f"checkpoint {path} has no checksum (written by an older version of the lab); "
+            "delete it to restart that run"
+        )
+    if checksum(state) != stored:
+        raise LabError(
+            f"checkpoint {path} fails its sha256 check (its content changed after it was "
+            "written); delete it to restart that run or restore a good copy"
+        )
     return state
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
     found = list_checkpoints(ckpt_dir)
     return found[-1] if found else None
+
+
+class RunLock:
+    """An exclusive `fcntl.flock` on each of `paths` (lock files, created as needed), held from
+    `acquire` to `release`. The kernel drops it when the process dies, so a killed run never
+    leaves a stale lock; the files stay (deleting them would race with the next taker). Where
+    fcntl is missing (Windows) no lock is taken."""
+
+    def __init__(self, paths, what: str) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.what = what
+        self._files: list = []
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        for path in self.paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                pid = f.read().strip() or "unknown"
+                f.close()
+                self.release()
+                raise LabError(
+                    f"{self.what} is already running (pid {pid}); wait for it to finish or "
+                    "stop that process"
+                ) from None
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            self._files.append(f)
+        return self
+
+    def release(self) -> None:
+        for f in self._files:
+            f.close()  # closing drops the flock
+        self._files = []
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
