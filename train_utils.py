@@ -14,13 +14,17 @@ On CUDA it uses bf16 autocast (fp16 + GradScaler where bf16 is missing), channel
 cudnn.benchmark; on the CPU plain float32. `compile_mode` optionally runs the training forward
 and backward through `torch.compile` (an execution choice, like the device: not part of the
 RunConfig, so it never makes a saved result stale). Checkpoints every epoch make a run resumable
-(`resume=True`), and a non-finite loss ends the run with status "diverged" instead of crashing.
+(`resume=True`), and a non-finite or exploding loss (see `DIVERGENCE_LOSS`) ends the run with
+status "diverged" instead of crashing or finishing "ok" with a wrecked network.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from engine.augment import check_preset
 from engine.checkpoint import (
     atomic_write,
     latest_checkpoint,
@@ -36,7 +41,14 @@ from engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from engine.data import Cifar10, get_mean_std, load_cifar10, normalization_stats, split_train_val
+from engine.data import (
+    NORM_MODES,
+    Cifar10,
+    get_mean_std,
+    load_cifar10,
+    normalization_stats,
+    split_train_val,
+)
 from engine.errors import LabError
 from engine.loader import DeviceLoader
 from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
@@ -66,6 +78,16 @@ __all__ = [
     "plot_overlay",
     "pick_device",
 ]
+
+
+# A run has diverged when a training step's loss is not finite, or when an epoch's mean training
+# loss, its validation loss or the test loss is not finite or exceeds this. Cross-entropy at chance
+# is ln(10) = 2.30 and no committed full-profile run ever exceeded 2.1, so 1e3 (430x chance: the
+# mean probability given to the true class is e^-1000) is far beyond any run that is still
+# learning, yet well below the blown-up previews of issue #19 (validation losses 19,932 and
+# ~40,000). Like Lightning's `EarlyStopping(divergence_threshold=...)`, it is a fixed bound on the
+# monitored loss; it is not part of RunConfig, so saved results stay comparable.
+DIVERGENCE_LOSS = 1e3
 
 
 @dataclass
@@ -114,11 +136,46 @@ class RunConfig:
     seed: int = 0
 
     def validate(self) -> RunConfig:
-        for name in ("epochs", "batch_size", "lr", "width"):
+        """Every setting's type and range, checked before any data is loaded or trained on; a
+        LabError naming the first bad one."""
+        if not isinstance(self.name, str) or not _PLAIN_NAME.fullmatch(self.name):
+            raise LabError(
+                f"run name {self.name!r} must be a plain file name (letters, digits and "
+                "._+=,- ; no / and not starting with a dot)"
+            )
+        for name, kind in typing.get_type_hints(RunConfig).items():
+            value = getattr(self, name)
+            kinds = typing.get_args(kind) or (kind,)
+            ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+            if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+                ok = math.isfinite(value)
+            if isinstance(value, float):
+                ok = ok and math.isfinite(value)
+            if not ok:
+                raise LabError(f"{name} must be of type {_type_name(kind)}, got {value!r}")
+        for name in ("epochs", "batch_size", "lr", "width", "val_size", "step_epochs",
+                     "cycle_epochs", "gamma"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise LabError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("train_subset", "test_subset", "max_lr", "lr_batch"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise LabError(f"{name} must be positive (or None for all), got "
+                               f"{getattr(self, name)}")  # fmt: skip
+        for name in ("weight_decay", "min_lr", "warmup_epochs", "split_seed", "seed",
+                     "min_rise_steps"):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise LabError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("momentum", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                raise LabError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 < self.pct_start < 1:
+            raise LabError(f"pct_start must be in (0, 1), got {self.pct_start}")
         if self.optimizer not in ("sgd", "adamw"):
             raise LabError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
+        if self.norm not in NORM_MODES:
+            raise LabError(f"unknown normalization {self.norm!r}; choose one of "
+                           f"{', '.join(NORM_MODES)}")  # fmt: skip
+        check_preset(self.augment)
         self.make_schedule(1)  # raises on a bad schedule name or missing max_lr
         return self
 
@@ -145,6 +202,16 @@ class RunConfig:
             raise LabError(str(e)) from None
 
 
+# A run's name becomes a file name (results/<profile>/<name>__seed<k>.json, its checkpoint
+# folder): no path separators, no leading dot, so it can never point outside those folders.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=,-]{0,199}")
+
+
+def _type_name(kind) -> str:
+    return " or ".join("None" if k is type(None) else k.__name__
+                       for k in (typing.get_args(kind) or (kind,)))  # fmt: skip
+
+
 @dataclass
 class RunResult:
     config: dict
@@ -153,6 +220,7 @@ class RunResult:
     test_acc: float | None = None
     status: str = "ok"  # ok | diverged
     message: str = ""
+    log: list = field(default_factory=list)  # every line the run printed, across resumes
     norm_stats: dict = field(default_factory=dict)
     confusion: list | None = None  # 10x10 test confusion matrix, rows = true class
     env: dict = field(default_factory=dict)
@@ -260,18 +328,28 @@ def train(
     check_every: int = 50,
     ckpt_every: int = 1,
     compile_mode: str | None = None,
+    divergence_loss: float | None = None,
 ) -> RunResult:
     """Train `cfg` on `data`; evaluate on validation every epoch and on test once at the end."""
     cfg.validate()
     device = pick_device(device)
     check_compile_mode(compile_mode)
     t_start = time.perf_counter()
+    lines: list[str] = []  # this run's log, saved in each checkpoint so a resume keeps it
+    prior_seconds = 0.0  # wall time of the segments before a resume
+    if divergence_loss is None:
+        divergence_loss = DIVERGENCE_LOSS
+
+    def say(line: str) -> None:
+        lines.append(line)
+        log(line)
+
     seed_everything(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
     (train_dl, val_dl, test_dl), norm = build_loaders(cfg, data, device)
-    log(f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}")
+    norm_line = f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}"
 
     model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
     model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else None)
@@ -279,15 +357,19 @@ def train(
     opt = make_optimizer(cfg, model)
     amp, scaler = autocast_for(device)
     # compile_mode "cuda-graph": the whole step captured once and replayed (runtime.py)
-    graphed = (WholeStepGraph(model, opt, device, cfg.label_smoothing, scaler, log=log)
+    graphed = (WholeStepGraph(model, opt, device, cfg.label_smoothing, scaler, log=say)
                if compile_mode == GRAPH_MODE else None)  # fmt: skip
     steps_per_epoch = len(train_dl)
     total_steps = cfg.epochs * steps_per_epoch
     sched = cfg.make_schedule(steps_per_epoch)
     result = RunResult(config=dataclasses.asdict(cfg), history=_new_history(), norm_stats=norm,
-                       env={**environment(device), "compile": compile_mode})  # fmt: skip
+                       env={**environment(device), "compile": compile_mode},
+                       log=lines)  # fmt: skip
     hist = result.history
     start_epoch = 0
+
+    def elapsed() -> float:
+        return prior_seconds + time.perf_counter() - t_start
 
     if resume and ckpt_dir is not None and (path := latest_checkpoint(ckpt_dir)) is not None:
         state = load_checkpoint(path, map_location=device)
@@ -307,7 +389,11 @@ def train(
         set_rng_state(state["rng"])
         result.history = hist = state["history"]
         start_epoch = state["epoch"]
-        log(f"Resumed from {path} after epoch {start_epoch}")
+        lines += state.get("log", [])
+        prior_seconds = state.get("wall_seconds", 0.0)
+        say(f"Resumed from {path} after epoch {start_epoch}")
+    else:
+        say(norm_line)
 
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
@@ -337,7 +423,8 @@ def train(
                 bad = (~torch.isfinite(losses[: i + 1])).nonzero()
                 if len(bad):
                     first = int(bad[0])
-                    return _diverged(result, cfg, epoch, first, lr, losses, t_start, log)
+                    bar.close()
+                    return _diverged(result, cfg, epoch, first, lr, losses, elapsed(), say)
         bar.close()
         seconds = _sync_time(device, t0)
         val = evaluate(model, val_dl)
@@ -346,8 +433,12 @@ def train(
             (epoch + 1, lr, losses.sum().item() / seen, correct.item() / seen, val["loss"],
              val["acc"], seconds),
         ):  # fmt: skip
-            hist[key].append(value)
-        _log_epoch(log, hist, -1)
+            hist[key].append(value if math.isfinite(value) else None)
+        _log_epoch(say, hist, -1)
+        for what, value in (("training", losses.sum().item() / seen), ("validation", val["loss"])):
+            if not value <= divergence_loss:  # also true for nan
+                return _exploded(result, f"{what} loss {value:.4g} at epoch {epoch + 1}", lr,
+                                 divergence_loss, elapsed(), say)  # fmt: skip
         if ckpt_dir is not None and ckpt_every > 0 and (epoch + 1) % ckpt_every == 0:
             state = {
                 "model": model.state_dict(),
@@ -356,32 +447,44 @@ def train(
                 "config": result.config,
                 "history": hist,
                 "rng": rng_state(),
+                "log": lines,
+                "wall_seconds": elapsed(),
             }
             if scaler is not None:
                 state["scaler"] = scaler.state_dict()
-            save_checkpoint(state, ckpt_dir, epoch + 1)
+            _saving(ckpt_dir, save_checkpoint, state, ckpt_dir, epoch + 1)
 
     if ckpt_dir is not None:  # the trained weights alone, for reuse after the run
-        atomic_write(Path(ckpt_dir) / "model.pt", lambda f: torch.save(model.state_dict(), f))
+        weights = model.state_dict()
+        _saving(
+            ckpt_dir, atomic_write, Path(ckpt_dir) / "model.pt", lambda f: torch.save(weights, f)
+        )
     test = evaluate(model, test_dl, tta=cfg.tta)
     result.test_loss, result.test_acc, result.confusion = (
         test["loss"],
         test["acc"],
         test["confusion"],
     )
-    log(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
-    result.wall_seconds = time.perf_counter() - t_start
+    say(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
+    if not result.test_loss <= divergence_loss:
+        last_lr = hist["lr"][-1] if hist["lr"] else cfg.lr
+        _exploded(result, f"test loss {result.test_loss:.4g}", last_lr, divergence_loss, 0, say)
+    result.test_loss = result.test_loss if math.isfinite(result.test_loss) else None
+    result.wall_seconds = elapsed()
     if device.type == "cuda":
         result.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
     return result
 
 
 def _log_epoch(log, hist: dict, i: int) -> None:
+    def num(v) -> str:  # a non-finite value is stored as None (JSON has no nan)
+        return "nan" if v is None else f"{v:.4f}"
+
     log(f"Epoch: {hist['epoch'][i]}")
     log(f"learning rate: {hist['lr'][i]:.6g}")
-    log(f"Train loss: {hist['train_loss'][i]:.4f} | Train acc: {hist['train_acc'][i]:.4f}")
-    if hist["val_loss"][i] is not None:
-        log(f"Val loss: {hist['val_loss'][i]:.4f} | Val acc: {hist['val_acc'][i]:.4f}")
+    log(f"Train loss: {num(hist['train_loss'][i])} | Train acc: {hist['train_acc'][i]:.4f}")
+    if hist["val_acc"][i] is not None:
+        log(f"Val loss: {num(hist['val_loss'][i])} | Val acc: {hist['val_acc'][i]:.4f}")
 
 
 def _sync_time(device: torch.device, t0: float) -> float:
@@ -390,7 +493,32 @@ def _sync_time(device: torch.device, t0: float) -> float:
     return time.perf_counter() - t0
 
 
-def _diverged(result, cfg, epoch, first, lr, losses, t_start, log) -> RunResult:
+def _saving(ckpt_dir, save, *args) -> None:
+    """save(*args) for a checkpoint; a full disk or a vanished folder becomes one line saying
+    what is kept."""
+    try:
+        save(*args)
+    except OSError as e:
+        raise LabError(
+            f"cannot write a checkpoint in {ckpt_dir} ({e.strerror or e}); the epochs saved "
+            "before are kept: free space or fix the folder, then rerun with --resume"
+        ) from None
+
+
+def _exploded(result, what, lr, limit, seconds, log) -> RunResult:
+    """Record a loss that is not finite or above `limit` after an epoch (or at test)."""
+    result.status = "diverged"
+    result.message = (
+        f"diverged: {what} (limit {limit:g}, lr {lr:g}); lower the learning rate or "
+        "lengthen the warm-up"
+    )
+    if seconds:
+        result.wall_seconds = seconds
+    log(result.message)
+    return result
+
+
+def _diverged(result, cfg, epoch, first, lr, losses, seconds, log) -> RunResult:
     """Record a non-finite loss: status, where it happened, and the finite part of the epoch."""
     result.status = "diverged"
     result.message = (
@@ -402,6 +530,6 @@ def _diverged(result, cfg, epoch, first, lr, losses, t_start, log) -> RunResult:
         partial = (epoch + 1, lr, losses[:first].sum().item() / (first * cfg.batch_size))
         for key, value in zip(hist.keys(), partial + (None,) * 4):
             hist[key].append(value)
-    result.wall_seconds = time.perf_counter() - t_start
+    result.wall_seconds = seconds
     log(result.message)
     return result

@@ -39,6 +39,19 @@ def _xy(history: Mapping, key: str):
     return [e for e, _ in pairs], [v for _, v in pairs]
 
 
+# Losses spanning more than this ratio are drawn on a log axis: one exploding run (a validation
+# loss of 40,000 beside healthy ones near 1) would otherwise flatten every other curve (#19).
+LOG_LOSS_RATIO = 20.0
+
+
+def _loss_axis(ax, values) -> None:
+    """A log y axis for a loss panel whose positive values span more than LOG_LOSS_RATIO."""
+    ys = [float(v) for v in values if v is not None and np.isfinite(v) and v > 0]
+    if ys and max(ys) / min(ys) > LOG_LOSS_RATIO:
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{ax.get_ylabel() or 'loss'} (log scale)")
+
+
 def plot_history(history: Mapping, title: str = "", path=None):
     """The lab's four curves for one run: losses on the left, accuracies on the right."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -50,6 +63,7 @@ def plot_history(history: Mapping, title: str = "", path=None):
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
+    _loss_axis(ax_loss, [v for k in ("train_loss", "val_loss") for v in _xy(history, k)[1]])
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
@@ -74,14 +88,18 @@ def plot_overlay(runs: Mapping[str, Sequence[Mapping] | Mapping], title: str = "
     """
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for (key, label), ax in zip(CURVES, axes.flat):
+        drawn = []
         for name, hs in runs.items():
             hs = [hs] if isinstance(hs, Mapping) else list(hs)
             x, mean, std = _mean_band(hs, key)
+            drawn += list(mean)
             (line,) = ax.plot(x, mean, label=f"{name} (n={len(hs)})" if len(hs) > 1 else name)
             if len(hs) > 1:
                 ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set_title(label)
         ax.grid(alpha=0.3)
+        if key.endswith("loss"):
+            _loss_axis(ax, drawn)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     axes[0, 0].legend(fontsize=8)

@@ -27,7 +27,23 @@ class _DisplayLine:
         pass
 
 
+class _Nowhere:
+    """A bar's file where a bar has no place: writes are dropped."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
 def bar_file():
-    """Where progress bars go: a display line in a notebook, stderr in a terminal or log."""
+    """Where progress bars go: a display line in a notebook, stderr in a terminal, and nowhere
+    when stderr is a file or a pipe: there a bar's carriage-return frames would end up in front
+    of the lab's lines (`> log 2>&1` and `grep '^Test'` found nothing, issue #17), and the lab
+    prints its block of lines per epoch anyway."""
     shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
-    return _DisplayLine() if getattr(shell, "kernel", None) is not None else sys.stderr
+    if getattr(shell, "kernel", None) is not None:
+        return _DisplayLine()
+    isatty = getattr(sys.stderr, "isatty", None)
+    return sys.stderr if isatty is not None and isatty() else _Nowhere()

@@ -56,7 +56,9 @@ def test_prints_the_labs_lines(small_run):
             re.M,
         ), text
     assert re.search(r"^Test loss: \d+\.\d{4} \| Test acc: [01]\.\d{4}$", lines[-1])
-    assert lines[0].startswith("Normalization standard_exact: mean [0.49")
+    # the red mean of a 2,000-image subset, near CIFAR-10's published 0.4914
+    m = re.match(r"Normalization standard_exact: mean \[([\d.]+), ", lines[0])
+    assert m and abs(float(m.group(1)) - 0.4914) < 0.01, lines[0]
 
 
 def test_result_saves_as_strict_json(small_run, tmp_path):
