@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import engine.distributed
+from engine.checkpoint import check_writable
 from engine.data import load_cifar10
 from engine.errors import LabError, run_cli
 from engine.grid import (
@@ -95,9 +97,35 @@ def _overview(sub: argparse._SubParsersAction) -> str:
     return "\n".join(lines)
 
 
+def _check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise LabError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return profile
+
+
+def _check_device(name: str | None):
+    try:
+        return pick_device(name)
+    except (RuntimeError, ValueError):  # torch.device("bogus")
+        raise LabError(f"--device {name!r} is not a device; use cuda, cuda:N or cpu") from None
+
+
+def _check_data_dir(data_dir: str | None) -> None:
+    """A file that is no tarball is no data location: say so before torchvision's 'could not be
+    downloaded ([Errno 17] File exists)'."""
+    if data_dir is None:
+        return
+    path = Path(data_dir).expanduser()
+    if path.is_file() and not path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        raise LabError(
+            f"--data-dir {path} is a file; give the folder holding CIFAR-10 or a .tar.gz of it"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.cmd == "list":
+        _check_profile(args.profile)
         for group, runs in GROUPS.items():
             print(f"{group}:")
             for name, change in runs.items():
@@ -105,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:<18} {shown}")
         print("profiles: " + ", ".join(f"{k} {v}" for k, v in PROFILES.items()))
         return 0
-    profile = args.profile or default_profile()
+    profile = _check_profile(args.profile or default_profile())
     if args.seeds is None:
         args.seeds = default_seeds(profile)
     if args.seeds <= 0:
@@ -115,13 +143,26 @@ def main(argv: list[str] | None = None) -> int:
         assert 0 <= i < n
     except (ValueError, AssertionError):
         raise LabError(f"--shard must look like i/n with 0 <= i < n, got {args.shard!r}") from None
-    names = expand(args.names)[i::n]
+    if args.ckpt_every < 0:
+        raise LabError(f"--ckpt-every must be 0 (never) or a positive number of epochs, got "
+                       f"{args.ckpt_every}")  # fmt: skip
+    selected = expand(args.names)
+    names = selected[i::n]
     overrides = parse_overrides(args.set)
     for name in names:  # validate every config before spending time on data or training
         make_config(name, profile, overrides=overrides)
-    device = pick_device(args.device)
+    device = _check_device(args.device)
+    _check_data_dir(args.data_dir)
+    if not names:
+        print(f"nothing to run: shard {args.shard} of {len(selected)} experiment(s) is empty",
+              file=sys.stderr)  # fmt: skip
+        return 0
     # Under torchrun: this process's rank, its device (cuda:LOCAL_RANK) and, for ddp, the group.
     world, device = engine.distributed.start(args.distribute, device, args.sync_bn)
+    # Output problems must show now, not after hours of training (issue #17).
+    if not world.helper:  # a DDP helper rank writes nothing
+        check_writable(Path(args.out) / profile, "--out", keep=False)
+        check_writable(Path(args.checkpoints) / profile, "--checkpoints", keep=False)
     data = load_cifar10(args.data_dir)
     runs = [(name, seed) for name in names for seed in range(args.seeds)]
     if not world.ddp:  # --distribute runs: rank r takes runs r, r+N, ... (all of them alone)
@@ -152,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
 def cli(argv: list[str] | None = None) -> int:
     """main() with the user-facing error handling: one line on stderr, no traceback."""
     msg = "interrupted: finished runs are saved; rerun with --resume to continue"
+    if not sys.stdout.isatty() and hasattr(sys.stdout, "reconfigure"):
+        # In a log file (`> log 2>&1`) every line goes out whole, never split by a stderr write.
+        sys.stdout.reconfigure(line_buffering=True)
     return run_cli(main, argv, interrupted=msg)
 
 

@@ -13,15 +13,17 @@ The command line over it is experiments.py at the repository root.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import datetime as dt
 import json
+import math
 import shutil
 import sys
+import types
+import typing
 from pathlib import Path
 
-from engine.checkpoint import latest_checkpoint, save_json
+from engine.checkpoint import RunLock, check_writable, latest_checkpoint, save_json, temp_files
 from engine.data import load_cifar10
 from engine.errors import LabError
 from engine.schedules import fitted_batch
@@ -169,6 +171,10 @@ def make_config(
         raise LabError(
             f"unknown setting {', '.join(bad)}; settings are: {', '.join(sorted(fields))}"
         )
+    if "seed" in (overrides or {}):
+        # Each seed must be its own run: an overridden seed would train one run under every
+        # seed number and fake the repeats the statistics count on (issue #17).
+        raise LabError("seed cannot be set with --set; --seeds N runs seeds 0..N-1")
     cfg = dataclasses.replace(
         BASELINE, name=run_name(name, overrides), seed=seed, **EXPERIMENTS[name]
     )
@@ -193,17 +199,48 @@ def run_name(name: str, overrides: dict | None = None) -> str:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """["lr=0.1", "augment=crop_flip"] -> {"lr": 0.1, "augment": "crop_flip"}."""
+    """["lr=0.1", "augment=crop_flip"] -> {"lr": 0.1, "augment": "crop_flip"}: each value parsed
+    by its RunConfig field's type (a LabError naming the setting otherwise)."""
+    types_ = typing.get_type_hints(RunConfig)
     out = {}
     for item in items:
         key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
         if not sep or not key:
             raise LabError(f"--set wants KEY=VALUE, got {item!r}")
-        try:
-            out[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            out[key] = text  # a plain word such as crop_flip
+        if key not in types_:
+            raise LabError(f"unknown setting {key}; settings are: {', '.join(sorted(types_))}")
+        out[key] = _parse_value(key, text, types_[key])
     return out
+
+
+def _parse_value(key: str, text: str, kind):
+    """`text` as a value of type `kind` (bool, int, float, str, or one of them | None)."""
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if type(None) in options and text.lower() in ("none", "null"):
+        return None
+    kind = next(k for k in options if k is not type(None))
+    if kind is bool:
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if text.lower() in words:
+            return words[text.lower()]
+        raise LabError(f"--set {key}={text}: {key} is true or false (or 1 or 0)")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise LabError(f"--set {key}={text}: {key} must be a whole number") from None
+    if kind is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise LabError(f"--set {key}={text}: {key} must be a number") from None
+        if not math.isfinite(value):
+            raise LabError(f"--set {key}={text}: {key} must be a finite number")
+        return value
+    if not text:
+        raise LabError(f"--set {key}= is empty; give a value")
+    return text
 
 
 def expand(names: list[str]) -> list[str]:
@@ -245,31 +282,83 @@ def run_experiment(
     overrides: dict | None = None,
     compile_mode: str | None = None,
 ) -> dict:
-    """Run one experiment (or replay its saved results) and return its results dict."""
+    """Run one experiment (or replay its saved results) and return its results dict.
+
+    While it trains, the run holds a lock (`RunLock`) on its results file and its checkpoint
+    folder: a second process on the same run stops with one line instead of deleting the first
+    one's checkpoints. Both folders are checked to be writable before any training."""
     cfg = make_config(name, profile, seed, overrides)
     path = result_path(Path(out), profile, cfg.name, seed)
-    if path.exists() and not force:
-        result = json.loads(path.read_text())
-        echo(f"[{name} seed {seed}: replaying {path}]")
-        for line in result.get("log", []):
-            echo(line)
+    if not force and (result := _replayable(path, cfg, echo)) is not None:
         return result
+    ckpt_dir = Path(ckpt_root) / profile / f"{cfg.name}__seed{seed}"
+    check_writable(path.parent, "--out")
+    check_writable(ckpt_dir.parent, "--checkpoints")
+    lock = RunLock([path.parent / f".{path.stem}.lock", ckpt_dir.parent / f".{ckpt_dir.name}.lock"],
+                   f"run {cfg.name} seed {seed} (profile {profile})")  # fmt: skip
+    with lock:
+        # another process may have finished it while this one waited for data or the lock
+        if not force and (result := _replayable(path, cfg, echo, quiet=True)) is not None:
+            return result
+        return _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, force,
+                               resume, device, progress, echo, ckpt_every, compile_mode)  # fmt: skip
+
+
+def _replayable(path: Path, cfg: RunConfig, echo, quiet: bool = False) -> dict | None:
+    """The saved result at `path`, replayed through `echo`; None when there is none. A file that
+    cannot be used is moved aside to <file>.bad (kept, never deleted) with one line, and the run
+    is trained again."""
+    if not path.exists():
+        return None
+    result, problem = read_result(path)
+    if result is None:
+        bad = path.with_name(path.name + ".bad")
+        path.replace(bad)
+        echo(f"warning: {path} cannot be used ({problem}); moved to {bad.name}, training again")
+        return None
+    if quiet:
+        return result
+    echo(f"[{cfg.name} seed {cfg.seed}: replaying {path}]")
+    for line in result.get("log", []):
+        echo(line)
+    stale = stale_settings(cfg, result)
+    if stale:
+        echo(f"warning: {path.name} was saved with other settings than engine/grid.py now gives "
+             f"({', '.join(stale)}); --force reruns it")  # fmt: skip
+    return result
+
+
+def stale_settings(cfg: RunConfig, result: dict) -> list[str]:
+    """The settings (except the name) in which a saved result differs from `cfg`."""
+    now, saved = dataclasses.asdict(cfg), result.get("config", {})
+    return sorted(
+        k for k in now.keys() | saved.keys() if k != "name" and now.get(k) != saved.get(k)
+    )
+
+
+def _clean_temp_files(path: Path, ckpt_dir: Path, echo) -> None:
+    """Delete the temporary files an interrupted save of this run left (atomic_write's
+    .<name>.*.tmp); only this run's, which the run lock protects from other processes."""
+    stray = temp_files(path.parent, path.name) + temp_files(ckpt_dir)
+    for p in stray:
+        p.unlink(missing_ok=True)
+    if stray:
+        echo(f"[removed {len(stray)} temporary file(s) left by an interrupted save]")
+
+
+def _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, force, resume,
+                    device, progress, echo, ckpt_every, compile_mode) -> dict:  # fmt: skip
+    _clean_temp_files(path, ckpt_dir, echo)
     if data is None:
         data = load_cifar10(data_dir)
-    ckpt_dir = Path(ckpt_root) / profile / f"{cfg.name}__seed{seed}"
     if force or not resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     elif latest_checkpoint(ckpt_dir) is None:
         resume = False
-    log: list[str] = []
-
-    def tee(line: str) -> None:
-        log.append(line)
-        echo(line)
-
-    tee(f"[{cfg.name} seed {seed}, profile {profile}]")
+    header = f"[{cfg.name} seed {seed}, profile {profile}]"
+    echo(header)
     res = train(cfg, data, device=device, ckpt_dir=ckpt_dir, resume=resume, progress=progress,
-                log=tee, ckpt_every=ckpt_every, compile_mode=compile_mode)  # fmt: skip
+                log=echo, ckpt_every=ckpt_every, compile_mode=compile_mode)  # fmt: skip
     result = res.to_dict()
     result.update(
         name=cfg.name,
@@ -278,22 +367,108 @@ def run_experiment(
         profile=profile,
         seed=seed,
         data=data.source,
-        log=log,
+        log=[header, *res.log],  # the whole run's lines, across resumes
         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         command=" ".join(sys.argv),
     )
-    save_json(result, path)
+    _save_result(result, path, ckpt_dir)
     if GROUP_OF[name] == "final" and (ckpt_dir / "model.pt").exists():
         # keep the final model's weights for the student (state_dict, weights_only-loadable)
-        shutil.copy(ckpt_dir / "model.pt", ckpt_dir.parent / f"{cfg.name}__seed{seed}_model.pt")
+        model = ckpt_dir.parent / f"{cfg.name}__seed{seed}_model.pt"
+        try:
+            shutil.copy(ckpt_dir / "model.pt", model)
+        except OSError as e:
+            raise LabError(f"cannot write {model} ({e.strerror or e}); the results are saved in "
+                           f"{path} and the weights stay in {ckpt_dir / 'model.pt'}") from None  # fmt: skip
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return result
 
 
-def load_results(profile: str, out: str | Path = "results") -> dict[str, list[dict]]:
-    """Every saved result of a profile, grouped by experiment name (seeds in order)."""
-    found: dict[str, list[dict]] = {}
+def _save_result(result: dict, path: Path, ckpt_dir: Path) -> None:
+    """Save a finished run; when its folder fails (disk full, folder gone or read-only), keep
+    the result in the checkpoint folder and say where, in one line. Nothing finished is lost."""
+    try:
+        save_json(result, path)
+        return
+    except OSError as e:
+        reason = e.strerror or str(e)
+    spare = ckpt_dir / path.name
+    try:
+        save_json(result, spare)
+    except OSError:
+        raise LabError(
+            f"cannot write {path} ({reason}), nor a copy in {ckpt_dir}; the run's checkpoints "
+            "are kept there: fix the folder or free space, then rerun with --resume"
+        ) from None
+    raise LabError(
+        f"cannot write {path} ({reason}); the finished result is kept in {spare}: move it to "
+        f"{path} once the folder is fixed"
+    )
+
+
+# What every reader of a results file relies on; a file without them is reported and skipped.
+_RESULT_KEYS = {"name": str, "seed": int, "status": str, "config": dict, "history": dict}
+
+
+def result_problem(r) -> str | None:
+    """Why a parsed results file cannot be used (None when it can)."""
+    if not isinstance(r, dict):
+        return "not a JSON object"
+    missing = [k for k, kind in _RESULT_KEYS.items() if not isinstance(r.get(k), kind)]
+    if missing:
+        return f"no valid {', '.join(missing)}"
+    if r["status"] not in ("ok", "diverged"):
+        return f"unknown status {r['status']!r}"
+    h = r["history"]
+    if not all(isinstance(h.get(k), list) for k in ("epoch", "train_loss", "val_loss", "val_acc")):
+        return "no per-epoch history"
+    if len({len(v) for v in h.values() if isinstance(v, list)}) > 1:
+        return "history lists of different lengths"
+    acc = r.get("test_acc")
+    if r["status"] == "ok" and (not isinstance(acc, (int, float)) or not 0 <= acc <= 1):
+        return "status ok but no test accuracy"
+    return None
+
+
+def read_json(path: str | Path, needs: tuple[str, ...] = ()) -> tuple[dict | None, str]:
+    """(the JSON object in `path`, "") or (None, why it cannot be used: unreadable, not JSON or
+    truncated, not an object, or missing one of the keys `needs`)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"unreadable: {getattr(e, 'strerror', None) or type(e).__name__}"
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON, truncated? ({e.msg} at line {e.lineno})"
+    if not isinstance(obj, dict):
+        return None, "not a JSON object"
+    missing = [k for k in needs if k not in obj]
+    return (None, f"no {', '.join(missing)}") if missing else (obj, "")
+
+
+def read_result(path: str | Path) -> tuple[dict | None, str]:
+    """(result, "") or (None, why it cannot be used): see read_json and result_problem."""
+    r, problem = read_json(path)
+    problem = problem or result_problem(r)
+    return (None, problem) if problem else (r, "")
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def load_results(profile: str, out: str | Path = "results", warn=_warn) -> dict[str, list[dict]]:
+    """Every saved result of a profile, grouped by run name (seeds in order).
+
+    The one reader of results files for the CLI tools, the notebook and the report: a file that
+    cannot be used (truncated, not JSON, no history, a copy whose name does not match its run)
+    is reported by `warn` in one line and skipped, and the rest are still read."""
+    found: dict[str, dict[int, dict]] = {}
     for p in sorted((Path(out) / profile).glob("*__seed*.json")):
-        r = json.loads(p.read_text())
-        found.setdefault(r["name"], []).append(r)
-    return {n: sorted(rs, key=lambda r: r["seed"]) for n, rs in found.items()}
+        r, problem = read_result(p)
+        if r is not None and p.name != f"{r['name']}__seed{r['seed']}.json":
+            r, problem = None, f"holds run {r['name']} seed {r['seed']}, not what its name says"
+        if r is None:
+            warn(f"warning: skipping {p}: {problem}; delete it or rerun that run with --force")
+            continue
+        found.setdefault(r["name"], {})[r["seed"]] = r
+    return {n: [rs[k] for k in sorted(rs)] for n, rs in found.items()}

@@ -54,11 +54,11 @@ class Lab:
         print(f"== {groups}: {len(names)} experiment(s), profile {self.profile} ==", flush=True)
         out = {}
         for name in names:
-            seeds = sorted(set(range(self.seeds)) | {r["seed"] for r in saved.get(name, [])})
+            readable = {r["seed"] for r in saved.get(name, [])}  # bad files: skipped, reported
+            seeds = sorted(set(range(self.seeds)) | readable)
             done = []
             for seed in seeds:
-                path = grid.result_path(self.results_dir, self.profile, name, seed)
-                if path.exists() or self.train_missing or self.force:
+                if seed in readable or self.train_missing or self.force:
                     done.append(grid.run_experiment(
                         name, self.profile, self.data, seed=seed, out=self.results_dir,
                         ckpt_root=self.checkpoints_dir, force=self.force, resume=self.resume,
@@ -275,14 +275,15 @@ def lr_range(lab: Lab, base_cfg) -> dict | None:
     """The LR range test of `base_cfg`: replayed from results/<profile>/lr_range.json, or run
     and saved when training is allowed; its suggestion printed beside the grid's own rates."""
     import datetime as dt
-    import json
 
     from engine import lr_finder
     from engine.checkpoint import save_json
 
     path = Path(lab.results_dir) / lab.profile / "lr_range.json"
-    if path.exists() and not lab.force:
-        result = json.loads(path.read_text())
+    result, problem = grid.read_json(path, ("suggestion", "env", "lrs"))
+    if path.exists() and result is None:
+        print(f"warning: skipping {path}: {problem}; delete it to run the test again")
+    if result is not None and not lab.force:
         print(f"[LR range test: replaying results/{lab.profile}/lr_range.json]")
     elif lab.train_missing or lab.force:
         steps = lr_finder.DEFAULT_STEPS[lab.profile]

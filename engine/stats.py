@@ -261,9 +261,14 @@ def _finished(runs: Sequence[Mapping]) -> list[Mapping]:
 def _aggregate(name: str, runs: Sequence[Mapping]) -> dict:
     """The figures every table shares; diverged runs counted, then left out of the means."""
     ok = _finished(runs)
-    diverged = len(runs) - len(ok)
-    note = (f"{diverged} of {len(runs)} runs diverged (excluded from the means)"
-            if diverged else "")  # fmt: skip
+    # Only a run that says so diverged; one without test figures for another reason (a file
+    # with no history, say) is not called a divergence (issue #17).
+    diverged = sum(r.get("status") == "diverged" for r in runs)
+    other = len(runs) - len(ok) - diverged
+    note = "; ".join(
+        [f"{diverged} of {len(runs)} runs diverged (excluded from the means)"] * bool(diverged)
+        + [f"{other} of {len(runs)} runs have no test figures (excluded)"] * bool(other)
+    )
     return {
         "name": name,
         "group": runs[0].get("group", "") if runs else "",

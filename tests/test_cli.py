@@ -101,12 +101,37 @@ def test_a_diverging_run_does_not_stop_the_grid(cifar, capsys, tmp_path, monkeyp
         (["run", "baseline", "--set", "learning_rate=0.1"], "unknown setting learning_rate"),
         (["run", "baseline", "--seeds", "0"], "--seeds must be positive"),
         (["run", "baseline", "--shard", "3/2"], "--shard"),
+        # issue #17: every --set value parsed by its field's type and range-checked up front
+        (["run", "baseline", "--set", "nesterov=maybe"], "nesterov is true or false"),
+        (["run", "baseline", "--set", "lr=abc"], "lr must be a number"),
+        (["run", "baseline", "--set", "lr=nan"], "lr must be a finite number"),
+        (["run", "baseline", "--set", "width=abc"], "width must be a whole number"),
+        (["run", "baseline", "--set", "batch_size=1.5"], "batch_size must be a whole number"),
+        (["run", "baseline", "--set", "epochs=2.5"], "epochs must be a whole number"),
+        (["run", "baseline", "--set", "momentum=-1"], "momentum must be in [0, 1)"),
+        (["run", "baseline", "--set", "momentum=1"], "momentum must be in [0, 1)"),
+        (["run", "baseline", "--set", "weight_decay=-1"], "weight_decay must be >= 0"),
+        (["run", "baseline", "--set", "label_smoothing=2"], "label_smoothing must be in [0, 1)"),
+        (["run", "baseline", "--set", "train_subset=0"], "train_subset must be positive"),
+        (["run", "baseline", "--set", "test_subset=0"], "test_subset must be positive"),
+        (["run", "baseline", "--set", "val_size=0"], "val_size must be positive"),
+        (["run", "baseline", "--set", "norm=zscore"], "unknown normalization"),
+        (["run", "baseline", "--set", "augment=mixup"], "unknown augmentation"),
+        (["run", "baseline", "--set", "lr"], "--set wants KEY=VALUE"),
+        (["run", "baseline", "--device", "bogus"], "--device 'bogus' is not a device"),
+        (["run", "baseline", "--set", "seed=7"], "seed cannot be set with --set"),
+        (["run", "baseline", "--set", "name=../../victim"], "must be a plain file name"),
+        (["run", "baseline", "--set", "name=.hidden"], "must be a plain file name"),
+        (["run", "baseline", "--ckpt-every", "-5"], "--ckpt-every must be 0"),
+        (["list", "--profile", "bogus"], "unknown profile 'bogus'"),
     ],
 )
 def test_bad_arguments_fail_with_one_line(capsys, tmp_path, argv, words):
     if "--profile" not in argv:
         argv = [*argv, "--profile", "smoke"]
-    code, _, err = run_cli(capsys, *argv, "--out", tmp_path)
+    if argv[0] == "run":
+        argv = [*argv, "--out", tmp_path, "--checkpoints", tmp_path / "ck"]
+    code, _, err = run_cli(capsys, *argv)
     assert_one_line_error(code, err, words)
     assert not any(tmp_path.iterdir())  # nothing written
 
@@ -124,7 +149,7 @@ def _bad_data(tmp_path, kind):
 
 @pytest.mark.parametrize(
     "kind, words",
-    [("missing", "does not exist"), ("empty", "could not be downloaded"),
+    [("missing", "does not exist"), ("empty", "be downloaded"),
      ("classes", "expected the 10 CIFAR-10 classes"), ("unreadable", "9999.png")],
 )  # fmt: skip
 def test_bad_data_folders_fail_with_one_line(capsys, tmp_path, monkeypatch, kind, words):
