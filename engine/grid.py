@@ -26,6 +26,7 @@ from pathlib import Path
 from engine.checkpoint import RunLock, check_writable, latest_checkpoint, save_json, temp_files
 from engine.data import load_cifar10
 from engine.errors import LabError
+from engine.runtime import command_line
 from engine.schedules import fitted_batch
 from train_utils import RunConfig, train
 
@@ -369,7 +370,7 @@ def _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, fo
         data=data.source,
         log=[header, *res.log],  # the whole run's lines, across resumes
         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        command=" ".join(sys.argv),
+        command=command_line(),
     )
     _save_result(result, path, ckpt_dir)
     if GROUP_OF[name] == "final" and (ckpt_dir / "model.pt").exists():

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from engine.errors import LabError, run_cli
 from engine.progress import bar_file
-from engine.runtime import autocast_for, environment, pick_device, seed_everything
+from engine.runtime import autocast_for, command_line, environment, pick_device, seed_everything
 from resnet18 import resnet18
 from train_utils import RunConfig, build_loaders, make_optimizer, optimizer_step
 
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=profile,
         data=data.source,
         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        command=" ".join(sys.argv),
+        command=command_line(),
     )
     json_path = Path(args.out) / profile / f"{stem}.json"
     png_path = Path(args.plots) / profile / f"{stem}.png"

@@ -51,6 +51,26 @@ def environment(device: torch.device) -> dict:
     return env
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that made a result, without machine paths (issue #13): an absolute path under
+    the working directory becomes relative, any other one keeps only its last part ("…/name")."""
+    import sys
+
+    argv = list(sys.argv if argv is None else argv)
+    if argv and os.path.isabs(argv[0]):
+        argv[0] = os.path.basename(argv[0])
+    cwd = os.getcwd()
+
+    def clean(token: str) -> str:
+        key, eq, value = token.partition("=") if token.startswith("--") else ("", "", token)
+        if os.path.isabs(value):
+            rel = os.path.relpath(value, cwd)
+            value = rel if not rel.startswith("..") else "…/" + os.path.basename(value.rstrip("/"))
+        return key + eq + value
+
+    return " ".join(clean(t) for t in argv)
+
+
 def hardware_name(device: torch.device) -> str:
     """The machine in words, for banners and results: the GPU's name, or the CPU's model (where
     Linux tells it) and the threads torch uses."""
