@@ -126,7 +126,10 @@ def preview_banner(lab: Lab) -> str:
 def warn_if_stale(name: str, profile: str, result: dict) -> list[str]:
     """Settings in which a saved run differs from what grid.py gives now (printed, returned)."""
     now = dataclasses.asdict(grid.make_config(name, profile, result["seed"]))
-    stale = [k for k, v in now.items() if k != "name" and result["config"].get(k) != v]
+    # A setting absent from the saved config did not exist when the run was made; its default
+    # keeps the old behaviour (new RunConfig fields are added that way), so it is not a change.
+    saved = result["config"]
+    stale = [k for k, v in now.items() if k != "name" and k in saved and saved[k] != v]
     if stale:
         print(f"[{name} seed {result['seed']}: saved with other settings than engine/grid.py "
               f"now gives ({', '.join(stale)}); LAB3_FORCE=1 retrains it]")  # fmt: skip
@@ -146,8 +149,8 @@ def test_line(r: dict) -> str:
     return f"Test loss: {r['test_loss']:.4f} | Test acc: {r['test_acc']:.4f}  (seed {r['seed']})"
 
 
-def provenance(runs: dict) -> list[str]:
-    """Where and when each run was made, from its results file (printed, returned)."""
+def provenance_lines(runs: dict) -> list[str]:
+    """Where and when each run was made, from its results file."""
     lines = []
     for name, rs in runs.items():
         for r in rs:
@@ -156,8 +159,12 @@ def provenance(runs: dict) -> list[str]:
             lines.append(f"{name} seed {r['seed']}: {r['status']} on {env.get('device')} "
                          f"{env.get('gpu') or env.get('cpu', '')}, torch {env.get('torch')}, "
                          f"finished {r.get('finished_at', '?')}{note}")  # fmt: skip
-    print("\n".join(lines))
     return lines
+
+
+def provenance(runs: dict) -> None:
+    """Print where and when each run was made (a notebook cell's last line shows no value)."""
+    print("\n".join(provenance_lines(runs)))
 
 
 def conclude(rows: list[dict]) -> str:

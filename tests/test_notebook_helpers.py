@@ -1,0 +1,56 @@
+"""engine/notebook.py, the notebook's glue, tested without a kernel: the sentences it writes
+follow the verdicts, replay-only mode lists what is missing, stale settings are flagged, and
+the model table measures both stems."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from engine import grid, notebook, stats
+from resnet18 import resnet18
+from tests.test_stats import fake_grid
+
+
+def test_conclude_claims_only_what_the_verdicts_allow():
+    text = notebook.conclude(stats.summarize(fake_grid()))
+    assert "much_better" in text and "better" in text
+    # one seed: its difference is a value, never a finding
+    line = next(x for x in text.splitlines() if "one_seed" in x)
+    assert "n too small" in line
+
+
+def test_replay_only_lists_missing_experiments(tmp_path, capsys):
+    lab = notebook.Lab("smoke", data=None, results_dir=tmp_path, train_missing=False)
+    assert lab.run(["baseline", "norm_minmax"]) == {}
+    assert lab.not_run == ["baseline", "norm_minmax"]
+    assert "not run" in capsys.readouterr().out
+    rows, text = lab.compare({})
+    assert rows == [] and "No runs" in text
+
+
+def test_stale_settings_are_flagged_but_new_fields_are_not(capsys):
+    cfg = dataclasses.asdict(grid.make_config("baseline", "smoke", 0))
+    saved = {"seed": 0, "config": dict(cfg)}
+    assert notebook.warn_if_stale("baseline", "smoke", saved) == []
+    del saved["config"]["min_rise_steps"]  # a field added after the run was made
+    assert notebook.warn_if_stale("baseline", "smoke", saved) == []
+    saved["config"]["lr"] = 0.5
+    assert notebook.warn_if_stale("baseline", "smoke", saved) == ["lr"]
+    assert "LAB3_FORCE=1" in capsys.readouterr().out
+
+
+def test_provenance_and_test_line():
+    run = {"seed": 1, "status": "ok", "test_acc": 0.9, "test_loss": 0.3, "finished_at": "T",
+           "env": {"device": "cuda", "gpu": "NVIDIA H200", "torch": "2.11", "note": "shared"}}  # fmt: skip
+    (line,) = notebook.provenance_lines({"final": [run]})
+    assert line == "final seed 1: ok on cuda NVIDIA H200, torch 2.11, finished T; shared"
+    assert notebook.test_line(run) == "Test loss: 0.3000 | Test acc: 0.9000  (seed 1)"
+    failed = dict(run, test_acc=None, status="diverged", message="loss nan at epoch 1")
+    assert notebook.test_line(failed) == "seed 1: diverged: loss nan at epoch 1"
+
+
+def test_stem_table_measures_both_stems():
+    cifar, imagenet = resnet18(stem="cifar", width=4), resnet18(stem="imagenet", width=4)
+    table = notebook.stem_table(cifar, imagenet)
+    layer4 = next(x for x in table.splitlines() if x.startswith("| `layer4`"))
+    assert "(32, 4, 4)" in layer4 and "(32, 1, 1)" in layer4  # 32x32 in: CIFAR ends 4x4
