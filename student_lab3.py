@@ -121,7 +121,7 @@ COST = projected_cost(PROFILE, SEEDS, RESULTS_DIR, DEVICE, TRAIN_MISSING, FORCE)
 # | environment variable | default | meaning |
 # | --- | --- | --- |
 # | `LAB3_PROFILE` | `full` on CUDA, else `quick` | `full`, `quick` or `smoke` |
-# | `LAB3_DATA_DIR` | `./data` | CIFAR-10: an image folder, `cifar10-jpeg.tar.gz` or torchvision's files |
+# | `LAB3_DATA_DIR` | `./data`, then the lossless copy beside the checkout | CIFAR-10: an image folder or tarball (PNG or JPEG, e.g. `cifar10-png.tar.gz`) or torchvision's files |
 # | `LAB3_RESULTS_DIR` | `results` | where runs are saved and replayed from |
 # | `LAB3_PLOTS_DIR` | `plots/<profile>` | where every figure is also saved as PNG |
 # | `LAB3_CHECKPOINTS_DIR` | `checkpoints` | per-epoch checkpoints of unfinished runs |
