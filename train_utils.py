@@ -49,6 +49,7 @@ from engine.data import (
     normalization_stats,
     split_train_val,
 )
+from engine.distributed import World, current
 from engine.errors import LabError
 from engine.loader import DeviceLoader
 from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
@@ -241,8 +242,17 @@ def _new_history() -> dict:
 
 
 @torch.no_grad()
-def evaluate(model, loader: DeviceLoader, tta: bool = False, num_classes: int = 10) -> dict:
-    """Mean loss, accuracy and confusion matrix of `model` over a whole loader."""
+def evaluate(
+    model,
+    loader: DeviceLoader,
+    tta: bool = False,
+    num_classes: int = 10,
+    world: World | None = None,
+) -> dict:
+    """Mean loss, accuracy and confusion matrix of `model` over a whole loader (under DDP: over
+    every rank's part of the split, with rank 0's BN statistics)."""
+    world = world or World()
+    world.sync_buffers(model)
     model.eval()
     amp, _ = autocast_for(loader.device)
     loss_sum = torch.zeros((), device=loader.device)
@@ -254,6 +264,7 @@ def evaluate(model, loader: DeviceLoader, tta: bool = False, num_classes: int = 
                 logits = (logits + model(x.flip(3))) / 2
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         conf += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
+    loss_sum, conf = world.sum(loss_sum), world.sum(conf)
     conf = conf.view(num_classes, num_classes).cpu()
     n = int(conf.sum())
     return {
@@ -270,18 +281,24 @@ def _subset(idx: torch.Tensor, k: int | None, seed: int) -> torch.Tensor:
     return idx[pick.sort().values]
 
 
-def build_loaders(cfg: RunConfig, data: Cifar10, device: torch.device, eval_batch: int = 1024):
-    """Train/val/test loaders and the normalization statistics, from the training split only."""
+def build_loaders(cfg: RunConfig, data: Cifar10, device: torch.device, eval_batch: int = 1024,
+                  world: World | None = None):  # fmt: skip
+    """Train/val/test loaders and the normalization statistics, from the training split only.
+    Under DDP the training loader yields this rank's part of each batch, and the validation and
+    test loaders this rank's part of their split."""
+    world = world or World()
     train_idx, val_idx = split_train_val(len(data.train_labels), cfg.val_size, cfg.split_seed)
     train_idx = _subset(train_idx, cfg.train_subset, cfg.split_seed)
     test_idx = _subset(torch.arange(len(data.test_labels)), cfg.test_subset, cfg.split_seed)
+    val_idx, test_idx = val_idx[world.part(len(val_idx))], test_idx[world.part(len(test_idx))]
     train_images = data.train_images[train_idx]
     mean, std = normalization_stats(cfg.norm, train_images, seed=cfg.seed)
     cl = device.type == "cuda"
     common = dict(mean=mean, std=std, device=device, channels_last=cl)
     loaders = (
         DeviceLoader(train_images, data.train_labels[train_idx], cfg.batch_size,
-                     augment=cfg.augment, shuffle=True, seed=cfg.seed, **common),
+                     augment=cfg.augment, shuffle=True, seed=cfg.seed, **world.loader_args(),
+                     **common),
         DeviceLoader(data.train_images[val_idx], data.train_labels[val_idx], eval_batch, **common),
         DeviceLoader(data.test_images[test_idx], data.test_labels[test_idx], eval_batch, **common),
     )  # fmt: skip
@@ -329,9 +346,16 @@ def train(
     ckpt_every: int = 1,
     compile_mode: str | None = None,
     divergence_loss: float | None = None,
+    world: World | None = None,
 ) -> RunResult:
-    """Train `cfg` on `data`; evaluate on validation every epoch and on test once at the end."""
+    """Train `cfg` on `data`; evaluate on validation every epoch and on test once at the end.
+    `world` (default: the one engine/distributed.py's `start` formed) spreads the run over a
+    DDP process group."""
     cfg.validate()
+    world = world or current()
+    world.begin()
+    if world.helper:  # under DDP rank 0 alone prints and writes files
+        log, progress, ckpt_dir = (lambda line: None), False, None
     device = pick_device(device)
     check_compile_mode(compile_mode)
     t_start = time.perf_counter()
@@ -348,22 +372,23 @@ def train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
-    (train_dl, val_dl, test_dl), norm = build_loaders(cfg, data, device)
+    (train_dl, val_dl, test_dl), norm = build_loaders(cfg, data, device, world=world)
     norm_line = f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}"
 
     model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
     model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else None)
-    step_model = compile_for_training(model, compile_mode)
+    model = world.prepare(model)  # SyncBatchNorm on request
+    step_model = compile_for_training(world.wrap(model), compile_mode)
     opt = make_optimizer(cfg, model)
     amp, scaler = autocast_for(device)
     # compile_mode "cuda-graph": the whole step captured once and replayed (runtime.py)
     graphed = (WholeStepGraph(model, opt, device, cfg.label_smoothing, scaler, log=say)
-               if compile_mode == GRAPH_MODE else None)  # fmt: skip
+               if compile_mode == GRAPH_MODE and not world.ddp else None)  # fmt: skip
     steps_per_epoch = len(train_dl)
     total_steps = cfg.epochs * steps_per_epoch
     sched = cfg.make_schedule(steps_per_epoch)
     result = RunResult(config=dataclasses.asdict(cfg), history=_new_history(), norm_stats=norm,
-                       env={**environment(device), "compile": compile_mode},
+                       env={**environment(device), "compile": compile_mode, **world.record()},
                        log=lines)  # fmt: skip
     hist = result.history
     start_epoch = 0
@@ -371,8 +396,11 @@ def train(
     def elapsed() -> float:
         return prior_seconds + time.perf_counter() - t_start
 
-    if resume and ckpt_dir is not None and (path := latest_checkpoint(ckpt_dir)) is not None:
-        state = load_checkpoint(path, map_location=device)
+    path = latest_checkpoint(ckpt_dir) if resume and ckpt_dir is not None else None
+    # Under DDP rank 0 reads the checkpoint and sends it to the others, on the CPU (a tensor
+    # pickled on cuda:0 would arrive on cuda:0 everywhere).
+    state = load_checkpoint(path, map_location="cpu" if world.ddp else device) if path else None
+    if (state := world.from_main(state)) is not None:
         diff = sorted(
             k for k in set(state["config"]) | set(result.config)
             if _comparable(state["config"]).get(k) != _comparable(result.config).get(k)
@@ -413,21 +441,24 @@ def train(
                 with amp:
                     logits = step_model(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                optimizer_step(loss, opt, scaler)
+                optimizer_step(loss * train_dl.weight(i) if world.ddp else loss, opt, scaler)
             losses[i] = loss.detach().float() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             step += 1
             # Checking costs a device sync, so look every `check_every` steps and at the end.
             if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
-                bad = (~torch.isfinite(losses[: i + 1])).nonzero()
+                so_far = world.sum(losses[: i + 1])  # all ranks must stop at the same step
+                bad = (~torch.isfinite(so_far)).nonzero()
                 if len(bad):
                     first = int(bad[0])
                     bar.close()
-                    return _diverged(result, cfg, epoch, first, lr, losses, elapsed(), say)
+                    return _diverged(result, cfg, epoch, first, lr, so_far, elapsed(), say)
         bar.close()
+        if world.ddp:  # the epoch's figures over the global batches
+            losses, correct, seen = world.sum(losses), world.sum(correct), train_dl.num_images
         seconds = _sync_time(device, t0)
-        val = evaluate(model, val_dl)
+        val = evaluate(model, val_dl, world=world)
         for key, value in zip(
             hist.keys(),
             (epoch + 1, lr, losses.sum().item() / seen, correct.item() / seen, val["loss"],
@@ -459,7 +490,7 @@ def train(
         _saving(
             ckpt_dir, atomic_write, Path(ckpt_dir) / "model.pt", lambda f: torch.save(weights, f)
         )
-    test = evaluate(model, test_dl, tta=cfg.tta)
+    test = evaluate(model, test_dl, tta=cfg.tta, world=world)
     result.test_loss, result.test_acc, result.confusion = (
         test["loss"],
         test["acc"],
