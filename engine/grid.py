@@ -330,11 +330,12 @@ def _replayable(path: Path, cfg: RunConfig, echo, quiet: bool = False) -> dict |
 
 
 def stale_settings(cfg: RunConfig, result: dict) -> list[str]:
-    """The settings (except the name) in which a saved result differs from `cfg`."""
+    """The settings (except the name) in which a saved result differs from `cfg`.
+
+    A setting absent from the saved config did not exist when the run was made; new RunConfig
+    fields default to the old behaviour, so their absence is not a change."""
     now, saved = dataclasses.asdict(cfg), result.get("config", {})
-    return sorted(
-        k for k in now.keys() | saved.keys() if k != "name" and now.get(k) != saved.get(k)
-    )
+    return sorted(k for k in saved if k != "name" and now.get(k) != saved.get(k))
 
 
 def _clean_temp_files(path: Path, ckpt_dir: Path, echo) -> None:

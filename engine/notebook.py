@@ -63,8 +63,6 @@ class Lab:
                         name, self.profile, self.data, seed=seed, out=self.results_dir,
                         ckpt_root=self.checkpoints_dir, force=self.force, resume=self.resume,
                         device=self.device, echo=echo, compile_mode=self.compile_mode))  # fmt: skip
-            for r in done:
-                warn_if_stale(name, self.profile, r)
             if done:
                 out[name] = self.runs[name] = done
             else:
@@ -123,22 +121,9 @@ def preview_banner(lab: Lab) -> str:
     )
 
 
-def warn_if_stale(name: str, profile: str, result: dict) -> list[str]:
-    """Settings in which a saved run differs from what grid.py gives now (printed, returned)."""
-    now = dataclasses.asdict(grid.make_config(name, profile, result["seed"]))
-    # A setting absent from the saved config did not exist when the run was made; its default
-    # keeps the old behaviour (new RunConfig fields are added that way), so it is not a change.
-    saved = result["config"]
-    stale = [k for k, v in now.items() if k != "name" and k in saved and saved[k] != v]
-    if stale:
-        print(f"[{name} seed {result['seed']}: saved with other settings than engine/grid.py "
-              f"now gives ({', '.join(stale)}); LAB3_FORCE=1 retrains it]")  # fmt: skip
-    return stale
-
-
 def brief(line: str) -> None:
     """Echo for the groups: each run's header and test line (full logs: the results files)."""
-    if line.startswith(("[", "Test", "diverged", "Resumed")):
+    if line.startswith(("[", "Test", "diverged", "Resumed", "warning")):
         print(line)
 
 
