@@ -269,6 +269,9 @@ def make_context(results, profile, fig_dir, html_dir, results_dir, data=None, da
                 commands=sorted({discussion.clean(c) for c in prov["commands"]}))  # fmt: skip
     lr = _lr_context(results, rows, results_dir, profile, fig_dir, html_dir)
     epochs_of = {n: grid.make_config(n, profile).epochs for n in grid.EXPERIMENTS}
+    # A stopped run trained the recipe of its finished siblings, which may predate grid.py's.
+    epochs_of.update({n: rs[0]["config"]["epochs"] for n, rs in results.items()
+                      if rs and "epochs" in rs[0].get("config", {})})  # fmt: skip
     # The recipe the saved final run used (its config), which may be older than grid.py's.
     planned = grid.EXPERIMENTS.get("final", {})
     why = getattr(grid, "FINAL_WHY", {}) or {}
