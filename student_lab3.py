@@ -52,12 +52,12 @@ import torch
 from IPython.display import Markdown, display
 
 from engine import augment, data, lr_finder, notebook, plotting, schedules, stats
-from engine.notebook import Lab, brief, describe_setup, n_params, provenance, stem_table, test_line
+from engine.notebook import Lab, brief, describe_setup, n_params, provenance, stem_table
 from engine.notebook import lr_range as run_lr_range
 from engine.runtime import check_compile_mode, pick_device
 from resnet18 import resnet18
 from tools.cost import projected_cost
-from train_utils import RunConfig, plot_history
+from train_utils import RunConfig
 
 # %%
 check_compile_mode(COMPILE)  # a typo fails here, not after the first replayed runs
@@ -220,14 +220,7 @@ for key, value in dataclasses.asdict(BASE).items():
 baseline = lab.run(["baseline"])
 
 # %%
-provenance(baseline)
-for r in baseline.get("baseline", []):
-    fig = plot_history(
-        r["history"],
-        title=f"baseline, seed {r['seed']} ({PROFILE})",
-        path=PLOTS / f"baseline_seed{r['seed']}.png",
-    )
-    print(test_line(r))
+lab.show(baseline, "baseline")
 
 # %% [markdown]
 # **What to look for.** Without augmentation the training accuracy climbs towards 100% while
@@ -497,14 +490,7 @@ print(f"in profile {PROFILE}: batch {cfg.batch_size}, {cfg.epochs} epochs of {st
 final = lab.run(["final"])
 
 # %%
-provenance(final)
-for r in final.get("final", []):
-    fig = plot_history(
-        r["history"],
-        title=f"final, seed {r['seed']} ({PROFILE})",
-        path=PLOTS / f"final_seed{r['seed']}.png",
-    )
-    print(test_line(r))
+lab.show(final, "final")
 
 # %% [markdown]
 # The confusion matrix of the final model on the test set (rows: true class, normalized per

@@ -161,16 +161,9 @@ def _find_tarball(root: Path) -> Path | None:
 def _load_tarball(tarball: Path, cache: Path) -> Cifar10:
     digest = _sha256_cached(tarball, cache)
     npz = cache / f"cifar10-{digest[:16]}-v{CACHE_VERSION}.npz"
-    arrays = _read_cache(npz)
-    if arrays is None:
-        files = _tar_files(tarball)
-        arrays = _decode_copy(
-            files,
-            tarball.name,
-            lambda fmt, desc, _: f"CIFAR-10 {fmt} copy ({desc}), sha256 {digest[:8]}…",
-        )
-        _write_cache(npz, arrays)
-    return _as_cifar10(arrays)
+    return _cached(npz, lambda: _decode_copy(
+        _tar_files(tarball), tarball.name,
+        lambda fmt, desc, _: f"CIFAR-10 {fmt} copy ({desc}), sha256 {digest[:8]}…"))  # fmt: skip
 
 
 def _load_folder(folder: Path, cache: Path) -> Cifar10:
@@ -181,14 +174,17 @@ def _load_folder(folder: Path, cache: Path) -> Cifar10:
         st = path.stat()
         key.update(f"{split}/{cls}/{path.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     npz = cache / f"cifar10-folder-{key.hexdigest()[:16]}-v{CACHE_VERSION}.npz"
+    files = ((s, c, p.name, str(p)) for s, c, p in listing)
+    return _cached(npz, lambda: _decode_copy(
+        files, folder.name,
+        lambda fmt, desc, pix: f"CIFAR-10 {fmt} folder ({desc}), pixels sha256 {pix}…"))  # fmt: skip
+
+
+def _cached(npz: Path, decode) -> Cifar10:
+    """The arrays cached in `npz`, or `decode()`'s, cached there for next time."""
     arrays = _read_cache(npz)
     if arrays is None:
-        files = ((s, c, p.name, str(p)) for s, c, p in listing)
-        arrays = _decode_copy(
-            files,
-            folder.name,
-            lambda fmt, desc, pix: f"CIFAR-10 {fmt} folder ({desc}), pixels sha256 {pix}…",
-        )
+        arrays = decode()
         _write_cache(npz, arrays)
     return _as_cifar10(arrays)
 

@@ -70,6 +70,16 @@ class Lab:
                 print(f"[{name}: not run: no saved results for profile {self.profile}]")
         return out
 
+    def show(self, runs: dict, name: str) -> None:
+        """Where each seed of `name` was made, its four curves and its test line."""
+        from engine.plotting import plot_history
+
+        provenance(runs)
+        for r in runs.get(name, []):
+            plot_history(r["history"], title=f"{name}, seed {r['seed']} ({self.profile})",
+                         path=Path(self.plots_dir) / f"{name}_seed{r['seed']}.png")  # fmt: skip
+            print(test_line(r))
+
     def overlay(self, runs: dict, title: str, file: str):
         """The curves of `runs` against the baseline's (mean and +-1 std band over seeds)."""
         if not runs:
