@@ -16,8 +16,8 @@
 # data are not run again; JPEG-copy results do not count. The session lives in .gpu/session/
 # (kept on the machine between calls while it stays warm).
 # Env: PROFILE (full), SEEDS (3), LANES (8), DEADLINE_S (420: seconds the grid may train),
-# COMPILE (auto: the fastest of eager, reduce-overhead and cuda-graph in the bench; or one of
-# them, or eager), COMPILE_MIN_STEPS (2000: torch.compile only for runs that long), PY (python3),
+# COMPILE (cuda-graph, the default: no compile cost; auto: the fastest of eager, reduce-overhead
+# and cuda-graph in the bench, then the warm stage compiles; or one mode, or eager), COMPILE_MIN_STEPS (2000: torch.compile only for runs that long), PY (python3),
 # BENCH_ARGS (extra bench.py flags).
 set -u
 OUT=${1:?usage: gpu_full_grid.sh OUT bench|warm|grid|parts}
@@ -26,7 +26,7 @@ PROFILE=${PROFILE:-full}
 SEEDS=${SEEDS:-3}
 LANES=${LANES:-8}
 DEADLINE_S=${DEADLINE_S:-420}
-COMPILE=${COMPILE:-auto}
+COMPILE=${COMPILE:-cuda-graph}  # auto costs a cold inductor compile: only with device time to spare
 COMPILE_MIN_STEPS=${COMPILE_MIN_STEPS:-2000}
 PY=${PY:-python3}
 GPU=.gpu
