@@ -22,3 +22,10 @@ def run_cli(main, argv=None, errors=(LabError,), interrupted="interrupted: nothi
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as Unix tools do. Python would
+        # otherwise complain again when it flushes stdout at exit.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

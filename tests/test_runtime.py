@@ -14,3 +14,16 @@ def test_command_line_has_no_machine_path(tmp_path, monkeypatch):
         "experiments.py run baseline --out res --data-dir=…/cifar10-png.tar.gz --checkpoints …/ck"
     )
     assert str(tmp_path) not in line and "/somewhere" not in line
+
+
+def test_a_closed_pipe_ends_a_command_quietly():
+    """`python experiments.py list | head -1`: no BrokenPipeError traceback (engine.errors.run_cli)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    p = subprocess.run(f"{sys.executable} experiments.py list | head -1", shell=True, cwd=repo,
+                       capture_output=True, text=True)  # fmt: skip
+    assert p.stdout.strip() == "baseline:"
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
