@@ -54,13 +54,14 @@ from engine.errors import LabError
 from engine.loader import DeviceLoader
 from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
 from engine.progress import bar_file
-from engine.runtime import (  # noqa: F401  (pick_device re-exported for the notebook)
+from engine.runtime import (  # noqa: F401  (pick_device, optimizer_step re-exported)
     GRAPH_MODE,
     WholeStepGraph,
     autocast_for,
     check_compile_mode,
     compile_for_training,
     environment,
+    optimizer_step,
     pick_device,
     seed_everything,
     set_lr,
@@ -303,19 +304,6 @@ def build_loaders(cfg: RunConfig, data: Cifar10, device: torch.device, eval_batc
         DeviceLoader(data.test_images[test_idx], data.test_labels[test_idx], eval_batch, **common),
     )  # fmt: skip
     return loaders, {"mode": cfg.norm, "mean": list(mean), "std": list(std)}
-
-
-def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler=None) -> None:
-    """Backward and update; with a GradScaler (fp16) the loss is scaled and steps are skipped
-    on overflow."""
-    opt.zero_grad(set_to_none=True)
-    if scaler is None:
-        loss.backward()
-        opt.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
 
 
 def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

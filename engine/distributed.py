@@ -35,6 +35,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from engine.errors import LabError
+from engine.loader import rank_part
 from engine.runtime import pick_device
 
 MODES = ("ddp", "runs")
@@ -91,9 +92,7 @@ class World:
     def part(self, n: int) -> slice:
         """This rank's contiguous part of n items under DDP (sizes differ by at most one); all
         of them otherwise."""
-        if not self.ddp:
-            return slice(0, n)
-        return slice(n * self.rank // self.size, n * (self.rank + 1) // self.size)
+        return rank_part(n, self.rank, self.size) if self.ddp else slice(0, n)
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """`t` summed over the ranks, as a new tensor (`t` itself for one process)."""

@@ -29,6 +29,12 @@ from engine.augment import PAD, check_preset, draw, float_steps, gather_crops, t
 from engine.errors import LabError
 
 
+def rank_part(n: int, rank: int, world_size: int) -> slice:
+    """Rank `rank`'s contiguous part of n items shared by `world_size` processes (sizes differ
+    by at most one; all of them for one process)."""
+    return slice(n * rank // world_size, n * (rank + 1) // world_size)
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # Distinct, reproducible streams per (seed, epoch); the constant is an arbitrary large prime.
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -94,9 +100,8 @@ class DeviceLoader:
 
     def _part(self, start: int) -> slice:
         """This rank's rows of the global batch that starts at `start` (all of them alone)."""
-        n = min(self.batch_size, self.num_images - start)
-        return slice(start + n * self.rank // self.world_size,
-                     start + n * (self.rank + 1) // self.world_size)  # fmt: skip
+        part = rank_part(min(self.batch_size, self.num_images - start), self.rank, self.world_size)
+        return slice(start + part.start, start + part.stop)
 
     def weight(self, i: int) -> float:
         """What this rank's mean loss on batch `i` counts for when DDP averages the ranks'

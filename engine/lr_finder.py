@@ -41,9 +41,17 @@ from tqdm import tqdm
 
 from engine.errors import LabError, run_cli
 from engine.progress import bar_file
-from engine.runtime import autocast_for, command_line, environment, pick_device, seed_everything
+from engine.runtime import (
+    autocast_for,
+    command_line,
+    environment,
+    optimizer_step,
+    pick_device,
+    seed_everything,
+    set_lr,
+)
 from resnet18 import resnet18
-from train_utils import RunConfig, build_loaders, make_optimizer, optimizer_step
+from train_utils import RunConfig, build_loaders, make_optimizer
 
 SMOOTHING = 0.95  # EMA weight of the past (torch-lr-finder's smooth_f=0.05): ~20-step memory
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is 4x its best so far (fastai, torch-lr-finder)
@@ -109,8 +117,7 @@ def lr_range_test(
     for i in tqdm(range(steps), desc="lr range test", disable=not progress, leave=False,
                   file=bar_file(), mininterval=1.0, ascii=True):  # fmt: skip
         lr = min_lr * ratio ** (i / (steps - 1))
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, lr)
         x, y = next(batches)
         with amp:
             loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)

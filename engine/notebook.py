@@ -197,27 +197,40 @@ def conclude(rows: list[dict]) -> str:
     return "\n".join(text)
 
 
-def show_code(*objects) -> None:
-    """Show the source of functions or classes as a Markdown code block: the implementation
-    next to the results it produced (inspect.getsource, so it is the code that ran)."""
+def source_block(obj, max_lines: int | None = None, drop_docstring: bool = False) -> str:
+    """Markdown: the source of a function or class (inspect.getsource, so it is the code that
+    runs) as a fenced block under a line naming its file; optionally without its docstring and
+    cut after `max_lines` lines, with a comment saying how many are left out."""
     import inspect
+    import re
+    import textwrap
 
+    src = textwrap.dedent(inspect.getsource(obj))
+    if drop_docstring:
+        src = re.sub(r'(\)[^\n]*:\n)(\s+)(""".*?""")\n', r"\1", src, count=1, flags=re.S)
+    lines = src.rstrip().splitlines()
+    if max_lines is not None and len(lines) > max_lines:
+        more = len(lines) - max_lines
+        lines = lines[:max_lines] + [f"    # ... {more} more lines in {obj.__module__}"]
+    where = f"`{obj.__module__.replace('.', '/')}.py`, `{obj.__qualname__}`"
+    return f"{where}:\n\n```python\n" + "\n".join(lines) + "\n```\n"
+
+
+def show_code(*objects) -> None:
+    """Show the source of functions or classes as Markdown code blocks: the implementation
+    next to the results it produced."""
     from IPython.display import Markdown, display
 
     for obj in objects:
-        where = f"{obj.__module__}.{obj.__qualname__}"
-        display(Markdown(f"`{where}`:\n\n```python\n{inspect.getsource(obj).rstrip()}\n```"))
+        display(Markdown(source_block(obj)))
 
 
 def describe_setup(lab: Lab) -> list[str]:
     """The set-up cell's report: device, profile, data (named by content), saved runs, mode."""
-    import torch
+    from engine.runtime import hardware_name, pick_device
 
-    dev, data = lab.device, lab.data
-    if dev is not None and dev.type == "cuda":
-        where = f"{dev} ({torch.cuda.get_device_name(dev)})"
-    else:
-        where = f"{dev} ({torch.get_num_threads()} threads)"
+    dev, data = pick_device(lab.device), lab.data
+    where = f"{dev} ({hardware_name(dev)})"
     saved = grid.load_results(lab.profile, lab.results_dir)
     lines = [
         f"device:  {where}",
@@ -229,7 +242,7 @@ def describe_setup(lab: Lab) -> list[str]:
         f"in profile {lab.profile}",
     ]
     if lab.compile_mode:
-        lines.append(f"compile: torch.compile mode {lab.compile_mode!r} for the training step")
+        lines.append(f"compile: {lab.compile_mode!r} for the training step (engine/runtime.py)")
     if lab.force:
         lines.append("mode:    FORCE: every run is retrained")
     elif lab.train_missing:

@@ -147,7 +147,7 @@ class WholeStepGraph:
 
     def __init__(self, model, opt, device, label_smoothing: float = 0.0, scaler=None, log=print):
         self.model, self.opt, self.device = model, opt, torch.device(device)
-        self.label_smoothing, self.log = label_smoothing, log
+        self.label_smoothing, self.log, self.scaler = label_smoothing, log, scaler
         self.graph = None
         self.reason = None
         if self.device.type != "cuda":
@@ -173,12 +173,10 @@ class WholeStepGraph:
             group["fused"], group["foreach"] = (True, False) if on else (None, None)
 
     def _eager(self, x, y):
-        self.opt.zero_grad(set_to_none=True)
         with self.amp:
             logits = self.model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        loss.backward()
-        self.opt.step()
+        optimizer_step(loss, self.opt, self.scaler)  # the scaler only where nothing is captured
         return logits, loss
 
     def _capture(self, x, y) -> None:
@@ -223,6 +221,19 @@ class WholeStepGraph:
         self.static_y.copy_(y)
         self.graph.replay()
         return self.static_logits, self.static_loss
+
+
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler=None) -> None:
+    """Backward and update; with a GradScaler (fp16) the loss is scaled and steps are skipped
+    on overflow."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:

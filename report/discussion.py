@@ -10,13 +10,12 @@ cannot go stale. Pure functions returning Markdown; nothing here draws, trains o
 
 from __future__ import annotations
 
-import inspect
 import re
-import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from engine import stats
+from engine.notebook import source_block
 
 # A path that starts at the file system's root: /tmp/..., /root/..., /home/..., /work/...
 _ABS_PATH = re.compile(r"(?<![\w.~-])/(?:[\w.+@-]+/)*[\w.+@-]*")
@@ -50,18 +49,9 @@ def pp(x: float | None, digits: int = 1) -> str:
 
 
 def code_excerpt(obj, max_lines: int = 28, drop_docstring: bool = True) -> str:
-    """The source of `obj` (a function or class) as a fenced block, read at build time, under a
-    line naming its module; a long body is cut with a comment saying how much is left out."""
-    src = textwrap.dedent(inspect.getsource(obj))
-    if drop_docstring:
-        src = re.sub(r'(\)[^\n]*:\n)(\s+)(""".*?""")\n', r"\1", src, count=1, flags=re.S)
-    lines = src.rstrip().splitlines()
-    if len(lines) > max_lines:
-        more = len(lines) - max_lines
-        lines = lines[:max_lines] + [f"    # ... {more} more lines in {obj.__module__}"]
-    where = f"`{obj.__module__.replace('.', '/')}.py`, `{obj.__qualname__}`"
-    body = "\n".join(lines)
-    return f"{where}:\n\n```python\n{body}\n```\n"
+    """The source of `obj` as a fenced block under a line naming its module, read at build
+    time, docstring dropped and a long body cut (engine.notebook.source_block)."""
+    return source_block(obj, max_lines, drop_docstring)
 
 
 # ---------------------------------------------------------------- seeds and coverage

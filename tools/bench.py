@@ -60,11 +60,11 @@ from engine.runtime import (
     WholeStepGraph,
     autocast_for,
     compile_for_training,
+    optimizer_step,
     pick_device,
 )
 from resnet18 import resnet18
 from tools.cost import GRID_TARGET_MINUTES, grid_projection, train_flops_per_image
-from train_utils import optimizer_step
 
 # Pass marks, printed beside each ratio (not asserted anywhere).
 TARGETS = {

@@ -140,12 +140,14 @@ def is_lossless(source: str) -> bool:
 
 def done_runs(folder: Path, lossless_only: bool = True) -> set[tuple[str, int]]:
     """(name, seed) of every finished run saved in `folder` (results/<profile>)."""
+    from engine.grid import read_json
+
     done = set()
     for p in sorted(Path(folder).glob("*__seed*.json")):
-        try:
-            r = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a half-written file is not a finished run
+        r, problem = read_json(p, needs=("name", "seed"))
+        if r is None:  # a half-written file is not a finished run: said, then run again
+            print(f"warning: {p} is not a finished run ({problem}); it will be run again")
+            continue
         if r.get("status") == "ok" and (not lossless_only or is_lossless(str(r.get("data", "")))):
             done.add((r["name"], int(r["seed"])))
     return done
