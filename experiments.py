@@ -32,7 +32,7 @@ from engine.grid import (
     parse_overrides,
     run_experiment,
 )
-from engine.runtime import COMPILE_MODES, pick_device
+from engine.runtime import COMPILE_MODES, PRECISIONS, choose_precision, pick_device
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -76,6 +76,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--compile", default=None, choices=COMPILE_MODES, dest="compile_mode",
                      help="torch.compile the training step (default: off); reduce-overhead adds "
                      "CUDA graphs")  # fmt: skip
+    run.add_argument("--precision", default="auto", choices=PRECISIONS,
+                     help="auto (default): bf16 where the GPU or CPU runs it natively, else "
+                     "fp32; bf16 or fp32 force one")  # fmt: skip
     run.add_argument("--distribute", default=None, choices=engine.distributed.MODES,
                      help="under torchrun: ddp (default) trains each run on all processes; runs "
                      "gives each process whole runs (rank r: runs r, r+N, ...)")  # fmt: skip
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:  # validate every config before spending time on data or training
         make_config(name, profile, overrides=overrides)
     device = _check_device(args.device)
+    choose_precision(device, args.precision)  # a GPU without bf16 refused before loading data
     _check_data_dir(args.data_dir)
     if not names:
         print(f"nothing to run: shard {args.shard} of {len(selected)} experiment(s) is empty",
@@ -171,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, seed in runs:
         kw = dict(out=args.out, ckpt_root=args.checkpoints, force=args.force, resume=args.resume,
                   device=device, progress=not args.no_progress, ckpt_every=args.ckpt_every,
-                  overrides=overrides, compile_mode=args.compile_mode)  # fmt: skip
+                  overrides=overrides, compile_mode=args.compile_mode,
+                  precision=args.precision)  # fmt: skip
         if world.ddp:  # every rank trains this run; rank 0 reads and writes its files
             r = engine.distributed.run_in_step(world, name, profile, data, seed, **kw)
         else:

@@ -10,8 +10,10 @@ One `RunConfig` holds a run's settings; `train(cfg, data)` runs it and returns a
     ...
     Test loss: 0.4501 | Test acc: 0.8712
 
-On CUDA it uses bf16 autocast (fp16 + GradScaler where bf16 is missing), channels_last and
-cudnn.benchmark; on the CPU plain float32. `compile_mode` optionally runs the training forward
+The precision is one decision (engine/runtime.py `choose_precision`): on CUDA bf16 autocast
+(fp16 + GradScaler where bf16 is missing), channels_last and cudnn.benchmark; on a CPU with
+native bfloat16 (AVX512-BF16 or AMX) bf16 autocast and channels_last, else float32; `precision`
+forces bf16 or fp32. Every result records it. `compile_mode` optionally runs the training forward
 and backward through `torch.compile` (an execution choice, like the device: not part of the
 RunConfig, so it never makes a saved result stale). Checkpoints every epoch make a run resumable
 (`resume=True`), and a non-finite or exploding loss (see `DIVERGENCE_LOSS`) ends the run with
@@ -56,15 +58,17 @@ from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-export
 from engine.progress import bar_file
 from engine.runtime import (  # noqa: F401  (pick_device, optimizer_step re-exported)
     GRAPH_MODE,
+    Precision,
     WholeStepGraph,
-    autocast_for,
     check_compile_mode,
+    choose_precision,
     compile_for_training,
     environment,
     optimizer_step,
     pick_device,
     seed_everything,
     set_lr,
+    train_step,
 )
 from engine.schedules import Schedule, lr_at, scaled_peak
 from resnet18 import resnet18
@@ -116,12 +120,12 @@ class RunConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0  # Szegedy et al. 2016
-    schedule: str = "step"  # constant | step | cosine | cyclical | onecycle
+    schedule: str = "step"  # constant | step | cosine | cyclical | onecycle | triangle
     step_epochs: float = 10  # step: multiply the lr by `gamma` every this many epochs
     gamma: float = 0.5
-    max_lr: float | None = None  # cyclical / onecycle peak
+    max_lr: float | None = None  # cyclical / onecycle / triangle peak
     cycle_epochs: float = 4  # cyclical: epochs per up-and-down cycle
-    pct_start: float = 0.25  # onecycle: fraction of the run spent warming up
+    pct_start: float = 0.25  # onecycle / triangle: fraction of the run spent rising
     min_lr: float = 0.0  # cosine: final lr
     warmup_epochs: float = 0  # linear warm-up (Goyal et al. 2017)
     # Fitting lr and max_lr to the run (schedules.scaled_peak; off at the defaults): they are
@@ -135,6 +139,7 @@ class RunConfig:
     min_steps_per_epoch: int = 0
     # evaluation
     tta: bool = False  # average logits over the image and its mirror at test time
+    tta_shift: int = 0  # and over both shifted by this many pixels (airbench's TTA: 1)
     seed: int = 0
 
     def validate(self) -> RunConfig:
@@ -164,7 +169,7 @@ class RunConfig:
                 raise LabError(f"{name} must be positive (or None for all), got "
                                f"{getattr(self, name)}")  # fmt: skip
         for name in ("weight_decay", "min_lr", "warmup_epochs", "split_seed", "seed",
-                     "min_rise_steps"):  # fmt: skip
+                     "min_rise_steps", "tta_shift"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise LabError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("momentum", "label_smoothing"):
@@ -187,7 +192,7 @@ class RunConfig:
 
         # The factor scaled_peak applies to max_lr applies to lr too (batch and run length).
         fit = scaled_peak(1.0, self.batch_size, self.epochs * steps_per_epoch, self.lr_batch,
-                          self.pct_start, self.min_rise_steps if self.schedule == "onecycle" else 0)  # fmt: skip
+                          self.pct_start, self.min_rise_steps if self.schedule in ("onecycle", "triangle") else 0)  # fmt: skip
         try:
             return Schedule(
                 kind=self.schedule,
@@ -249,20 +254,22 @@ def evaluate(
     tta: bool = False,
     num_classes: int = 10,
     world: World | None = None,
+    precision: Precision | None = None,
+    tta_shift: int = 0,
 ) -> dict:
     """Mean loss, accuracy and confusion matrix of `model` over a whole loader (under DDP: over
-    every rank's part of the split, with rank 0's BN statistics)."""
+    every rank's part of the split, with rank 0's BN statistics). `precision` defaults to the
+    device's automatic choice. With `tta`, the logits are averaged over the image and its mirror;
+    with `tta_shift` also over both shifted by that many pixels (see `tta_logits`)."""
     world = world or World()
     world.sync_buffers(model)
     model.eval()
-    amp, _ = autocast_for(loader.device)
+    precision = precision or choose_precision(loader.device)
     loss_sum = torch.zeros((), device=loader.device)
     conf = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=loader.device)
     for x, y in loader:
-        with amp:
-            logits = model(x)
-            if tta:
-                logits = (logits + model(x.flip(3))) / 2
+        with precision.autocast():
+            logits = tta_logits(model, x, tta, tta_shift).float()
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         conf += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
     loss_sum, conf = world.sum(loss_sum), world.sum(conf)
@@ -275,6 +282,24 @@ def evaluate(
     }
 
 
+def tta_logits(model, x: torch.Tensor, flip: bool = False, shift: int = 0) -> torch.Tensor:
+    """Test-time augmentation as airbench evaluates (Jordan 2024, tta_level 2): the mean of the
+    logits of the image and its mirror; with `shift`, that mean averaged half and half with the
+    same mean over the image translated by `shift` pixels up-left and down-right (reflect
+    padding)."""
+
+    def mirrored(v: torch.Tensor) -> torch.Tensor:
+        return (model(v) + model(v.flip(3))) / 2 if flip else model(v)
+
+    logits = mirrored(x)
+    if shift <= 0:
+        return logits
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (shift,) * 4, mode="reflect")
+    moved = [padded[:, :, :h, :w], padded[:, :, 2 * shift :, 2 * shift :]]
+    return 0.5 * logits + 0.25 * (mirrored(moved[0]) + mirrored(moved[1]))
+
+
 def _subset(idx: torch.Tensor, k: int | None, seed: int) -> torch.Tensor:
     if k is None or k >= len(idx):
         return idx
@@ -282,20 +307,28 @@ def _subset(idx: torch.Tensor, k: int | None, seed: int) -> torch.Tensor:
     return idx[pick.sort().values]
 
 
-def build_loaders(cfg: RunConfig, data: Cifar10, device: torch.device, eval_batch: int = 1024,
-                  world: World | None = None):  # fmt: skip
+def build_loaders(
+    cfg: RunConfig,
+    data: Cifar10,
+    device: torch.device,
+    eval_batch: int = 1024,
+    world: World | None = None,
+    channels_last: bool | None = None,
+):
     """Train/val/test loaders and the normalization statistics, from the training split only.
     Under DDP the training loader yields this rank's part of each batch, and the validation and
-    test loaders this rank's part of their split."""
+    test loaders this rank's part of their split. `channels_last` defaults to what the device's
+    automatic precision uses."""
     world = world or World()
+    if channels_last is None:
+        channels_last = choose_precision(device).channels_last
     train_idx, val_idx = split_train_val(len(data.train_labels), cfg.val_size, cfg.split_seed)
     train_idx = _subset(train_idx, cfg.train_subset, cfg.split_seed)
     test_idx = _subset(torch.arange(len(data.test_labels)), cfg.test_subset, cfg.split_seed)
     val_idx, test_idx = val_idx[world.part(len(val_idx))], test_idx[world.part(len(test_idx))]
     train_images = data.train_images[train_idx]
     mean, std = normalization_stats(cfg.norm, train_images, seed=cfg.seed)
-    cl = device.type == "cuda"
-    common = dict(mean=mean, std=std, device=device, channels_last=cl)
+    common = dict(mean=mean, std=std, device=device, channels_last=channels_last)
     loaders = (
         DeviceLoader(train_images, data.train_labels[train_idx], cfg.batch_size,
                      augment=cfg.augment, shuffle=True, seed=cfg.seed, **world.loader_args(),
@@ -304,6 +337,12 @@ def build_loaders(cfg: RunConfig, data: Cifar10, device: torch.device, eval_batc
         DeviceLoader(data.test_images[test_idx], data.test_labels[test_idx], eval_batch, **common),
     )  # fmt: skip
     return loaders, {"mode": cfg.norm, "mean": list(mean), "std": list(std)}
+
+
+def make_model(cfg: RunConfig, device: torch.device, precision: Precision) -> torch.nn.Module:
+    """The run's ResNet18 on `device`, in the memory layout `precision` trains with."""
+    model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
+    return model.to(device, memory_format=precision.memory_format)
 
 
 def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -335,10 +374,12 @@ def train(
     compile_mode: str | None = None,
     divergence_loss: float | None = None,
     world: World | None = None,
+    precision: str | None = "auto",
 ) -> RunResult:
     """Train `cfg` on `data`; evaluate on validation every epoch and on test once at the end.
     `world` (default: the one engine/distributed.py's `start` formed) spreads the run over a
-    DDP process group."""
+    DDP process group. `precision` is auto | bf16 | fp32 (runtime.choose_precision); the
+    results record the one used and why."""
     cfg.validate()
     world = world or current()
     world.begin()
@@ -346,6 +387,7 @@ def train(
         log, progress, ckpt_dir = (lambda line: None), False, None
     device = pick_device(device)
     check_compile_mode(compile_mode)
+    prec = choose_precision(device, precision)
     t_start = time.perf_counter()
     lines: list[str] = []  # this run's log, saved in each checkpoint so a resume keeps it
     prior_seconds = 0.0  # wall time of the segments before a resume
@@ -360,15 +402,15 @@ def train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
-    (train_dl, val_dl, test_dl), norm = build_loaders(cfg, data, device, world=world)
+    (train_dl, val_dl, test_dl), norm = build_loaders(
+        cfg, data, device, world=world, channels_last=prec.channels_last
+    )
     norm_line = f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}"
 
-    model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
-    model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else None)
-    model = world.prepare(model)  # SyncBatchNorm on request
+    model = world.prepare(make_model(cfg, device, prec))  # SyncBatchNorm on request
     step_model = compile_for_training(world.wrap(model), compile_mode)
     opt = make_optimizer(cfg, model)
-    amp, scaler = autocast_for(device)
+    scaler = prec.scaler()
     # compile_mode "cuda-graph": the whole step captured once and replayed (runtime.py)
     graphed = (WholeStepGraph(model, opt, device, cfg.label_smoothing, scaler, log=say)
                if compile_mode == GRAPH_MODE and not world.ddp else None)  # fmt: skip
@@ -376,7 +418,8 @@ def train(
     total_steps = cfg.epochs * steps_per_epoch
     sched = cfg.make_schedule(steps_per_epoch)
     result = RunResult(config=dataclasses.asdict(cfg), history=_new_history(), norm_stats=norm,
-                       env={**environment(device), "compile": compile_mode, **world.record()},
+                       env={**environment(device), **prec.record(), "compile": compile_mode,
+                            **world.record()},
                        log=lines)  # fmt: skip
     hist = result.history
     start_epoch = 0
@@ -393,6 +436,13 @@ def train(
             k for k in set(state["config"]) | set(result.config)
             if _comparable(state["config"]).get(k) != _comparable(result.config).get(k)
         )  # fmt: skip
+        saved_prec = state.get("precision", "fp32")  # checkpoints older than the field: fp32
+        if not diff and saved_prec != prec.name:
+            raise LabError(
+                f"checkpoint {path} was trained in {saved_prec}, this run would continue in "
+                f"{prec.name}; rerun with --precision {saved_prec} to resume, or --force to start "
+                "over"
+            )
         if diff:
             raise LabError(
                 f"checkpoint {path} was written by a different configuration ({', '.join(diff)} "
@@ -426,10 +476,8 @@ def train(
             if graphed is not None:
                 logits, loss = graphed(x, y)
             else:
-                with amp:
-                    logits = step_model(x)
-                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                optimizer_step(loss * train_dl.weight(i) if world.ddp else loss, opt, scaler)
+                logits, loss = train_step(step_model, opt, x, y, prec, scaler,
+                                          cfg.label_smoothing, train_dl.weight(i) if world.ddp else 1.0)  # fmt: skip
             losses[i] = loss.detach().float() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -446,7 +494,7 @@ def train(
         if world.ddp:  # the epoch's figures over the global batches
             losses, correct, seen = world.sum(losses), world.sum(correct), train_dl.num_images
         seconds = _sync_time(device, t0)
-        val = evaluate(model, val_dl, world=world)
+        val = evaluate(model, val_dl, world=world, precision=prec)
         for key, value in zip(
             hist.keys(),
             (epoch + 1, lr, losses.sum().item() / seen, correct.item() / seen, val["loss"],
@@ -468,6 +516,7 @@ def train(
                 "rng": rng_state(),
                 "log": lines,
                 "wall_seconds": elapsed(),
+                "precision": prec.name,
             }
             if scaler is not None:
                 state["scaler"] = scaler.state_dict()
@@ -478,7 +527,8 @@ def train(
         _saving(
             ckpt_dir, atomic_write, Path(ckpt_dir) / "model.pt", lambda f: torch.save(weights, f)
         )
-    test = evaluate(model, test_dl, tta=cfg.tta, world=world)
+    test = evaluate(model, test_dl, tta=cfg.tta, world=world, precision=prec,
+                    tta_shift=cfg.tta_shift)  # fmt: skip
     result.test_loss, result.test_acc, result.confusion = (
         test["loss"],
         test["acc"],

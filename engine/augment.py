@@ -27,8 +27,11 @@ Presets (each adds to `crop_flip`, the standard CIFAR recipe of He et al. 2015):
                     (they found that better), which hides less on average: this preset is the
                     stronger of the two regularizers.
 - crop_flip_cutout8: + cutout with an 8x8 square, inside the image: the augmentation of
-                    Myrtle.ai's ResNet-18 ("How to train your ResNet", Page 2018), 94% in 30
-                    epochs; the final recipe uses it (engine/grid.py, FINAL_WHY).
+                    Myrtle.ai's ResNet-18 ("How to train your ResNet", Page 2018).
+- translate_flip_cutout12: the crop reads an image padded by reflection instead of zeros
+                    (airbench's "translate 4"), + cutout with a 12x12 square: the augmentation
+                    of airbench's ResNet-18 baseline (Jordan 2024), which the final recipe
+                    follows (engine/grid.py).
 """
 
 from __future__ import annotations
@@ -42,14 +45,23 @@ import torch.nn.functional as F
 
 from engine.errors import LabError
 
-PRESETS = ("none", "crop_flip", "crop_flip_rotate", "crop_flip_jitter", "crop_flip_noise", "strong",
-           "crop_flip_cutout8")  # fmt: skip
+PRESETS = (
+    "none",
+    "crop_flip",
+    "crop_flip_rotate",
+    "crop_flip_jitter",
+    "crop_flip_noise",
+    "strong",
+    "crop_flip_cutout8",
+    "translate_flip_cutout12",
+)
 PAD = 4  # pixels of zero padding before the random crop
 ROTATE_DEG = 15.0
 JITTER = 0.2
 NOISE_SIGMA = 0.05
 CUTOUT = 16  # side of the cutout square, pixels (the strong preset)
-CUTOUT_SIDE = {"strong": CUTOUT, "crop_flip_cutout8": 8}  # presets with a cutout: its side
+CUTOUT_SIDE = {"strong": CUTOUT, "crop_flip_cutout8": 8, "translate_flip_cutout12": 12}
+REFLECT = ("translate_flip_cutout12",)  # presets whose crop pads by reflection, not zeros
 # ITU-R 601 luma weights, exactly as torchvision's rgb_to_grayscale (0.2989, not 0.299).
 LUMA = (0.2989, 0.587, 0.114)
 
@@ -72,6 +84,7 @@ class Draws:
     jitter: torch.Tensor | None = None  # (n, 3) float32: brightness, contrast, saturation factors
     corner: torch.Tensor | None = None  # (n, 2) int64: cutout square's top-left (row, col)
     cutout: int = CUTOUT  # side of the cutout square, pixels
+    reflect: bool = False  # the crops read an image padded by reflection (pad_images)
     # Gaussian noise is 3,072 numbers an image, too many to draw on the CPU and copy each step,
     # so it comes from a generator on the images' device, seeded from the CPU generator: the
     # same seed gives the same noise on the same kind of device.
@@ -103,6 +116,7 @@ def draw(
     offset = torch.randint(0, 2 * PAD + 1, (n, 2), generator=g)  # crop corner in the padded image
     flip = torch.rand(n, generator=g) < 0.5
     d.rows, d.cols = crop_indices(offset, flip, size)
+    d.reflect = preset in REFLECT
     if preset == "crop_flip_rotate":
         d.angle = (torch.rand(n, generator=g) * 2 - 1) * math.radians(ROTATE_DEG)
     elif preset == "crop_flip_jitter":
@@ -119,6 +133,21 @@ def draw(
         if (t := getattr(d, f)) is not None:
             setattr(d, f, t.to(device))
     return d
+
+
+def pad_images(images: torch.Tensor, reflect: bool = False) -> torch.Tensor:
+    """uint8 (N, C, H, W) padded by PAD on each side for the crops: zeros, or (`reflect`) a mirror
+    of the border (reflection without repeating the edge, as F.pad's "reflect"), done by
+    indexing so that it works on uint8."""
+    if not reflect:
+        return F.pad(images, (PAD, PAD, PAD, PAD))
+    h, w = images.shape[-2:]
+
+    def index(n: int) -> torch.Tensor:
+        i = torch.arange(-PAD, n + PAD, device=images.device).abs()
+        return torch.where(i >= n, 2 * (n - 1) - i, i)
+
+    return images[:, :, index(h)][:, :, :, index(w)]
 
 
 def crop_indices(
@@ -144,9 +173,12 @@ def gather_crops(
     return crops.permute(0, 3, 1, 2)
 
 
-def crop_flip(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Crops (and flips) of the batch zero-padded by PAD, reading the pixels `draw` chose."""
-    padded = F.pad(x, (PAD, PAD, PAD, PAD))
+def crop_flip(
+    x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, reflect: bool = False
+) -> torch.Tensor:
+    """Crops (and flips) of the batch padded by PAD (zeros, or by reflection), reading the
+    pixels `draw` chose."""
+    padded = pad_images(x, reflect)
     return gather_crops(padded, torch.arange(len(x), device=x.device), rows, cols)
 
 
@@ -241,7 +273,7 @@ def apply(
 ) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> the augmented, normalized float32 batch that the draws `d` say."""
     if d.rows is not None:
-        images = crop_flip(images, d.rows, d.cols)
+        images = crop_flip(images, d.rows, d.cols, d.reflect)
     return float_steps(images, mean, std, d, memory_format)
 
 
@@ -272,7 +304,8 @@ def torchvision_transform(preset: str, mean, std, pil: bool = False):
     check_preset(preset)
     steps = [v2.ToPILImage()] if pil else []
     if preset != "none":
-        steps += [v2.RandomCrop(32, padding=PAD), v2.RandomHorizontalFlip()]
+        mode = "reflect" if preset in REFLECT else "constant"
+        steps += [v2.RandomCrop(32, padding=PAD, padding_mode=mode), v2.RandomHorizontalFlip()]
     if preset == "crop_flip_rotate":
         steps.append(v2.RandomRotation(ROTATE_DEG, interpolation=v2.InterpolationMode.BILINEAR))
     if preset == "crop_flip_jitter":

@@ -220,5 +220,6 @@ def run_in_step(world: World, name: str, profile: str, data, seed: int, **kw) ->
     cfg = make_config(name, profile, seed, kw.get("overrides"))
     with contextlib.suppress(Skipped):
         train(cfg, data, device=kw.get("device"), world=world, progress=False,
-              log=lambda line: None, compile_mode=kw.get("compile_mode"))  # fmt: skip
+              log=lambda line: None, compile_mode=kw.get("compile_mode"),
+              precision=kw.get("precision", "auto"))  # fmt: skip
     return None

@@ -42,6 +42,7 @@ class Lab:
     train_missing: bool = True
     resume: bool = True
     compile_mode: str | None = None
+    precision: str = "auto"  # auto | bf16 | fp32 (engine/runtime.py choose_precision)
     runs: dict = dataclasses.field(default_factory=dict)
     not_run: list = dataclasses.field(default_factory=list)
 
@@ -62,7 +63,8 @@ class Lab:
                     done.append(grid.run_experiment(
                         name, self.profile, self.data, seed=seed, out=self.results_dir,
                         ckpt_root=self.checkpoints_dir, force=self.force, resume=self.resume,
-                        device=self.device, echo=echo, compile_mode=self.compile_mode))  # fmt: skip
+                        device=self.device, echo=echo, compile_mode=self.compile_mode,
+                        precision=self.precision))  # fmt: skip
             if done:
                 out[name] = self.runs[name] = done
             else:
@@ -227,13 +229,15 @@ def show_code(*objects) -> None:
 
 def describe_setup(lab: Lab) -> list[str]:
     """The set-up cell's report: device, profile, data (named by content), saved runs, mode."""
-    from engine.runtime import hardware_name, pick_device
+    from engine.runtime import choose_precision, hardware_name, pick_device
 
     dev, data = pick_device(lab.device), lab.data
     where = f"{dev} ({hardware_name(dev)})"
+    prec = choose_precision(dev, lab.precision)
     saved = grid.load_results(lab.profile, lab.results_dir)
     lines = [
         f"device:  {where}",
+        f"precision: {prec.name}{' + channels_last' if prec.channels_last else ''} ({prec.reason})",
         f"profile: {lab.profile} {grid.PROFILES[lab.profile]}",
         f"data:    {data.source}",
         f"         train {tuple(data.train_images.shape)}, test {tuple(data.test_images.shape)}, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -116,14 +117,99 @@ def check_compile_mode(mode: str | None) -> str | None:
     return mode
 
 
-def autocast_for(device: torch.device):
-    """(autocast context, GradScaler or None): bf16 on CUDA where supported, else fp16 with a
-    scaler (fp16's narrow range underflows small gradients); plain float32 on the CPU."""
-    if device.type != "cuda":
-        return torch.autocast("cpu", enabled=False), None
-    if torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16), None
-    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+# Precision of the training and evaluation steps (issue #22). "auto" picks the fastest that the
+# hardware runs natively; "bf16" and "fp32" force one.
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX-BF16). Elsewhere torch
+    emulates bfloat16 through float32 conversions, which is slower than float32 itself."""
+    caps = getattr(torch.cpu, "get_capabilities", None)
+    if caps is not None:
+        try:
+            c = caps()
+            return bool(c.get("avx512_bf16") or c.get("amx_bf16"))
+        except Exception:  # noqa: BLE001  (an older torch without cpuinfo: read the flags)
+            pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a step computes: `name` (bf16 | fp16 | fp32), channels_last memory, and why."""
+
+    name: str
+    device_type: str
+    channels_last: bool
+    reason: str
+
+    def autocast(self):
+        """The autocast context of a forward pass (a disabled one in float32)."""
+        if self.name == "fp32":
+            return torch.autocast(self.device_type, enabled=False)
+        dtype = torch.bfloat16 if self.name == "bf16" else torch.float16
+        return torch.autocast(self.device_type, dtype=dtype)
+
+    def scaler(self):
+        """A GradScaler for fp16 (its narrow range underflows small gradients), else None."""
+        return torch.amp.GradScaler("cuda") if self.name == "fp16" else None
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def record(self) -> dict:
+        return {"precision": self.name, "precision_reason": self.reason}
+
+
+def choose_precision(
+    device: torch.device, requested: str | None = "auto", native_bf16: bool | None = None
+) -> Precision:
+    """The one precision decision for every step (training, evaluation, LR range test, bench).
+
+    - CUDA: bf16 autocast where the GPU supports it, else fp16 with a GradScaler; channels_last.
+    - CPU: bf16 autocast with channels_last where the processor runs bf16 natively (2x the
+      float32 rate on an AVX512-BF16 EPYC: `python -m tools.bench --device cpu`), float32
+      elsewhere: an emulated bf16 is slower than float32.
+    - `requested` "bf16" or "fp32" forces one (`native_bf16` stands in for the CPU's answer in
+      tests)."""
+    requested = requested or "auto"
+    if requested not in PRECISIONS:
+        raise LabError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        if requested == "fp32":
+            return Precision("fp32", "cuda", True, "forced (--precision fp32)")
+        if requested == "bf16" and not bf16:
+            raise LabError("this GPU has no bfloat16; use --precision auto (fp16) or fp32")
+        if bf16:
+            why = "forced (--precision bf16)" if requested == "bf16" else "GPU supports bf16"
+            return Precision("bf16", "cuda", True, why)
+        return Precision("fp16", "cuda", True, "GPU lacks bf16: fp16 with a GradScaler")
+    if device.type != "cpu":
+        raise LabError(f"device {device.type!r} is not supported; use cuda or cpu")
+    if requested == "fp32":
+        return Precision("fp32", "cpu", False, "forced (--precision fp32)")
+    if requested == "bf16":
+        return Precision("bf16", "cpu", True, "forced (--precision bf16)")
+    native = cpu_native_bf16() if native_bf16 is None else native_bf16
+    if native:
+        return Precision("bf16", "cpu", True, "CPU has native bf16 (AVX512-BF16 or AMX)")
+    return Precision("fp32", "cpu", False, "CPU lacks native bf16 (it would be emulated)")
+
+
+def precision_of(result: dict) -> str:
+    """The precision a saved result trained with; files older than the field are float32."""
+    env = result.get("env") if isinstance(result, dict) else None
+    value = env.get("precision") if isinstance(env, dict) else None
+    return value if isinstance(value, str) else "fp32"
 
 
 # An execution mode beside torch.compile's: the whole training step (forward, loss, backward,
@@ -159,7 +245,7 @@ class WholeStepGraph:
         if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
             self.amp = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
         else:
-            self.amp = autocast_for(self.device)[0]
+            self.amp = choose_precision(self.device).autocast()
 
     def _tensor_lr(self, on: bool = True) -> None:
         """A tensor lr the graph can read, which fused SGD takes (set at capture, so also after
@@ -221,6 +307,27 @@ class WholeStepGraph:
         self.static_y.copy_(y)
         self.graph.replay()
         return self.static_logits, self.static_loss
+
+
+def train_step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    precision: Precision,
+    scaler=None,
+    label_smoothing: float = 0.0,
+    weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step: forward under `precision`'s autocast, cross-entropy, backward, update.
+    Returns (logits, loss); `weight` scales the loss that is backpropagated (a DDP rank's share
+    of the global batch), not the loss returned. train(), the LR range test, the benchmark and
+    the cost projection all step through here."""
+    with precision.autocast():
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    optimizer_step(loss if weight == 1.0 else loss * weight, opt, scaler)
+    return logits, loss
 
 
 def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler=None) -> None:

@@ -11,6 +11,8 @@ References
   Training Neural Networks".
 - One-cycle: Smith & Topin 2017, "Super-Convergence" (linear up, then annealed down).
 - Linear warm-up: Goyal et al. 2017, "Accurate, Large Minibatch SGD".
+- Triangle: linear up from base_lr to max_lr, then linear down to min_lr (0): the schedule of
+  Keller Jordan's airbench ResNet-18 baseline (0.2x the peak up to the peak at 20% of the steps).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-KINDS = ("constant", "step", "cosine", "cyclical", "onecycle")
+KINDS = ("constant", "step", "cosine", "cyclical", "onecycle", "triangle")
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,11 @@ class Schedule:
     kind: str = "step"
     base_lr: float = 0.05  # constant/step/cosine: the starting lr; cyclical: the lower bound
     max_lr: float | None = None  # cyclical and onecycle: the peak lr
-    min_lr: float = 0.0  # cosine: the final lr; onecycle: the final lr is max_lr / final_div
+    min_lr: float = 0.0  # cosine, triangle: the final lr; onecycle: max_lr / final_div
     step_every: int = 1  # step: decay every this many steps
     gamma: float = 0.5  # step: multiply the lr by this at each decay
     cycle_steps: int = 1  # cyclical: steps in one full up-and-down cycle
-    pct_start: float = 0.25  # onecycle: fraction of the run spent rising
+    pct_start: float = 0.25  # onecycle, triangle: fraction of the run spent rising
     div_factor: float = 25.0  # onecycle: starting lr = max_lr / div_factor
     final_div: float = 1e4  # onecycle: final lr = max_lr / (div_factor * final_div)
     warmup_steps: int = 0  # linear warm-up from ~0 to the schedule's value
@@ -42,7 +44,9 @@ class Schedule:
             raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.base_lr <= 0:
             raise ValueError(f"learning rate must be positive, got {self.base_lr}")
-        if self.kind in ("cyclical", "onecycle") and (self.max_lr is None or self.max_lr <= 0):
+        if self.kind in ("cyclical", "onecycle", "triangle") and (
+            self.max_lr is None or self.max_lr <= 0
+        ):
             raise ValueError(f"the {self.kind} schedule needs a positive max_lr")
 
 
@@ -60,6 +64,13 @@ def _base(step: int, total_steps: int, s: Schedule) -> float:
         half = max(1, s.cycle_steps // 2)
         x = abs(step / half % 2 - 1)  # 1 at the start of a cycle, 0 at its peak
         return s.base_lr + (s.max_lr - s.base_lr) * (1 - x)
+    if s.kind == "triangle":
+        assert s.max_lr is not None
+        peak_step = max(1, round(s.pct_start * total_steps))
+        if step < peak_step:
+            return s.base_lr + (s.max_lr - s.base_lr) * step / peak_step
+        t = min((step - peak_step) / max(1, total_steps - peak_step), 1.0)
+        return s.max_lr + (s.min_lr - s.max_lr) * t
     # onecycle: linear from max_lr/div_factor up to max_lr, then cosine down to
     # max_lr/(div_factor*final_div) -- the shape torch.optim.lr_scheduler.OneCycleLR uses.
     assert s.max_lr is not None

@@ -1,5 +1,5 @@
-"""The final recipe (issue #19): Myrtle's ResNet-18 settings, an 8x8 cutout, and a peak lr
-fitted to the run's batch and length, so that a CPU preview of a few dozen steps is not wrecked
+"""The final recipe: airbench's ResNet-18 settings (issue #23), the cutout presets, and a peak lr
+fitted to the run's batch and length (issue #19), so that a CPU preview of a few dozen steps is not wrecked
 by a peak meant for thousands. Pure functions and configurations: no training, milliseconds."""
 
 import math
@@ -10,7 +10,6 @@ import torch
 from engine import grid
 from engine.augment import CUTOUT, PRESETS, augment_batch, draw, torchvision_transform
 from engine.schedules import fitted_batch, lr_curve, scaled_peak
-from tools.budget_check import BUDGET, RECIPES
 
 
 def steps_per_epoch(cfg) -> int:
@@ -48,13 +47,25 @@ def test_scaled_peak_lowers_the_peak_of_a_short_climb_in_proportion() -> None:
 # ---- the final recipe in the grid -----------------------------------------------------------
 
 
-def test_final_is_myrtles_recipe_on_the_full_profile() -> None:
+def test_final_is_the_anchors_recipe_on_the_full_profile() -> None:
+    # airbench's ResNet-18 baseline (KellerJordan/cifar10-zoo, train_resnet18_94.py)
     cfg = grid.make_config("final", "full")
-    assert (cfg.batch_size, cfg.epochs, cfg.max_lr, cfg.pct_start) == (512, 30, 0.4, 0.25)
+    assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.max_lr, cfg.pct_start) == (
+        500,
+        26,
+        0.04,
+        0.2,
+        0.2,
+    )
     assert cfg.nesterov and cfg.momentum == 0.9 and cfg.weight_decay == 5e-4
-    assert cfg.augment == "crop_flip_cutout8" and cfg.label_smoothing == 0
-    assert cfg.norm == "standard_exact" and cfg.schedule == "onecycle" and cfg.tta
-    assert peak_of(cfg) == pytest.approx(0.4)  # 660-step rise: Myrtle's peak, untouched
+    assert cfg.augment == "translate_flip_cutout12" and cfg.label_smoothing == 0
+    assert cfg.norm == "standard_exact" and cfg.schedule == "triangle"
+    assert cfg.tta and cfg.tta_shift == 1
+    n = steps_per_epoch(cfg)
+    curve = lr_curve(cfg.epochs * n, cfg.make_schedule(n))
+    assert n == 90 and max(curve) == pytest.approx(0.2)  # 468-step rise: the anchor's peak
+    assert curve[0] == pytest.approx(0.04) and curve.index(max(curve)) == round(0.2 * 26 * 90)
+    assert curve[-1] == pytest.approx(0.2 / (26 * 90 - 468))  # one step short of 0
 
 
 def test_fitted_batch_keeps_the_recipes_steps_per_epoch() -> None:
@@ -66,37 +77,19 @@ def test_fitted_batch_keeps_the_recipes_steps_per_epoch() -> None:
 
 
 def test_final_on_a_subset_trains_smaller_batches_at_a_scaled_lr() -> None:
-    quick = grid.make_config("final", "quick")
-    assert quick.batch_size == 32 and steps_per_epoch(quick) >= grid.MYRTLE_STEPS_PER_EPOCH
-    assert peak_of(quick) == pytest.approx(0.4 * 32 / 512)  # linear scaling, no cap needed
+    quick = grid.make_config("final", "quick")  # 5,000 images: 500 -> 250 -> 125 -> 62
+    assert quick.batch_size == 62 and steps_per_epoch(quick) == 81
+    assert peak_of(quick) == pytest.approx(0.2 * 62 / 500)  # linear scaling, no cap needed
     # what the user sets is what runs
     assert grid.make_config("final", "quick", overrides={"batch_size": 512}).batch_size == 512
 
 
 def test_a_short_climb_peaks_lower() -> None:
-    # smoke: 400 images, batch 32 (the floor), 13 steps an epoch, a 10-step climb
+    # smoke: 400 images, batch 62, 7 steps an epoch, a 4-step climb
     cfg = grid.make_config("final", "smoke")
     rise = max(1, round(cfg.pct_start * cfg.epochs * steps_per_epoch(cfg)))
-    assert cfg.batch_size == 32 and rise < grid.MIN_RISE_STEPS
-    assert peak_of(cfg) == pytest.approx(0.4 * 32 / 512 * rise / grid.MIN_RISE_STEPS, rel=1e-3)
-
-
-def test_the_cpu_budget_is_issue_19s() -> None:
-    # 10,000 training images (9,600 trained on, 400 for validation), 4 epochs: 38,400 images
-    assert BUDGET["train_subset"] + BUDGET["val_size"] == 10_000
-    assert BUDGET["train_subset"] * BUDGET["epochs"] == 38_400
-    assert BUDGET["test_subset"] == 2_000 and BUDGET["width"] == 64
-    final = grid.make_config("final", "full", overrides=BUDGET)
-    # 150 steps of batch 64 an epoch, peak 0.4 * 64 / 512 after a 150-step climb
-    assert final.batch_size == 64 and peak_of(final) == pytest.approx(0.05)
-    experiment, change = RECIPES["plain"]
-    plain = grid.make_config(experiment, "full", overrides={**change, **BUDGET})
-    assert (plain.lr, plain.schedule, plain.batch_size, plain.augment) == (
-        0.1,
-        "cosine",
-        128,
-        "crop_flip",
-    )
+    assert cfg.batch_size == 62 and rise < grid.MIN_RISE_STEPS
+    assert peak_of(cfg) == pytest.approx(0.2 * 62 / 500 * rise / grid.MIN_RISE_STEPS, rel=1e-3)
 
 
 def test_final_why_names_a_source_for_every_setting() -> None:
@@ -149,16 +142,20 @@ def test_strong_still_cuts_16x16() -> None:
     assert all(zeros_box(img) == (CUTOUT, CUTOUT) for img in out) and CUTOUT == 16
 
 
-def test_budget_table_reads_the_saved_runs(tmp_path) -> None:
-    import dataclasses
-    import json
+def test_translate_pads_by_reflection_on_both_paths() -> None:
+    from engine.augment import PAD, pad_images
 
-    from tools.budget_check import table
-
-    cfg = grid.make_config("final", "full", overrides=BUDGET)
-    run = dict(recipe="final", config=dataclasses.asdict(cfg), budget=BUDGET, test_acc=0.4321,
-               status="ok", wall_seconds=600.0, started_at="2026-11-29T13:00:00+00:00",
-               load_avg_1_5_15={"before": [1.5, 1.0, 0.5], "after": [2.0, 1.5, 1.0]})  # fmt: skip
-    (tmp_path / "final.json").write_text(json.dumps(run))
-    row = table(tmp_path).splitlines()[-1]
-    assert row.startswith("| final | 64 | 600 | 0.05 | 43.2% | ok | 10.0 min | 1.5 / 2.0 |"), row
+    img = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).remainder(251).to(torch.uint8)
+    img = img.view(2, 3, 32, 32)
+    want = torch.nn.functional.pad(img.float(), (PAD,) * 4, mode="reflect").to(torch.uint8)
+    assert torch.equal(pad_images(img, reflect=True), want)
+    assert torch.equal(pad_images(img), torch.nn.functional.pad(img, (PAD,) * 4))
+    # a white image keeps no zero border under reflection: only the 12x12 cutout is zero
+    images = torch.full((16, 3, 32, 32), 255, dtype=torch.uint8)
+    half = torch.tensor((0.5, 0.5, 0.5))
+    g = torch.Generator().manual_seed(0)
+    out = augment_batch(images, "translate_flip_cutout12", half, half, g)
+    assert all(zeros_box(im) == (12, 12) for im in out)
+    torch.manual_seed(0)
+    tf = torchvision_transform("translate_flip_cutout12", half.tolist(), half.tolist())
+    assert all(zeros_box(tf(im)) == (12, 12) for im in images)
