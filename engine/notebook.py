@@ -13,6 +13,7 @@ from pathlib import Path
 
 from engine import grid, stats
 from engine.plotting import plot_overlay
+from engine.runtime import precision_of
 
 # What each verdict of stats.summarize means, in the words the notebook prints.
 VERDICTS = {
@@ -114,8 +115,10 @@ def preview_banner(lab: Lab) -> str:
     or its PDF can pass for the lab's results. Empty for `full`."""
     if lab.profile == "full":
         return ""
-    from engine.runtime import hardware_name, pick_device
+    from engine.runtime import choose_precision, hardware_name, pick_device
 
+    device = pick_device(lab.device)
+    prec = choose_precision(device, lab.precision)
     base, final = (grid.make_config(n, lab.profile) for n in ("baseline", "final"))
     full_base, full_final = (grid.make_config(n, "full") for n in ("baseline", "final"))
     shrink = (f"{base.train_subset or 50_000 - base.val_size:,} training images, "
@@ -127,7 +130,7 @@ def preview_banner(lab: Lab) -> str:
         f"> **PREVIEW: profile `{lab.profile}`, not the lab's results.**  \n"
         f"> {shrink}.  \n"
         f"> Data: {getattr(lab.data, 'source', '?')}.  \n"
-        f"> Hardware: {hardware_name(pick_device(lab.device))}.  \n"
+        f"> Hardware: {hardware_name(device)}, precision {prec.name} ({prec.reason}).  \n"
         "> Every figure and table below is a preview of the method; only the `full` profile "
         "answers the lab's questions."
     )
@@ -154,7 +157,8 @@ def provenance_lines(runs: dict) -> list[str]:
             env = r.get("env", {})
             note = f"; {env['note']}" if env.get("note") else ""
             lines.append(f"{name} seed {r['seed']}: {r['status']} on {env.get('device')} "
-                         f"{env.get('gpu') or env.get('cpu', '')}, torch {env.get('torch')}, "
+                         f"{env.get('gpu') or env.get('cpu', '')}, {precision_of(r)}, "
+                         f"torch {env.get('torch')}, "
                          f"finished {r.get('finished_at', '?')}{note}")  # fmt: skip
     return lines
 
