@@ -206,10 +206,15 @@ def choose_precision(
 
 
 def precision_of(result: dict) -> str:
-    """The precision a saved result trained with; files older than the field are float32."""
+    """The precision a saved result trained with. Files older than the field trained in float32
+    on a CPU, and under bf16 autocast on a GPU (the code then used it wherever the GPU had it,
+    as every GPU of those runs did)."""
     env = result.get("env") if isinstance(result, dict) else None
-    value = env.get("precision") if isinstance(env, dict) else None
-    return value if isinstance(value, str) else "fp32"
+    env = env if isinstance(env, dict) else {}
+    value = env.get("precision")
+    if isinstance(value, str):
+        return value
+    return "bf16" if str(env.get("device", "")).startswith("cuda") else "fp32"
 
 
 # An execution mode beside torch.compile's: the whole training step (forward, loss, backward,

@@ -64,6 +64,7 @@ def test_an_older_results_file_reads_as_float32() -> None:
     assert precision_of({"env": {"device": "cpu"}}) == "fp32"
     assert precision_of({"env": {"precision": "bf16"}}) == "bf16"
     assert precision_of({}) == "fp32"
+    assert precision_of({"env": {"device": "cuda:0"}}) == "bf16"  # the GPU runs before the field
 
 
 @pytest.fixture(scope="module")
