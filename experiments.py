@@ -21,6 +21,7 @@ from pathlib import Path
 import engine.distributed
 from engine.checkpoint import check_writable
 from engine.data import load_cifar10
+from engine.distributed import World
 from engine.errors import LabError, run_cli
 from engine.grid import (
     GROUPS,
@@ -31,8 +32,10 @@ from engine.grid import (
     make_config,
     parse_overrides,
     run_experiment,
+    will_train,
 )
 from engine.runtime import COMPILE_MODES, PRECISIONS, choose_precision, pick_device
+from train_utils import train
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -98,6 +101,24 @@ def _overview(sub: argparse._SubParsersAction) -> str:
                 flag = action.option_strings[-1] + (f" {action.metavar}" if action.metavar else "")
                 lines.append(f"           {flag:<24} {action.help or ''}")
     return "\n".join(lines)
+
+
+def run_in_step(world: World, name: str, profile: str, data, seed: int, **kw) -> dict | None:
+    """One experiment trained by every rank of a DDP group. Rank 0 decides whether it trains
+    (a finished run is replayed) and tells the others before anything starts; then it runs the
+    experiment as one process would (replay, resume, checkpoints, results file) while the others
+    train beside it and touch no file. Returns rank 0's results dict (None elsewhere)."""
+    decided = world.is_main and will_train(
+        name, profile, seed, kw["out"], kw["force"], kw["overrides"]
+    )
+    trains = world.from_main(decided)
+    if world.is_main:  # (on an error rank 0 exits, and torchrun stops the others)
+        return run_experiment(name, profile, data, seed=seed, world=world, **kw)
+    if trains:
+        cfg = make_config(name, profile, seed, kw["overrides"])
+        train(cfg, data, device=kw["device"], world=world, progress=False, log=lambda line: None,
+              compile_mode=kw["compile_mode"], precision=kw["precision"])  # fmt: skip
+    return None
 
 
 def _check_profile(profile: str) -> str:
@@ -178,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                   overrides=overrides, compile_mode=args.compile_mode,
                   precision=args.precision)  # fmt: skip
         if world.ddp:  # every rank trains this run; rank 0 reads and writes its files
-            r = engine.distributed.run_in_step(world, name, profile, data, seed, **kw)
+            r = run_in_step(world, name, profile, data, seed, **kw)
         else:
             r = run_experiment(name, profile, data, seed=seed, **kw)
         if r is not None:

@@ -51,7 +51,7 @@ from engine.data import (
     normalization_stats,
     split_train_val,
 )
-from engine.distributed import World, current
+from engine.distributed import World
 from engine.errors import LabError
 from engine.loader import DeviceLoader
 from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
@@ -377,12 +377,11 @@ def train(
     precision: str | None = "auto",
 ) -> RunResult:
     """Train `cfg` on `data`; evaluate on validation every epoch and on test once at the end.
-    `world` (default: the one engine/distributed.py's `start` formed) spreads the run over a
-    DDP process group. `precision` is auto | bf16 | fp32 (runtime.choose_precision); the
+    `world` (default: one process) spreads the run over a DDP process group
+    (engine/distributed.py's `start` forms it). `precision` is auto | bf16 | fp32 (runtime.choose_precision); the
     results record the one used and why."""
     cfg.validate()
-    world = world or current()
-    world.begin()
+    world = world or World()
     if world.helper:  # under DDP rank 0 alone prints and writes files
         log, progress, ckpt_dir = (lambda line: None), False, None
     device = pick_device(device)

@@ -26,9 +26,8 @@ Without torchrun (no WORLD_SIZE in the environment) there is one process and not
 
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -41,10 +40,6 @@ from engine.runtime import pick_device
 MODES = ("ddp", "runs")
 
 
-class Skipped(Exception):
-    """Raised on a helper rank when rank 0 does not train the run (it replays it, say)."""
-
-
 @dataclass
 class World:
     """This process's place among the ranks, and how one run is spread over them."""
@@ -54,7 +49,6 @@ class World:
     local_rank: int = 0
     backend: str | None = None  # the process group's backend when the ranks share a run (DDP)
     sync_bn: bool = False  # SyncBatchNorm instead of per-rank BatchNorm (DDP on CUDA)
-    started: int = field(default=0, compare=False)  # DDP runs begun (see `begin`)
 
     @property
     def is_main(self) -> bool:
@@ -68,15 +62,6 @@ class World:
     def helper(self) -> bool:
         """A DDP rank other than 0: it trains beside rank 0, and prints and writes nothing."""
         return self.ddp and not self.is_main
-
-    def begin(self) -> None:
-        """A DDP run's first collective: rank 0 tells the other ranks that it trains now. They
-        wait for this in `run_in_step`, which sends "skip" instead when rank 0 does not train
-        the run (it replays a saved result, or fails before training)."""
-        if self.ddp:
-            if self.from_main("train") != "train":
-                raise Skipped
-            self.started += 1
 
     def record(self) -> dict:
         """Saved with a run's results: how many processes trained it, and how."""
@@ -134,14 +119,6 @@ class World:
         return DistributedDataParallel(model, device_ids=ids)
 
 
-_current = World()
-
-
-def current() -> World:
-    """The World that `start` formed (one process until then): what `train` uses unless told."""
-    return _current
-
-
 def launched() -> bool:
     """Whether torchrun (or another launcher with its environment) started this process."""
     return "WORLD_SIZE" in os.environ
@@ -184,14 +161,10 @@ def start(mode: str | None, device=None, sync_bn: bool = False) -> tuple[World, 
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend)
-    global _current
-    _current = World(rank, size, local, backend, sync_bn)
-    return _current, device
+    return World(rank, size, local, backend, sync_bn), device
 
 
 def stop() -> None:
-    global _current
-    _current = World()
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -199,27 +172,3 @@ def stop() -> None:
 def my_runs(pairs: list, world: World) -> list:
     """`--distribute runs`: rank r's share of the (experiment, seed) list, every N-th from r."""
     return pairs[world.rank :: world.size]
-
-
-def run_in_step(world: World, name: str, profile: str, data, seed: int, **kw) -> dict | None:
-    """One experiment trained by every rank of a DDP group. Rank 0 runs it as one process would
-    (replay, resume, checkpoints, results file); the others follow its decision to replay or
-    train, train beside it, and touch no file. Returns rank 0's results dict (None elsewhere)."""
-    from engine.grid import make_config, run_experiment
-    from train_utils import train
-
-    if world is not _current:  # `begin` counts on the World that `start` formed
-        raise LabError("run_in_step takes the World that engine.distributed.start returned")
-    if world.is_main:
-        begun = world.started
-        result = run_experiment(name, profile, data, seed=seed, **kw)  # trains with `current()`
-        if world.started == begun:  # replayed, not trained: release the others
-            world.from_main("skip")
-        # (On an error rank 0 exits, and torchrun stops the other ranks.)
-        return result
-    cfg = make_config(name, profile, seed, kw.get("overrides"))
-    with contextlib.suppress(Skipped):
-        train(cfg, data, device=kw.get("device"), world=world, progress=False,
-              log=lambda line: None, compile_mode=kw.get("compile_mode"),
-              precision=kw.get("precision", "auto"))  # fmt: skip
-    return None

@@ -269,6 +269,7 @@ def run_experiment(
     overrides: dict | None = None,
     compile_mode: str | None = None,
     precision: str | None = "auto",
+    world=None,
 ) -> dict:
     """Run one experiment (or replay its saved results) and return its results dict.
 
@@ -290,7 +291,21 @@ def run_experiment(
             return result
         return _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, force,
                                resume, device, progress, echo, ckpt_every, compile_mode,
-                               precision)  # fmt: skip
+                               precision, world)  # fmt: skip
+
+
+def will_train(
+    name: str,
+    profile: str,
+    seed: int = 0,
+    out: str | Path = "results",
+    force: bool = False,
+    overrides: dict | None = None,
+) -> bool:
+    """Whether `run_experiment` with these settings trains (True) or replays a saved result
+    (False): decided before training, so that the ranks of a DDP group can be told."""
+    cfg = make_config(name, profile, seed, overrides)
+    return force or read_result(result_path(Path(out), profile, cfg.name, seed))[0] is None
 
 
 def _replayable(path: Path, cfg: RunConfig, echo, quiet: bool = False) -> dict | None:
@@ -337,7 +352,8 @@ def _clean_temp_files(path: Path, ckpt_dir: Path, echo) -> None:
 
 
 def _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, force, resume,
-                    device, progress, echo, ckpt_every, compile_mode, precision) -> dict:  # fmt: skip
+                    device, progress, echo, ckpt_every, compile_mode, precision,
+                    world) -> dict:  # fmt: skip
     _clean_temp_files(path, ckpt_dir, echo)
     if data is None:
         data = load_cifar10(data_dir)
@@ -349,7 +365,7 @@ def _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, fo
     echo(header)
     res = train(cfg, data, device=device, ckpt_dir=ckpt_dir, resume=resume, progress=progress,
                 log=echo, ckpt_every=ckpt_every, compile_mode=compile_mode,
-                precision=precision)  # fmt: skip
+                precision=precision, world=world)  # fmt: skip
     result = res.to_dict()
     result.update(
         name=cfg.name,

@@ -16,7 +16,7 @@ from conftest import REPO, data_location
 from engine.errors import LabError
 from engine.grid import make_config
 from engine.loader import DeviceLoader
-from engine.runtime import seed_everything
+from engine.runtime import choose_precision, seed_everything
 from engine.schedules import lr_at
 from resnet18 import resnet18
 from train_utils import build_loaders, evaluate, make_optimizer, optimizer_step, train
@@ -25,7 +25,10 @@ EXPERIMENTS = REPO / "experiments.py"
 # The final recipe (strong augmentation, Nesterov, one-cycle, label smoothing, TTA) on the smoke
 # profile (400 training images, width 4) cut to 2 epochs of 4 global batches of 100.
 DDP_RUN = dict(batch_size=100, epochs=2)
-DDP_ARGS = ["final", "--profile", "smoke", "--set", "batch_size=100", "--set", "epochs=2"]
+# float32: the ghost-batch reference below steps in float32 (bf16 would round differently)
+DDP_ARGS = ["final", "--profile", "smoke", "--set", "batch_size=100", "--set", "epochs=2",
+            "--precision", "fp32"]  # fmt: skip
+FP32 = choose_precision(torch.device("cpu"), "fp32")
 
 
 def free_port() -> int:
@@ -100,7 +103,7 @@ def ghost_batch_run(cfg, data, parts: int = 2):
     every rank before each forward pass, so the running statistics kept are part 0's."""
     seed_everything(cfg.seed)
     device = torch.device("cpu")
-    (train_dl, val_dl, test_dl), _ = build_loaders(cfg, data, device)
+    (train_dl, val_dl, test_dl), _ = build_loaders(cfg, data, device, channels_last=False)
     model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
     opt = make_optimizer(cfg, model)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -127,8 +130,9 @@ def ghost_batch_run(cfg, data, parts: int = 2):
             optimizer_step(loss, opt)
             step += 1
         train_loss.append(total / train_dl.num_images)
-        val_loss.append(evaluate(model, val_dl)["loss"])
-    return model, train_loss, val_loss, evaluate(model, test_dl, tta=cfg.tta)
+        val_loss.append(evaluate(model, val_dl, precision=FP32)["loss"])
+    test = evaluate(model, test_dl, tta=cfg.tta, tta_shift=cfg.tta_shift, precision=FP32)
+    return model, train_loss, val_loss, test
 
 
 def test_ddp_two_ranks_train_like_one_process_with_ghost_batches(
@@ -162,7 +166,7 @@ def test_ddp_two_ranks_train_like_one_process_with_ghost_batches(
         torch.testing.assert_close(saved[key], value, rtol=1e-6, atol=1e-7, msg=key)
     # ...and the expected difference: one process normalizing whole batches of 100 trains
     # otherwise, by far more than the float noise allowed above
-    plain = train(cfg, cifar, device="cpu", progress=False, log=lambda line: None)
+    plain = train(cfg, cifar, device="cpu", progress=False, log=lambda line: None, precision="fp32")
     assert max(abs(a - b) for a, b in zip(plain.history["train_loss"], train_loss)) > 1e-4
 
 
@@ -186,7 +190,7 @@ def log(line):  # rank 0 dies after epoch 2's validation, before its checkpoint
     if sys.argv[2] == "kill" and line == "Epoch: 2":
         os.kill(os.getpid(), signal.SIGKILL)
 r = train(cfg, load_cifar10(download=False), ckpt_dir=sys.argv[1], resume=True, progress=False,
-          log=log)
+          world=world, precision="fp32", log=log)
 if world.is_main:
     json.dump(r.history, open("history.json", "w"))
 engine.distributed.stop()

@@ -1,0 +1,85 @@
+"""The import graph (issue #25): no module imports itself back through others, lazy imports
+inside functions included, and engine/__init__.py's map of the layers is true."""
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+BELOW = ["errors", "data", "augment", "loader", "schedules", "runtime", "distributed",
+         "checkpoint", "progress", "plotting"]  # fmt: skip
+ABOVE = ["grid", "lr_finder", "stats", "notebook"]
+
+
+def modules() -> dict[str, Path]:
+    """Every local module of the product (not the tests), by dotted name."""
+    found = {}
+    for path in REPO.rglob("*.py"):
+        rel = path.relative_to(REPO)
+        if rel.parts[0] in ("tests", ".venv", "venv") or rel.parts[0].startswith("."):
+            continue
+        name = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+        found[name] = path
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    """module -> the local modules it imports anywhere in its code."""
+    mods = modules()
+    edges: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            out |= {t for t in targets if t in mods and t != name and t != "engine"}
+        edges[name] = out
+    return edges
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        path.append(n)
+        for m in sorted(edges.get(n, ())):
+            if state.get(m) == 1:
+                return path[path.index(m) :] + [m]
+            if m not in state and (cycle := visit(m)):
+                return cycle
+        path.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(edges):
+        if n not in state and (cycle := visit(n)):
+            return cycle
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    cycle = find_cycle(graph())
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_a_cycle_would_be_found():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_layers_are_as_engine_init_says():
+    edges = graph()
+    doc = (REPO / "engine" / "__init__.py").read_text(encoding="utf-8")
+    for name in BELOW + ABOVE:
+        assert f"    {name} " in doc, f"engine/__init__.py does not list {name}"
+    upper = {"train_utils", *(f"engine.{n}" for n in ABOVE)}
+    for name in BELOW:
+        bad = edges[f"engine.{name}"] & upper
+        assert not bad, f"engine.{name} sits below train_utils but imports {sorted(bad)}"
+    assert not edges["resnet18"], "resnet18.py holds the model and nothing else"
