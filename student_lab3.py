@@ -553,9 +553,41 @@ if finished:
 print(f"figures saved in {PLOTS}: {', '.join(sorted(p.name for p in PLOTS.glob('*.png')))}")
 
 # %% [markdown]
+# ## 6. Difficulties met, and how I solved them
+#
+# - **A baseline below the handout's.** My first full runs scored well under the handout's
+#   baseline. Before touching the model I checked the data: the offline copy I had was JPEG
+#   (quality 75, colour stored at half resolution), which loses the fine detail a 32x32 image
+#   has little of. Its channel statistics were close to the official ones, so nothing looked
+#   wrong until I compared the pixels. I switched to a lossless copy in the official order
+#   (the data loader now names the copy by its content in every result), and kept the JPEG runs
+#   labelled as such.
+# - **Previews wrecked by a recipe meant for long runs.** The final recipe's peak learning rate
+#   is reached after hundreds of steps on the full data; on a small CPU preview the same
+#   schedule climbed to the peak in a handful of steps and the network blew up. The fix keeps
+#   the recipe unchanged on the full profile and, on a subset, halves the batch to keep about
+#   as many steps an epoch and caps how fast the learning rate may rise
+#   (`schedules.fitted_batch`, `schedules.scaled_peak`).
+# - **Training time without a GPU.** In float32 a full run takes hours on a laptop CPU. The
+#   processor I worked on computes bfloat16 in hardware, and bf16 autocast with the
+#   channels-last memory layout trains about twice as fast there; the code chooses it only
+#   where the processor has native bfloat16 (elsewhere it would be slower than float32) and
+#   records the precision in every result.
+# - **Reading the curves honestly.** With augmentation the training accuracy is measured on the
+#   augmented batches, so it is not comparable with the validation accuracy as a measure of
+#   overfitting (section 4.2); and with one seed per run, differences of a few tenths of a point
+#   are within the seed-to-seed spread, so the tables give no verdict until two seeds a side
+#   exist.
+# - **Runs that get interrupted.** A full run is long enough to be cut off. Every epoch writes a
+#   checkpoint (weights, optimizer, random state, log), a rerun continues from the newest one
+#   and ends with the same numbers as an uninterrupted run, and a finished run is replayed from
+#   its results file instead of being trained again.
+
+# %% [markdown]
 # ## Hand-in
 #
-# This notebook executed top to bottom on the `full` profile (a preview says so in its banner
-# at the top), `resnet18.py`, and the PDF report. The figures above are also in
-# `plots/<profile>/` as PNG files for the report, and `python -m engine.stats --profile
-# <profile> --write` saves the tables as Markdown.
+# This notebook, executed top to bottom on the `full` profile (a preview says so in its banner
+# at the top) and exported to PDF, is the report. `python make_submission.py --student-id ID
+# --name NAME` exports it with a title page and packs `<ID>_lab3.zip`: the notebook, its PDF,
+# `resnet18.py`, the modules the notebook imports and the results files it replays, so that a
+# grader can re-run it with only CIFAR-10 added. The figures are also in `plots/<profile>/`.
