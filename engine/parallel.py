@@ -72,6 +72,7 @@ def worker(spec_path: str, index: int) -> int:
     """One worker: load the data once, then claim and train runs until none is left or fits."""
     import torch
 
+    from engine.checkpoint import save_json
     from engine.data import load_cifar10
     from engine.grid import run_experiment
 
@@ -99,7 +100,7 @@ def worker(spec_path: str, index: int) -> int:
         except Exception as e:  # one broken run must not stop the others
             echo(f"{run['name']} seed {run['seed']} FAILED: {type(e).__name__}: {e}")
             outcome.update(status="failed", error=f"{type(e).__name__}: {e}")
-        (state / "done" / f"{_key(run)}.json").write_text(json.dumps(outcome))
+        save_json(outcome, state / "done" / f"{_key(run)}.json")  # atomic: others read it
     return 0
 
 

@@ -69,6 +69,7 @@ RUNS = [(n, s) for s in (0, 1) for n in ("baseline", "lr_0.2")]
 
 
 @pytest.mark.skipif(data_location() is None, reason="CIFAR-10 copy not found")
+@pytest.mark.slow
 def test_parallel_runs_each_missing_run_once_and_stops_at_the_deadline(tmp_path):
     # A deadline shorter than a worker's start and its first run: what is cut short writes
     # nothing, what never started is named in one line, whatever this machine's speed.
