@@ -2,6 +2,7 @@
 
     python experiments.py list
     python experiments.py run [NAME|GROUP ...] --profile full --seeds 3 --data-dir D --out results
+    python experiments.py run --parallel 4 --deadline 3600    # 4 runs at a time, for an hour
 
 Each run writes results/<profile>/<name>__seed<k>.json (config, history, test figures, log,
 device, library versions, wall time). A finished run is replayed, not rerun, unless --force.
