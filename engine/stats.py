@@ -26,9 +26,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-import statistics
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+
+from scipy.stats import t as student_t
 
 from engine.errors import LabError, run_cli
 
@@ -57,79 +58,19 @@ def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
     return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)), n
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes
-    3rd ed. section 6.4)."""
-    tiny, eps = 1e-300, 1e-15
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 100_000):  # converges in O(sqrt(max(a, b))) terms
-        for aa in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1 + aa * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < eps:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float, one_minus_x: float) -> float:
-    """Regularized incomplete beta I_x(a, b); 1 - x is passed in to keep its precision."""
-    if x <= 0:
-        return 0.0
-    if one_minus_x <= 0:
-        return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log(one_minus_x))  # fmt: skip
-    if x < (a + 1) / (a + b + 2):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1 - math.exp(log_front) * _betacf(b, a, one_minus_x) / b
-
-
 def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with `df` (possibly fractional) degrees of freedom."""
-    if math.isinf(df):
-        return statistics.NormalDist().cdf(t)
-    # P(|T| > |t|) = I_{df/(df+t^2)}(df/2, 1/2) (Abramowitz & Stegun 26.7.1 / 26.5.27).
-    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t), t * t / (df + t * t))
-    return 1 - tail if t > 0 else tail
+    """P(T <= t) for Student's t with `df` (possibly fractional, or math.inf) degrees of freedom."""
+    return float(student_t.cdf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
     """The p-quantile of Student's t with `df` degrees of freedom (df may be fractional, as
-    Welch's is, or math.inf for the normal). t_quantile(0.975, 4) = 2.776.
-
-    The CDF is exact (incomplete beta); it is inverted by bisection to ~1e-12, which costs a few
-    milliseconds and needs no table and no scipy.
-    """
+    Welch's is, or math.inf for the normal). t_quantile(0.975, 4) = 2.776."""
     if not 0 < p < 1:
         raise LabError(f"quantile level must be in (0, 1), got {p}")
     if not df > 0:
         raise LabError(f"degrees of freedom must be positive, got {df}")
-    if p < 0.5:
-        return -t_quantile(1 - p, df)
-    if p == 0.5:
-        return 0.0
-    if math.isinf(df):
-        return statistics.NormalDist().inv_cdf(p)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:  # bracket: the t quantile is at least the normal one
-        lo, hi = hi, hi * 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-12 * hi:
-            break
-    return (lo + hi) / 2
+    return float(student_t.ppf(p, df))
 
 
 def diff_interval(
