@@ -16,8 +16,8 @@
 # data are not run again; JPEG-copy results do not count. The session lives in .gpu/session/
 # (kept on the machine between calls while it stays warm).
 # Env: PROFILE (full), SEEDS (3), LANES (8), DEADLINE_S (420: seconds the grid may train),
-# COMPILE (cuda-graph, the default: no compile cost; auto: the fastest of eager, reduce-overhead
-# and cuda-graph in the bench, then the warm stage compiles; or one mode, or eager), COMPILE_MIN_STEPS (2000: torch.compile only for runs that long), PY (python3),
+# COMPILE (eager, the default: no compile cost; auto: the faster of eager and reduce-overhead
+# in the bench, then the warm stage compiles; or one torch.compile mode), COMPILE_MIN_STEPS (2000: torch.compile only for runs that long), PY (python3),
 # BENCH_ARGS (extra bench.py flags).
 set -u
 OUT=${1:?usage: gpu_full_grid.sh OUT bench|warm|grid|parts}
@@ -26,7 +26,7 @@ PROFILE=${PROFILE:-full}
 SEEDS=${SEEDS:-3}
 LANES=${LANES:-8}
 DEADLINE_S=${DEADLINE_S:-420}
-COMPILE=${COMPILE:-cuda-graph}  # auto costs a cold inductor compile: only with device time to spare
+COMPILE=${COMPILE:-eager}  # auto costs a cold inductor compile: only with device time to spare
 COMPILE_MIN_STEPS=${COMPILE_MIN_STEPS:-2000}
 PY=${PY:-python3}
 GPU=.gpu
@@ -71,23 +71,14 @@ case $STAGE in
 parts) ;;
 bench)
   # Alone on the GPU so its figures are clean: the whole loop at batch 512, eager against
-  # torch.compile reduce-overhead (cold: its payback point) and against the whole-step CUDA graph,
-  # without the slow per-image references (measured at batch 128 before). No data has arrived
+  # torch.compile reduce-overhead (cold: its payback point) unless COMPILE=eager, without the slow per-image references (measured at batch 128 before). No data has arrived
   # yet: the loop runs on random uint8 images of CIFAR's shape (the same speed).
   SKIP=loop_pil,aug_pil,model_torchvision
-  if [ "$COMPILE" != cuda-graph ]; then  # auto, eager or a torch.compile mode
-    M=$([ "$COMPILE" = auto ] || [ "$COMPILE" = eager ] && echo reduce-overhead || echo "$COMPILE")
-    log "bench, batch 512: eager and $M"
-    timeout 200 $PY -m tools.bench --batch-size 512 --skip $SKIP --compile "$M" \
-      ${BENCH_ARGS:-} --out "$S/bench.json" > "$S/logs/bench.log" 2>&1
-    log "bench $M exit $?"
-  fi
-  if [ "$COMPILE" = auto ] || [ "$COMPILE" = cuda-graph ]; then
-    log "bench, batch 512: eager and the whole-step CUDA graph"
-    timeout 100 $PY -m tools.bench --batch-size 512 --skip $SKIP,aug_batched --compile cuda-graph \
-      ${BENCH_ARGS:-} --out "$S/bench_graph.json" > "$S/logs/bench_graph.log" 2>&1
-    log "bench cuda-graph exit $?"
-  fi
+  M=$([ "$COMPILE" = auto ] && echo reduce-overhead || { [ "$COMPILE" != eager ] && echo "$COMPILE"; })
+  log "bench, batch 512: eager${M:+ and $M}"
+  timeout 200 $PY -m tools.bench --batch-size 512 --skip $SKIP ${M:+--compile "$M"} \
+    ${BENCH_ARGS:-} --out "$S/bench.json" > "$S/logs/bench.log" 2>&1
+  log "bench ${M:-eager} exit $?"
   grep -h "whole loop at batch\|paid back\|images/s\|training loop" "$S"/logs/bench*.log | tee -a "$S/logs/session.log"
   ;;
 warm)
@@ -95,16 +86,16 @@ warm)
   # A torch.compile mode is checked here and inductor's cache filled with every shape the
   # compiled runs meet (a full batch and the epoch's last, smaller one, per batch size), in
   # parallel processes, so that the lanes load compiled code instead of compiling it; if that
-  # fails, the grid uses the whole-step CUDA graph (which itself falls back to eager).
+  # fails, the grid trains eager.
   MODE=$COMPILE
-  [ "$MODE" = auto ] && MODE=$($PY -m tools.lanes --choose "$S/bench.json" "$S/bench_graph.json" --compile cuda-graph)
+  [ "$MODE" = auto ] && MODE=$($PY -m tools.lanes --choose "$S/bench.json")
   log "mode chosen: $MODE"
-  if [ "$MODE" != eager ] && [ "$MODE" != cuda-graph ]; then
+  if [ "$MODE" != eager ]; then
     timeout 240 $PY -m tools.lanes --warm --profile "$PROFILE" --compile "$MODE" \
       --compile-min-steps "$COMPILE_MIN_STEPS" --session "$S" > "$S/logs/warm.log" 2>&1
     rc=$?
     log "compile warm-up exit $rc: $(tail -1 "$S/logs/warm.log")"
-    [ $rc = 0 ] || MODE=cuda-graph
+    [ $rc = 0 ] || MODE=eager
   fi
   echo "$MODE" > "$S/mode"
   ;;
@@ -130,9 +121,9 @@ json.dump(prov, open(p, "w"), indent=1)
 print("data:", prov["data"], tuple(d.train_images.shape), tuple(d.test_images.shape))
 EOF
   [ "${PIPESTATUS[0]}" = 0 ] || { log "data did not load"; pack "$CMD"; exit 1; }
-  # The warm stage's choice; without one (it did not run), COMPILE, or for auto the CUDA graph.
+  # The warm stage's choice; without one (it did not run), COMPILE, or for auto eager.
   MODE=$(cat "$S/mode" 2>/dev/null || echo "$COMPILE")
-  [ "$MODE" = auto ] && MODE=cuda-graph
+  [ "$MODE" = auto ] && MODE=eager
   [ "$MODE" = eager ] && MODE=""
   log "grid: profile $PROFILE, $SEEDS seeds, $LANES lanes, deadline ${DEADLINE_S}s, mode ${MODE:-eager}"
   $PY -m tools.lanes --profile "$PROFILE" --seeds "$SEEDS" --lanes "$LANES" \

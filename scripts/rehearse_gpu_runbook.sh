@@ -12,7 +12,7 @@ set -u
 REPO=$(pwd)
 LOG=${1:-results/rehearsal/runbook_cpu_smoke.log}
 WORK=$(mktemp -d)
-export PY=${PY:-$REPO/.venv/bin/python} PROFILE=smoke LANES=2 COMPILE=cuda-graph OMP_NUM_THREADS=1
+export PY=${PY:-$REPO/.venv/bin/python} PROFILE=smoke LANES=2 COMPILE=eager OMP_NUM_THREADS=1
 export BENCH_ARGS="--width 8 --batch-size 64 --steps 1 --repeats 2 --warmup 1 --device cpu"
 mkdir -p "$(dirname "$LOG")"
 (

@@ -226,8 +226,8 @@ def test_choose_mode_takes_the_fastest_loop_the_bench_files_timed(tmp_path):
         return tmp_path / name
 
     a = bench_file("a.json", "reduce-overhead", 30_000, 45_000)
-    b = bench_file("b.json", "cuda-graph", 31_000, 52_000)
-    assert lanes.choose_mode([a, b], "x") == "cuda-graph"
-    slow = bench_file("c.json", "cuda-graph", 31_000, 20_000)
+    b = bench_file("b.json", "max-autotune", 31_000, 52_000)
+    assert lanes.choose_mode([a, b], "x") == "max-autotune"
+    slow = bench_file("c.json", "max-autotune", 31_000, 20_000)
     assert lanes.choose_mode([slow], "x") is None  # eager beat it
-    assert lanes.choose_mode([tmp_path / "missing.json"], "cuda-graph") == "cuda-graph"
+    assert lanes.choose_mode([tmp_path / "missing.json"], "max-autotune") == "max-autotune"

@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 from engine.errors import LabError, run_cli
-from engine.runtime import GRAPH_MODE
 from tools.runbook import done_runs, plan
 
 GRACE_S = 10  # after the deadline: seconds between SIGINT and SIGKILL
@@ -83,9 +82,8 @@ def lane(args: argparse.Namespace) -> int:
                 continue  # too long for what is left: a shorter one later in the queue may fit
             if not claim(session, job):
                 continue
-            # A graph captures in milliseconds: every run; compiling pays only on long runs.
-            long_run = job["steps"] >= args.compile_min_steps
-            mode = args.compile if long_run or args.compile == GRAPH_MODE else None
+            # Compiling pays for itself only on long runs.
+            mode = args.compile if job["steps"] >= args.compile_min_steps else None
             print(f"lane {args.lane}: {job['name']} seed {job['seed']} (tier {job['tier']}, "
                   f"estimate {job['est_units'] * scale:.0f}s, compile {mode})", flush=True)  # fmt: skip
             r = None
@@ -265,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.lanes < 1 or args.seeds < 1:
         raise LabError("--lanes and --seeds must be at least 1")
-    if (args.warm or args.warm_batch) and args.compile in (None, GRAPH_MODE):
+    if (args.warm or args.warm_batch) and args.compile is None:
         raise LabError("--warm needs a torch.compile mode: --compile reduce-overhead, ...")
     if args.choose:
         print(choose_mode(args.choose, args.compile) or "eager")
