@@ -44,9 +44,11 @@ def test_eager_is_the_model_itself():
     shutil.which("cc") is None, reason="torch.compile on the CPU needs a C compiler"
 )
 def test_compiled_run_matches_eager_and_saves_plain_weights(cifar, tmp_path, one_thread_per_module):
-    eager = train(RunConfig(**TINY), cifar, progress=False, log=lambda s: None)
-    compiled = train(RunConfig(**TINY), cifar, progress=False, log=lambda s: None,
-                     ckpt_dir=tmp_path, compile_mode="default")  # fmt: skip
+    # float32 on every CPU: where bf16 is native (auto's choice) fused and eager kernels round
+    # apart by ~0.2% in 4 steps, which would hide the bounds below.
+    quiet = dict(progress=False, log=lambda s: None, precision="fp32")
+    eager = train(RunConfig(**TINY), cifar, **quiet)
+    compiled = train(RunConfig(**TINY), cifar, ckpt_dir=tmp_path, compile_mode="default", **quiet)
     assert compiled.status == "ok" and compiled.env["compile"] == "default"
     assert eager.env["compile"] is None
     # Inductor fuses and reorders float32 arithmetic, so not bit for bit (1e-5 apart in train

@@ -12,8 +12,8 @@ two figures timed side by side in the same repeat.
 
 1. model step: the hand-written resnet18.py against torchvision's resnet18 with the CIFAR stem
    swapped in; forward + backward + SGD step on a synthetic batch already on the device.
-2. precision: the model step and the whole loop in bf16 (fp16 on a GPU without it) against
-   fp32, and bf16 with channels_last against bf16 without it.
+2. precision: the model step and the whole loop in bf16 against fp32, and bf16 with
+   channels_last against bf16 without it (not on a GPU without bf16).
 3. training loop: the same step fed by the fast path (loader.DeviceLoader: uint8 data on the
    device, batched crop_flip) and by the textbook path (a DataLoader with per-image PIL
    transforms in worker processes), each against the model step alone.
@@ -597,13 +597,10 @@ def extra_lines(res: dict) -> list[str]:
     lines = []
     if c := res.get("compile"):
         paid = c["break_even_images"]
+        paid = "never" if paid is None else f"after {paid:,.0f} training images"
         lines.append(
-            f"torch.compile {c['mode']}: {c['compile_seconds']:.0f} s to compile (cold); "
-            + (
-                "never pays back at this speed"
-                if paid is None
-                else f"paid back after {paid:,.0f} training images"
-            )
+            f"torch.compile {c['mode']}: {c['compile_seconds']:.0f} s to compile "
+            f"(cold), paid back {paid}"
         )
     if t := res.get("loop_target"):
         lines.append(
@@ -625,14 +622,8 @@ def extra_lines(res: dict) -> list[str]:
         "GFLOP (torch.utils.flop_counter: convolutions and matrix products)"
     )
     for g in (res["grid_projection"] or {}).values():
-        minutes = ", ".join(
-            f"{g[k]:.1f} min {how}"
-            for k, how in (
-                ("minutes_loop_fast", "eager"),
-                ("minutes_loop_fast_compiled", "compiled"),
-            )
-            if k in g
-        )
+        how = {"minutes_loop_fast": "eager", "minutes_loop_fast_compiled": "compiled"}
+        minutes = ", ".join(f"{g[k]:.1f} min {v}" for k, v in how.items() if k in g)
         lines.append(
             f"full grid, {g['experiments']} experiments x {g['seeds']} seed(s), "
             f"{g['train_images'] / 1e6:.1f}M training images: {minutes} (one run at a time); "
