@@ -57,9 +57,7 @@ from engine.loader import DeviceLoader
 from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
 from engine.progress import bar_file
 from engine.runtime import (  # noqa: F401  (pick_device, optimizer_step re-exported)
-    GRAPH_MODE,
     Precision,
-    WholeStepGraph,
     check_compile_mode,
     choose_precision,
     compile_for_training,
@@ -410,9 +408,6 @@ def train(
     step_model = compile_for_training(world.wrap(model), compile_mode)
     opt = make_optimizer(cfg, model)
     scaler = prec.scaler()
-    # compile_mode "cuda-graph": the whole step captured once and replayed (runtime.py)
-    graphed = (WholeStepGraph(model, opt, device, cfg.label_smoothing, scaler, log=say)
-               if compile_mode == GRAPH_MODE and not world.ddp else None)  # fmt: skip
     steps_per_epoch = len(train_dl)
     total_steps = cfg.epochs * steps_per_epoch
     sched = cfg.make_schedule(steps_per_epoch)
@@ -472,11 +467,10 @@ def train(
         for i, (x, y) in enumerate(bar):
             lr = lr_at(step, total_steps, sched)
             set_lr(opt, lr)
-            if graphed is not None:
-                logits, loss = graphed(x, y)
-            else:
-                logits, loss = train_step(step_model, opt, x, y, prec, scaler,
-                                          cfg.label_smoothing, train_dl.weight(i) if world.ddp else 1.0)  # fmt: skip
+            weight = train_dl.weight(i) if world.ddp else 1.0  # a DDP rank's share
+            logits, loss = train_step(
+                step_model, opt, x, y, prec, scaler, cfg.label_smoothing, weight
+            )
             losses[i] = loss.detach().float() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
