@@ -448,6 +448,12 @@ def train(
                 f"checkpoint {path} was written by a different configuration ({', '.join(diff)} "
                 "differ); delete its folder or rerun with --force to start over"
             )
+        saved_data = state.get("data")  # checkpoints older than the field: not checked
+        if saved_data is not None and saved_data != data.source:
+            raise LabError(
+                f"checkpoint {path} was trained on other data ({saved_data}), this run has "
+                f"{data.source}; point --data-dir at that copy to resume, or --force to start over"
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if scaler is not None and "scaler" in state:
@@ -517,6 +523,7 @@ def train(
                 "log": lines,
                 "wall_seconds": elapsed(),
                 "precision": prec.name,
+                "data": data.source,
             }
             if scaler is not None:
                 state["scaler"] = scaler.state_dict()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine import grid, stats
+from engine.errors import LabError
 from engine.plotting import plot_overlay
 
 # What each verdict of stats.summarize means, in the words the notebook prints.
@@ -96,7 +97,11 @@ class Lab:
         if not runs:
             return [], "*No runs of this group to compare.*"
         both = {"baseline": self.runs["baseline"], **runs} if "baseline" in self.runs else runs
-        rows = stats.summarize(both)
+        try:
+            rows = stats.summarize(both)
+        except LabError as e:  # runs of other data, precision or profile: never pooled
+            print(f"warning: {e}")
+            return [], f"*Not compared: {e}*"
         return rows, stats.format_table(rows) + "\n\n" + conclude(rows)
 
 

@@ -245,11 +245,27 @@ def _stat(values: Iterable[float | None]) -> dict:
 
 
 def _check_one_profile(results: Mapping[str, Sequence[Mapping]]) -> None:
-    profiles = {r.get("profile") for runs in results.values() for r in runs} - {None}
+    """Runs of different profiles, data or precision are never pooled or compared: one line."""
+    from engine.runtime import precision_of
+
+    runs = [r for rs in results.values() for r in rs]
+    profiles = {r.get("profile") for r in runs} - {None}
     if len(profiles) > 1:
         raise LabError(
             f"results mix profiles ({', '.join(sorted(profiles))}); compare runs of one profile, "
             "e.g. load_results('full')"
+        )
+    data = {str(r["data"]) for r in runs if r.get("data") is not None}
+    if len(data) > 1:
+        raise LabError(
+            f"results mix data ({'; '.join(sorted(data))}); compare runs trained on one copy "
+            "of CIFAR-10 (rerun the others with --force on it)"
+        )
+    precisions = {precision_of(r) for r in runs}
+    if len(precisions) > 1:
+        raise LabError(
+            f"results mix precisions ({', '.join(sorted(precisions))}); compare runs of one "
+            "precision (rerun the others with --force --precision ...)"
         )
 
 

@@ -333,3 +333,46 @@ def test_a_notebook_whose_cells_are_not_a_list(tmp_path, capsys):
     nb.write_text(json.dumps({"cells": {"0": {}}, "nbformat": 4}))
     with pytest.raises(make_submission.LabError, match="cells are not a list"):
         make_submission.check_notebook(nb)
+
+
+# ------------------------------------------------------------ issue #27 (reliability round 3)
+
+
+def test_27_1_resume_on_other_data_is_refused_and_runs_of_other_data_are_not_pooled(
+    cifar, tmp_path, capsys
+):
+    ck = tmp_path / "ck" / "smoke" / "baseline__seed0"
+    train_utils.train(
+        make_config("baseline", "smoke"), cifar, ckpt_dir=ck, progress=False, log=lambda s: None
+    )  # fmt: skip  (an interrupted run's checkpoints)
+    (ck / "epoch_002.pt").unlink()
+    assert load_checkpoint(ck / "epoch_001.pt")["data"] == cifar.source
+    other = dataclasses.replace(cifar, source="another copy (sha256 0123abcd)")
+    with pytest.raises(train_utils.LabError, match="trained on other data") as e:
+        grid.run_experiment("baseline", "smoke", other, out=tmp_path / "res", ckpt_root=tmp_path / "ck",
+                            resume=True, progress=False, echo=lambda s: None)  # fmt: skip
+    assert "\n" not in str(e.value) and (ck / "epoch_001.pt").exists()
+
+    smoke = tmp_path / "out" / "smoke"
+    write_results(smoke, fake_result("baseline", 0, data="a"), fake_result("baseline", 1, data="a"),
+                  fake_result("norm_minmax", 0, data="b"), fake_result("norm_minmax", 1, data="b"))  # fmt: skip
+    code = run_cli_stats(["--profile", "smoke", "--out", tmp_path / "out"], capsys)
+    one_error_line(*code, "results mix data")
+    write_results(smoke, fake_result("norm_minmax", 0, data="a", env={"precision": "bf16"}),
+                  fake_result("norm_minmax", 1, data="a"))  # fmt: skip
+    one_error_line(*run_cli_stats(["--profile", "smoke", "--out", tmp_path / "out"], capsys),
+                   "results mix precisions")  # fmt: skip
+    lab = Lab(
+        profile="smoke", data=None, results_dir=tmp_path / "out", seeds=2, train_missing=False
+    )
+    runs = lab.run(["baseline", "norm_minmax"], echo=lambda line: None)
+    rows, text = lab.compare({"norm_minmax": runs["norm_minmax"]})
+    assert rows == [] and "mix precisions" in text
+
+
+def run_cli_stats(argv, capsys):
+    from engine.errors import run_cli
+
+    capsys.readouterr()
+    code = run_cli(stats.main, [str(a) for a in argv])
+    return code, capsys.readouterr().err
