@@ -277,7 +277,7 @@ def run_experiment(
     one's checkpoints. Both folders are checked to be writable before any training."""
     cfg = make_config(name, profile, seed, overrides)
     path = result_path(Path(out), profile, cfg.name, seed)
-    if not force and (result := _replayable(path, cfg, echo)) is not None:
+    if not force and (result := _replayable(path, cfg, echo, profile=profile)) is not None:
         return result
     ckpt_dir = Path(ckpt_root) / profile / f"{cfg.name}__seed{seed}"
     check_writable(path.parent, "--out")
@@ -286,20 +286,25 @@ def run_experiment(
                    f"run {cfg.name} seed {seed} (profile {profile})")  # fmt: skip
     with lock:
         # another process may have finished it while this one waited for data or the lock
-        if not force and (result := _replayable(path, cfg, echo, quiet=True)) is not None:
+        if (
+            not force
+            and (result := _replayable(path, cfg, echo, quiet=True, profile=profile)) is not None
+        ):
             return result
         return _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, force,
                                resume, device, progress, echo, ckpt_every, compile_mode,
                                precision)  # fmt: skip
 
 
-def _replayable(path: Path, cfg: RunConfig, echo, quiet: bool = False) -> dict | None:
+def _replayable(path: Path, cfg: RunConfig, echo, quiet: bool = False, profile=None) -> dict | None:
     """The saved result at `path`, replayed through `echo`; None when there is none. A file that
     cannot be used is moved aside to <file>.bad (kept, never deleted) with one line, and the run
     is trained again."""
     if not path.exists():
         return None
     result, problem = read_result(path)
+    if result is not None and profile and result.get("profile", profile) != profile:
+        result, problem = None, f"a {result.get('profile')!r} result, not {profile!r}"
     if result is None:
         bad = path.with_name(path.name + ".bad")
         path.replace(bad)
@@ -458,6 +463,9 @@ def load_results(profile: str, out: str | Path = "results", warn=_warn) -> dict[
         r, problem = read_result(p)
         if r is not None and p.name != f"{r['name']}__seed{r['seed']}.json":
             r, problem = None, f"holds run {r['name']} seed {r['seed']}, not what its name says"
+        if r is not None and r.get("profile", profile) != profile:
+            # a preview placed among full results must not pass as full (issue #27)
+            r, problem = None, f"a {r.get('profile')!r} result, not {profile!r}"
         if r is None:
             warn(f"warning: skipping {p}: {problem}; delete it or rerun that run with --force")
             continue

@@ -376,3 +376,15 @@ def run_cli_stats(argv, capsys):
     capsys.readouterr()
     code = run_cli(stats.main, [str(a) for a in argv])
     return code, capsys.readouterr().err
+
+
+def test_27_2_a_preview_result_under_full_is_reported_and_skipped(tmp_path, capsys):
+    full = tmp_path / "full"
+    write_results(full, fake_result("baseline", 0), fake_result("baseline", 1, profile="full"))
+    code, err = run_cli_stats(["--profile", "full", "--out", tmp_path], capsys)
+    assert code == 0 and "Traceback" not in err
+    (line,) = err.splitlines()
+    assert "baseline__seed0.json" in line and "'smoke' result, not 'full'" in line
+    assert [r["seed"] for r in load_results("full", tmp_path, warn=lambda s: None)["baseline"]] == [
+        1
+    ]
