@@ -529,11 +529,6 @@ def train(
                 state["scaler"] = scaler.state_dict()
             _saving(ckpt_dir, save_checkpoint, state, ckpt_dir, epoch + 1)
 
-    if ckpt_dir is not None:  # the trained weights alone, for reuse after the run
-        weights = model.state_dict()
-        _saving(
-            ckpt_dir, atomic_write, Path(ckpt_dir) / "model.pt", lambda f: torch.save(weights, f)
-        )
     test = evaluate(model, test_dl, tta=cfg.tta, world=world, precision=prec,
                     tta_shift=cfg.tta_shift)  # fmt: skip
     result.test_loss, result.test_acc, result.confusion = (
@@ -542,6 +537,15 @@ def train(
         test["confusion"],
     )
     say(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
+    if ckpt_dir is not None:  # the trained weights alone, for reuse; after the test figures,
+        weights = model.state_dict()  # so that a failed save (a full disk) loses neither
+        try:
+            atomic_write(Path(ckpt_dir) / "model.pt", lambda f: torch.save(weights, f))
+        except OSError as e:
+            say(
+                f"warning: cannot write {Path(ckpt_dir) / 'model.pt'} ({e.strerror or e}); the "
+                "test figures and results are kept, the final weights are not saved"
+            )
     if not result.test_loss <= divergence_loss:
         last_lr = hist["lr"][-1] if hist["lr"] else cfg.lr
         _exploded(result, f"test loss {result.test_loss:.4g}", last_lr, divergence_loss, 0, say)

@@ -306,7 +306,10 @@ def _replayable(path: Path, cfg: RunConfig, echo, quiet: bool = False, profile=N
     if result is not None and profile and result.get("profile", profile) != profile:
         result, problem = None, f"a {result.get('profile')!r} result, not {profile!r}"
     if result is None:
-        bad = path.with_name(path.name + ".bad")
+        bad, n = path.with_name(path.name + ".bad"), 1
+        while bad.exists() or bad.is_symlink():  # an earlier unusable file is kept too
+            n += 1
+            bad = path.with_name(f"{path.name}.{n}.bad")
         path.replace(bad)
         echo(f"warning: {path} cannot be used ({problem}); moved to {bad.name}, training again")
         return None
@@ -344,6 +347,8 @@ def _clean_temp_files(path: Path, ckpt_dir: Path, echo) -> None:
 def _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, force, resume,
                     device, progress, echo, ckpt_every, compile_mode, precision) -> dict:  # fmt: skip
     _clean_temp_files(path, ckpt_dir, echo)
+    if not force and (result := _kept_result(path, ckpt_dir, echo)) is not None:
+        return result
     if data is None:
         data = load_cifar10(data_dir)
     if force or not resume:
@@ -380,6 +385,33 @@ def _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, fo
     return result
 
 
+def _kept_result(path: Path, ckpt_dir: Path, echo) -> dict | None:
+    """The finished result a failed save kept in the checkpoint folder (see _save_result), moved
+    into place and replayed; None when there is none. Only --force discards it."""
+    kept = ckpt_dir / path.name
+    if not kept.is_file():
+        return None
+    result, problem = read_result(kept)
+    if result is None:
+        echo(f"warning: {kept} cannot be used ({problem}); training again (it is kept)")
+        return None
+    try:
+        save_json(result, path)
+    except OSError as e:
+        raise LabError(
+            f"cannot write {path} ({e.strerror or e}); the finished result is still "
+            f"kept in {kept}: fix the folder or free space, then rerun"
+        ) from None
+    echo(
+        f"[{result['name']} seed {result['seed']}: the finished result kept in {kept} is moved to "
+        f"{path}; replaying it]"
+    )
+    for line in result.get("log", []):
+        echo(line)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return result
+
+
 def _save_result(result: dict, path: Path, ckpt_dir: Path) -> None:
     """Save a finished run; when its folder fails (disk full, folder gone or read-only), keep
     the result in the checkpoint folder and say where, in one line. Nothing finished is lost."""
@@ -397,8 +429,8 @@ def _save_result(result: dict, path: Path, ckpt_dir: Path) -> None:
             "are kept there: fix the folder or free space, then rerun with --resume"
         ) from None
     raise LabError(
-        f"cannot write {path} ({reason}); the finished result is kept in {spare}: move it to "
-        f"{path} once the folder is fixed"
+        f"cannot write {path} ({reason}); the finished result is kept in {spare}: fix the "
+        "folder, then rerun the same command to move it into place (--force discards it)"
     )
 
 

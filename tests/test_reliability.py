@@ -344,24 +344,42 @@ def test_27_1_resume_on_other_data_is_refused_and_runs_of_other_data_are_not_poo
     ck = tmp_path / "ck" / "smoke" / "baseline__seed0"
     train_utils.train(
         make_config("baseline", "smoke"), cifar, ckpt_dir=ck, progress=False, log=lambda s: None
-    )  # fmt: skip  (an interrupted run's checkpoints)
+    )  # an interrupted run's checkpoints
     (ck / "epoch_002.pt").unlink()
     assert load_checkpoint(ck / "epoch_001.pt")["data"] == cifar.source
     other = dataclasses.replace(cifar, source="another copy (sha256 0123abcd)")
     with pytest.raises(train_utils.LabError, match="trained on other data") as e:
-        grid.run_experiment("baseline", "smoke", other, out=tmp_path / "res", ckpt_root=tmp_path / "ck",
-                            resume=True, progress=False, echo=lambda s: None)  # fmt: skip
+        grid.run_experiment(
+            "baseline",
+            "smoke",
+            other,
+            out=tmp_path / "res",
+            ckpt_root=tmp_path / "ck",
+            resume=True,
+            progress=False,
+            echo=lambda s: None,
+        )
     assert "\n" not in str(e.value) and (ck / "epoch_001.pt").exists()
 
     smoke = tmp_path / "out" / "smoke"
-    write_results(smoke, fake_result("baseline", 0, data="a"), fake_result("baseline", 1, data="a"),
-                  fake_result("norm_minmax", 0, data="b"), fake_result("norm_minmax", 1, data="b"))  # fmt: skip
+    write_results(
+        smoke,
+        fake_result("baseline", 0, data="a"),
+        fake_result("baseline", 1, data="a"),
+        fake_result("norm_minmax", 0, data="b"),
+        fake_result("norm_minmax", 1, data="b"),
+    )
     code = run_cli_stats(["--profile", "smoke", "--out", tmp_path / "out"], capsys)
     one_error_line(*code, "results mix data")
-    write_results(smoke, fake_result("norm_minmax", 0, data="a", env={"precision": "bf16"}),
-                  fake_result("norm_minmax", 1, data="a"))  # fmt: skip
-    one_error_line(*run_cli_stats(["--profile", "smoke", "--out", tmp_path / "out"], capsys),
-                   "results mix precisions")  # fmt: skip
+    write_results(
+        smoke,
+        fake_result("norm_minmax", 0, data="a", env={"precision": "bf16"}),
+        fake_result("norm_minmax", 1, data="a"),
+    )
+    one_error_line(
+        *run_cli_stats(["--profile", "smoke", "--out", tmp_path / "out"], capsys),
+        "results mix precisions",
+    )
     lab = Lab(
         profile="smoke", data=None, results_dir=tmp_path / "out", seeds=2, train_missing=False
     )
@@ -388,3 +406,56 @@ def test_27_2_a_preview_result_under_full_is_reported_and_skipped(tmp_path, caps
     assert [r["seed"] for r in load_results("full", tmp_path, warn=lambda s: None)["baseline"]] == [
         1
     ]
+
+
+def test_27_3a_a_kept_result_is_moved_into_place_by_the_obvious_rerun(
+    cifar, tmp_path, capsys, monkeypatch
+):
+    real = grid.save_json
+
+    def disk_full(obj, path):
+        if Path(path).parent == tmp_path / "res" / "smoke":
+            raise OSError(28, "No space left on device")
+        real(obj, path)
+
+    monkeypatch.setattr(grid, "save_json", disk_full)
+    code, _, err = run(capsys, *smoke_args(tmp_path, "baseline"))
+    one_error_line(code, err, "rerun the same command")
+    kept = json.loads(
+        (tmp_path / "ck" / "smoke" / "baseline__seed0" / "baseline__seed0.json").read_text()
+    )
+    monkeypatch.setattr(grid, "save_json", real)
+    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"))  # no --resume
+    assert code == 0 and "is moved to" in out and "Epoch: 1" in out, err
+    assert "Normalization" in out  # replayed lines only: nothing trained again
+    saved = json.loads((tmp_path / "res" / "smoke" / "baseline__seed0.json").read_text())
+    assert saved == kept
+
+
+def test_27_3b_a_failed_final_weights_save_keeps_the_test_figures_and_results(
+    cifar, tmp_path, capsys, monkeypatch
+):
+    real = train_utils.atomic_write
+
+    def disk_full(path, write):
+        if Path(path).name == "model.pt":
+            raise OSError(28, "No space left on device")
+        real(path, write)
+
+    monkeypatch.setattr(train_utils, "atomic_write", disk_full)
+    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline", "--ckpt-every", "0"))
+    assert code == 0 and "Traceback" not in err, err
+    assert "Test loss" in out and "model.pt" in out and "epochs saved before" not in out + err
+    r = json.loads((tmp_path / "res" / "smoke" / "baseline__seed0.json").read_text())
+    assert r["status"] == "ok" and r["test_acc"] is not None
+
+
+def test_27_3c_a_second_unusable_results_file_does_not_overwrite_the_first(tmp_path):
+    path = tmp_path / "smoke" / "baseline__seed0.json"
+    path.parent.mkdir()
+    cfg = make_config("baseline", "smoke")
+    for text in ("{first", "{second"):
+        path.write_text(text)
+        assert grid._replayable(path, cfg, lambda s: None) is None
+    assert (tmp_path / "smoke" / "baseline__seed0.json.bad").read_text() == "{first"
+    assert (tmp_path / "smoke" / "baseline__seed0.json.2.bad").read_text() == "{second"
