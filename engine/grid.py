@@ -162,6 +162,12 @@ def make_config(
         # Each seed must be its own run: an overridden seed would train one run under every
         # seed number and fake the repeats the statistics count on (issue #17).
         raise LabError("seed cannot be set with --set; --seeds N runs seeds 0..N-1")
+    if "name" in (overrides or {}):
+        # the name picks the results file: name=<another run> would replay or overwrite it
+        raise LabError(
+            "name cannot be set with --set; a run is named by its experiment and the settings "
+            "you change (e.g. baseline+lr=0.1)"
+        )
     cfg = dataclasses.replace(
         BASELINE, name=run_name(name, overrides), seed=seed, **EXPERIMENTS[name]
     )
@@ -277,13 +283,18 @@ def run_experiment(
     one's checkpoints. Both folders are checked to be writable before any training."""
     cfg = make_config(name, profile, seed, overrides)
     path = result_path(Path(out), profile, cfg.name, seed)
+    ckpt_dir = Path(ckpt_root) / profile / f"{cfg.name}__seed{seed}"
+    locks = [path.parent / f".{path.stem}.lock", ckpt_dir.parent / f".{ckpt_dir.name}.lock"]
+    model = ckpt_dir.parent / f"{cfg.name}__seed{seed}_model.pt"
+    _refuse_links(
+        [path.parent, ckpt_dir.parent, path, ckpt_dir, *locks, ckpt_dir / path.name, model]
+    )
     if not force and (result := _replayable(path, cfg, echo, profile=profile)) is not None:
         return result
-    ckpt_dir = Path(ckpt_root) / profile / f"{cfg.name}__seed{seed}"
     check_writable(path.parent, "--out")
     check_writable(ckpt_dir.parent, "--checkpoints")
-    lock = RunLock([path.parent / f".{path.stem}.lock", ckpt_dir.parent / f".{ckpt_dir.name}.lock"],
-                   f"run {cfg.name} seed {seed} (profile {profile})")  # fmt: skip
+    # --out X --checkpoints X: one lock file, not two (a second flock on it would block itself)
+    lock = RunLock(list(dict.fromkeys(locks)), f"run {cfg.name} seed {seed} (profile {profile})")
     with lock:
         # another process may have finished it while this one waited for data or the lock
         if (
@@ -294,6 +305,18 @@ def run_experiment(
         return _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, force,
                                resume, device, progress, echo, ckpt_every, compile_mode,
                                precision)  # fmt: skip
+
+
+def _refuse_links(paths) -> None:
+    """Refuse, in one line, a symbolic link planted where the run creates, replaces or deletes
+    files (its profile folders, results file, lock files, checkpoint folder): the run would
+    write or delete outside its folders through it."""
+    for p in paths:
+        if Path(p).is_symlink():
+            raise LabError(
+                f"{p} is a symbolic link; the run writes and deletes files only in its own "
+                "folders: remove the link (or use other --out/--checkpoints)"
+            )
 
 
 def _replayable(path: Path, cfg: RunConfig, echo, quiet: bool = False, profile=None) -> dict | None:

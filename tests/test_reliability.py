@@ -169,7 +169,7 @@ def test_a_bad_name_never_touches_folders_outside_out(tmp_path, capsys):
     out = tmp_path / "a" / "b"
     code, _, err = run(capsys, "run", "baseline", "--profile", "smoke", "--set", "name=../../victim",
                        "--out", out, "--checkpoints", out)  # fmt: skip
-    one_error_line(code, err, "plain file name")
+    one_error_line(code, err, "name cannot be set")
     assert (victim / "keep.txt").read_text() == "someone's work" and not out.exists()
 
 
@@ -459,3 +459,53 @@ def test_27_3c_a_second_unusable_results_file_does_not_overwrite_the_first(tmp_p
         assert grid._replayable(path, cfg, lambda s: None) is None
     assert (tmp_path / "smoke" / "baseline__seed0.json.bad").read_text() == "{first"
     assert (tmp_path / "smoke" / "baseline__seed0.json.2.bad").read_text() == "{second"
+
+
+def test_27_4_links_planted_in_the_runs_folders_are_refused(cifar, tmp_path, capsys):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me")
+    (outside / ".x.abc.tmp").write_text("someone's temp file")
+    (tmp_path / "res" / "smoke").mkdir(parents=True)
+    (tmp_path / "res" / "smoke" / ".baseline__seed0.lock").symlink_to(outside / "precious.txt")
+    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"))
+    one_error_line(code, err, ".baseline__seed0.lock is a symbolic link")
+    assert (outside / "precious.txt").read_text() == "keep me" and "Epoch" not in out
+    (tmp_path / "res" / "smoke" / ".baseline__seed0.lock").unlink()
+    (tmp_path / "ck" / "smoke").mkdir(parents=True)
+    (tmp_path / "ck" / "smoke" / "baseline__seed0").symlink_to(outside, target_is_directory=True)
+    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"))
+    one_error_line(code, err, "baseline__seed0 is a symbolic link")
+    assert sorted(p.name for p in outside.iterdir()) == [".x.abc.tmp", "precious.txt"]
+
+
+def test_27_6_collisions_same_folder_name_setting_and_temp_files(cifar, tmp_path, capsys):
+    from conftest import data_location
+
+    code, _, err = run(capsys, *smoke_args(tmp_path, "norm_minmax", "--set", "name=baseline"))
+    one_error_line(code, err, "name cannot be set")
+    both = tmp_path / "both"
+    smoke = both / "smoke"
+    smoke.mkdir(parents=True)
+    (smoke / ".baseline__seed0.json.k1ll3d.tmp").write_text("{half")  # this run's
+    (smoke / ".baseline__seed0.json.bad.x1.tmp").write_text("not this run's")
+    (smoke / ".baseline__seed0.jsonx.y.tmp").write_text("not this run's")
+    code, out, err = run(
+        capsys,
+        "run",
+        "baseline",
+        "--profile",
+        "smoke",
+        "--out",
+        both,
+        "--checkpoints",
+        both,
+        "--data-dir",
+        data_location(),
+        "--no-progress",
+    )
+    assert code == 0 and "Test loss" in out, err
+    assert (smoke / "baseline__seed0.json").exists()
+    assert not (smoke / ".baseline__seed0.json.k1ll3d.tmp").exists()
+    assert (smoke / ".baseline__seed0.json.bad.x1.tmp").exists()
+    assert (smoke / ".baseline__seed0.jsonx.y.tmp").exists()
