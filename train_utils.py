@@ -172,6 +172,20 @@ class RunConfig:
                      "min_rise_steps", "tta_shift"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise LabError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, top in _UPPER_BOUNDS.items():  # beyond these a run overflows or cannot fit
+            value = getattr(self, name)
+            if value is not None and value > top:
+                raise LabError(f"{name} must be at most {top:g}, got {value:g}")
+        if self.val_size >= TRAIN_IMAGES:  # before any data is loaded
+            raise LabError(
+                f"val_size {self.val_size} does not fit in the {TRAIN_IMAGES} training "
+                "images with any left to train on; choose a smaller val_size"
+            )
+        if self.train_subset is not None and self.train_subset > TRAIN_IMAGES - self.val_size:
+            raise LabError(
+                f"train_subset must be at most {TRAIN_IMAGES - self.val_size} (the training "
+                f"images less val_size), got {self.train_subset}"
+            )
         for name in ("momentum", "label_smoothing"):
             if not 0 <= getattr(self, name) < 1:
                 raise LabError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -208,6 +222,31 @@ class RunConfig:
         except ValueError as e:
             raise LabError(str(e)) from None
 
+
+TRAIN_IMAGES = 50_000  # CIFAR-10's training images; validation is split from them
+
+# The largest value each setting may take (issue #27: lr=1e308 or width=100000 passed the checks
+# and crashed after the data loaded): generous for any real run, far below an overflow.
+_UPPER_BOUNDS = {
+    "width": 1024,
+    "test_subset": 10_000,
+    "epochs": 10_000,
+    "batch_size": TRAIN_IMAGES,
+    "lr": 1000,  # issue #17 reproduced divergence with lr 1000
+    "max_lr": 1000,
+    "min_lr": 1000,
+    "weight_decay": 1,
+    "step_epochs": 10_000,
+    "gamma": 1,
+    "cycle_epochs": 10_000,
+    "warmup_epochs": 10_000,
+    "lr_batch": TRAIN_IMAGES,
+    "min_rise_steps": 10_000_000,
+    "min_steps_per_epoch": 10_000_000,
+    "tta_shift": 16,
+    "split_seed": 2**32 - 1,
+    "seed": 2**32 - 1,
+}
 
 # A run's name becomes a file name (results/<profile>/<name>__seed<k>.json, its checkpoint
 # folder): no path separators, no leading dot, so it can never point outside those folders.

@@ -461,6 +461,22 @@ def _save_result(result: dict, path: Path, ckpt_dir: Path) -> None:
 _RESULT_KEYS = {"name": str, "seed": int, "status": str, "config": dict, "history": dict}
 
 
+# Optional keys a reader may use, by type (a file older than a key lacks it).
+_OPTIONAL_KEYS = {
+    "env": dict,
+    "profile": str,
+    "message": str,
+    "log": list,
+    "data": str,
+    "experiment": str,
+    "group": str,
+}
+
+
+def _number_or_null(x) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
 def result_problem(r) -> str | None:
     """Why a parsed results file cannot be used (None when it can)."""
     if not isinstance(r, dict):
@@ -475,6 +491,16 @@ def result_problem(r) -> str | None:
         return "no per-epoch history"
     if len({len(v) for v in h.values() if isinstance(v, list)}) > 1:
         return "history lists of different lengths"
+    if isinstance(r["seed"], bool) or r["seed"] < 0:
+        return "no valid seed"
+    if any(not isinstance(v, list) or not all(_number_or_null(x) for x in v) for v in h.values()):
+        return "history values that are not lists of numbers"
+    wrong = [k for k in ("test_acc", "test_loss", "wall_seconds") if not _number_or_null(r.get(k))]
+    wrong += [k for k, kind in _OPTIONAL_KEYS.items() if k in r and not isinstance(r[k], kind)]
+    if not all(isinstance(line, str) for line in r.get("log", []) or []):
+        wrong.append("log")
+    if wrong:
+        return f"wrong value types for {', '.join(wrong)}"
     acc = r.get("test_acc")
     if r["status"] == "ok" and (not isinstance(acc, (int, float)) or not 0 <= acc <= 1):
         return "status ok but no test accuracy"

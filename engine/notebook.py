@@ -146,9 +146,11 @@ def brief(line: str) -> None:
 
 def test_line(r: dict) -> str:
     """The lab's test line of one results dict, or why it has none."""
-    if r["test_acc"] is None:
-        return f"seed {r['seed']}: {r['status']}: {r['message']}"
-    return f"Test loss: {r['test_loss']:.4f} | Test acc: {r['test_acc']:.4f}  (seed {r['seed']})"
+    if r.get("test_acc") is None:
+        return f"seed {r['seed']}: {r['status']}: {r.get('message', '')}"
+    loss = "nan" if r.get("test_loss") is None else f"{r['test_loss']:.4f}"  # diverged at test
+    line = f"Test loss: {loss} | Test acc: {r['test_acc']:.4f}  (seed {r['seed']})"
+    return line + (f"  {r['status']}: {r.get('message', '')}" if r["status"] != "ok" else "")
 
 
 def provenance_lines(runs: dict) -> list[str]:

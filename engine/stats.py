@@ -513,7 +513,13 @@ def main(argv: list[str] | None = None) -> int:
     print(text, end="")
     if args.write:
         path = Path(args.out) / args.profile / "summary.md"
-        atomic_write(path, lambda f: f.write(text.encode()))
+        try:
+            atomic_write(path, lambda f: f.write(text.encode()))
+        except OSError as e:
+            raise LabError(
+                f"cannot write {path} ({e.strerror or e}); fix the folder's "
+                "permissions or drop --write"
+            ) from None
         print(f"wrote {path}")
     return 0
 

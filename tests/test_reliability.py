@@ -18,7 +18,7 @@ import train_utils
 from engine import grid, stats
 from engine.checkpoint import RunLock, atomic_write, latest_checkpoint, load_checkpoint
 from engine.grid import load_results, make_config, parse_overrides
-from engine.notebook import Lab
+from engine.notebook import Lab, test_line
 from engine.plotting import plot_overlay
 from experiments import cli
 
@@ -509,3 +509,74 @@ def test_27_6_collisions_same_folder_name_setting_and_temp_files(cifar, tmp_path
     assert not (smoke / ".baseline__seed0.json.k1ll3d.tmp").exists()
     assert (smoke / ".baseline__seed0.json.bad.x1.tmp").exists()
     assert (smoke / ".baseline__seed0.jsonx.y.tmp").exists()
+
+
+def test_27_5_one_line_for_bad_values_devices_results_files_and_outputs(tmp_path, capsys):
+    from conftest import data_location
+
+    data = data_location() or tmp_path
+    for setting, words in [
+        ("width=100000", "width must be at most"),
+        ("lr=1e308", "lr must be at"),
+        ("gamma=1e308", "gamma must be at most"),
+        ("epochs=100000000000000000000", "epochs must"),
+        ("warmup_epochs=1e308", "warmup_epochs must be at most"),
+        ("split_seed=100000000000000000000000", "split_seed must be at most"),
+        ("val_size=50000", "does not fit"),
+    ]:
+        code, _, err = run(
+            capsys,
+            "run",
+            "baseline",
+            "--profile",
+            "smoke",
+            "--out",
+            tmp_path / "o",
+            "--data-dir",
+            data,
+            "--set",
+            setting,
+        )
+        one_error_line(code, err, words)
+    for device in ("mps", "xpu", "hpu", "meta"):
+        code, _, err = run(
+            capsys,
+            "run",
+            "baseline",
+            "--profile",
+            "smoke",
+            "--out",
+            tmp_path / "o",
+            "--data-dir",
+            data,
+            "--device",
+            device,
+        )
+        one_error_line(code, err, "not supported by this lab")
+    assert not (tmp_path / "o").exists()
+
+    # valid JSON with wrong value types: skipped in one line each, by stats and the notebook
+    smoke = tmp_path / "r" / "smoke"
+    write_results(
+        smoke,
+        fake_result("baseline", 0),
+        fake_result("baseline", 1, test_loss="2.0"),
+        fake_result("norm_minmax", 0, history=dict(fake_result()["history"], val_acc=["x", 1])),
+        fake_result("norm_minmax", 1, env=[]),
+        fake_result("lr_0.2", 0, log=[1, 2]),
+    )
+    code, err = run_cli_stats(["--profile", "smoke", "--out", tmp_path / "r"], capsys)
+    assert code == 0 and "Traceback" not in err and len(err.splitlines()) == 4, err
+    assert all("wrong value types" in w or "not lists of numbers" in w for w in err.splitlines())
+    # a run that diverged at test: test loss null, test accuracy a number
+    line = test_line(
+        fake_result(status="diverged", test_loss=None, message="diverged: test loss nan")
+    )
+    assert line.startswith("Test loss: nan | Test acc: 0.3000") and "diverged" in line
+
+    for p in smoke.glob("*.json"):
+        if p.name != "baseline__seed0.json":
+            p.unlink()
+    (smoke / "summary.md").mkdir()  # stats --write cannot write its file
+    code, err = run_cli_stats(["--profile", "smoke", "--out", tmp_path / "r", "--write"], capsys)
+    one_error_line(code, err, "summary.md")
