@@ -21,6 +21,8 @@ VERDICTS = {
     "worse": "the whole interval is below 0",
     "within noise": "the interval contains 0: no difference shown",
     "n too small": "fewer than 2 seeds on a side, so the seed-to-seed spread is unknown",
+    "no spread measured": "the seeds on each side scored exactly alike: a zero-width interval "
+    "measures no noise, so it is no evidence",
 }
 
 

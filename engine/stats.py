@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from engine.errors import LabError, run_cli
 
-VERDICTS = ("better", "worse", "within noise", "n too small")
+VERDICTS = ("better", "worse", "within noise", "n too small", "no spread measured")
 # CIFAR-10 has 50,000 training images; the validation split comes out of them (RunConfig).
 CIFAR10_TRAIN_IMAGES = 50_000
 
@@ -171,9 +171,13 @@ def diff_interval(
 def verdict(lo: float | None, hi: float | None, higher_is_better: bool = True) -> str:
     """Read an interval of (experiment - baseline): "better" when it lies wholly on the good side
     of 0, "worse" when wholly on the bad side, "within noise" when it contains 0, "n too small"
-    when there is no interval."""
+    when there is no interval, "no spread measured" when it has zero width (identical scores)."""
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return "n too small"
+    if lo == hi:
+        # Seeds that all scored the same (a copy, a deterministic metric): a zero-width interval
+        # is no measure of the noise, so it is no evidence either way (issue #27).
+        return "no spread measured"
     if lo > 0:
         return "better" if higher_is_better else "worse"
     if hi < 0:
@@ -427,6 +431,8 @@ def _cell(key: str, value) -> str:
         text = f"{value['diff'] * f:+.{digits}f}{unit}"
         if value["lo"] is None:
             return text + " (no interval: n too small)"
+        if value["lo"] == value["hi"]:
+            return text + " (no spread measured)"
         return text + f" [{value['lo'] * f:+.{digits}f}, {value['hi'] * f:+.{digits}f}]"
     if isinstance(value, Mapping):  # {"mean", "std", "n"}
         if value["n"] == 0 or value["mean"] is None:

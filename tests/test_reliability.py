@@ -580,3 +580,21 @@ def test_27_5_one_line_for_bad_values_devices_results_files_and_outputs(tmp_path
     (smoke / "summary.md").mkdir()  # stats --write cannot write its file
     code, err = run_cli_stats(["--profile", "smoke", "--out", tmp_path / "r", "--write"], capsys)
     one_error_line(code, err, "summary.md")
+
+
+def test_27_7_identical_scores_from_real_seeds_give_no_verdict(tmp_path, capsys):
+    smoke = tmp_path / "smoke"
+    write_results(
+        smoke,
+        fake_result("baseline", 0, acc=0.30),
+        fake_result("baseline", 1, acc=0.30),
+        fake_result("norm_minmax", 0, acc=0.345),
+        fake_result("norm_minmax", 1, acc=0.345),
+    )
+    code, err = run_cli_stats(["--profile", "smoke", "--out", tmp_path], capsys)
+    assert code == 0
+    rows = stats.summarize(load_results("smoke", tmp_path, warn=lambda s: None))
+    assert rows[1]["verdict"] == "no spread measured"
+    out = stats.format_table(rows)
+    assert "no spread measured" in out and "better" not in out
+    assert "+4.50, +4.50" not in out
