@@ -445,6 +445,14 @@ def train(
         cfg, data, device, world=world, channels_last=prec.channels_last
     )
     norm_line = f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}"
+    for part, labels in (("training", data.train_labels), ("test", data.test_labels)):
+        counts = torch.bincount(labels.cpu(), minlength=len(data.classes))
+        missing = [c for c, k in zip(data.classes, counts.tolist()) if k == 0]
+        if missing:  # an incomplete image copy: the run is not CIFAR-10's (issue #27)
+            say(
+                f"warning: the {part} images have no {', '.join(missing)} (a class folder "
+                f"missing from {data.source}?); the figures are not CIFAR-10's: fix the copy"
+            )
 
     model = world.prepare(make_model(cfg, device, prec))  # SyncBatchNorm on request
     step_model = compile_for_training(world.wrap(model), compile_mode)

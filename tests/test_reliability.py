@@ -598,3 +598,26 @@ def test_27_7_identical_scores_from_real_seeds_give_no_verdict(tmp_path, capsys)
     out = stats.format_table(rows)
     assert "no spread measured" in out and "better" not in out
     assert "+4.50, +4.50" not in out
+
+
+def test_27_8_an_image_copy_missing_a_class_is_warned_about(cifar, tmp_path):
+    keep = cifar.train_labels != 3
+    partial = dataclasses.replace(
+        cifar,
+        train_images=cifar.train_images[keep],
+        train_labels=cifar.train_labels[keep],
+        source="a partial copy",
+    )
+    lines = []
+    r = grid.run_experiment(
+        "baseline",
+        "smoke",
+        partial,
+        out=tmp_path / "res",
+        ckpt_root=tmp_path / "ck",
+        progress=False,
+        echo=lines.append,
+    )
+    warning = [ln for ln in lines if ln.startswith("warning: the training images have no")]
+    assert len(warning) == 1 and cifar.classes[3] in warning[0], lines
+    assert warning[0] in r["log"]
