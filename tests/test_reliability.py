@@ -15,10 +15,10 @@ import torch
 
 import make_submission
 import train_utils
-from engine import grid, stats
+from engine import grid, notebook, stats
 from engine.checkpoint import RunLock, atomic_write, latest_checkpoint, load_checkpoint
 from engine.grid import load_results, make_config, parse_overrides
-from engine.notebook import Lab, test_line
+from engine.notebook import Lab
 from engine.plotting import plot_overlay
 from experiments import cli
 
@@ -569,7 +569,7 @@ def test_27_5_one_line_for_bad_values_devices_results_files_and_outputs(tmp_path
     assert code == 0 and "Traceback" not in err and len(err.splitlines()) == 4, err
     assert all("wrong value types" in w or "not lists of numbers" in w for w in err.splitlines())
     # a run that diverged at test: test loss null, test accuracy a number
-    line = test_line(
+    line = notebook.test_line(
         fake_result(status="diverged", test_loss=None, message="diverged: test loss nan")
     )
     assert line.startswith("Test loss: nan | Test acc: 0.3000") and "diverged" in line
