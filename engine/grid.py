@@ -28,7 +28,7 @@ from engine.data import load_cifar10
 from engine.errors import LabError
 from engine.runtime import command_line
 from engine.schedules import fitted_batch
-from train_utils import RunConfig, train
+from train_utils import TRAIN_IMAGES, RunConfig, train
 
 # The handout's run: inputs in [0, 1], no augmentation, SGD lr 0.05 halved every 10 epochs,
 # 20 epochs, batch 128 (momentum 0.9 and weight decay 5e-4 as in the handout's optimizer).
@@ -43,7 +43,7 @@ MIN_RISE_STEPS = 40
 # The anchor's batch of 500 makes this many steps an epoch of 45,000 images; on a subset the
 # final recipe keeps about as many, with a smaller batch (schedules.fitted_batch).
 ANCHOR_STEPS_PER_EPOCH = 45_000 // 500  # 90
-TRAIN_IMAGES = 50_000  # CIFAR-10's training set, before the validation split
+# CIFAR-10's training set, before the validation split: train_utils.TRAIN_IMAGES (imported)
 
 # Each experiment is the baseline plus the change written here. Order = priority.
 GROUPS: dict[str, dict[str, dict]] = {
