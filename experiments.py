@@ -148,9 +148,12 @@ def _check_profile(profile: str) -> str:
 
 def _check_device(name: str | None):
     try:
-        return pick_device(name)
+        device = pick_device(name)
     except (RuntimeError, ValueError):  # torch.device("bogus")
         raise LabError(f"--device {name!r} is not a device; use cuda, cuda:N or cpu") from None
+    if device.type not in ("cuda", "cpu"):  # mps, xpu, hpu, meta: the lab runs on neither
+        raise LabError(f"--device {name!r} is not supported by this lab; use cuda, cuda:N or cpu")
+    return device
 
 
 def _check_data_dir(data_dir: str | None) -> None:

@@ -60,7 +60,12 @@ def temp_files(folder: str | os.PathLike, name: str = "") -> list[Path]:
     """The temporary files atomic_write leaves behind when killed mid-save, for files named
     `name*` in `folder` (all of them when name is empty)."""
     folder = Path(folder)
-    return sorted(folder.glob(f".{glob.escape(name)}*.tmp")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    # exactly atomic_write's names: ".<name>.<mkstemp's random part>.tmp", never another run's
+    # file whose name merely starts with this one's
+    own = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]+\.tmp" if name else r"\..+\.tmp")
+    return sorted(p for p in folder.glob(f".{glob.escape(name)}*.tmp") if own.fullmatch(p.name))
 
 
 def check_writable(folder: str | os.PathLike, what: str, keep: bool = True) -> Path:

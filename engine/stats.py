@@ -33,7 +33,7 @@ from scipy.stats import t as student_t
 
 from engine.errors import LabError, run_cli
 
-VERDICTS = ("better", "worse", "within noise", "n too small")
+VERDICTS = ("better", "worse", "within noise", "n too small", "no spread measured")
 # CIFAR-10 has 50,000 training images; the validation split comes out of them (RunConfig).
 CIFAR10_TRAIN_IMAGES = 50_000
 
@@ -112,9 +112,13 @@ def diff_interval(
 def verdict(lo: float | None, hi: float | None, higher_is_better: bool = True) -> str:
     """Read an interval of (experiment - baseline): "better" when it lies wholly on the good side
     of 0, "worse" when wholly on the bad side, "within noise" when it contains 0, "n too small"
-    when there is no interval."""
+    when there is no interval, "no spread measured" when it has zero width (identical scores)."""
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return "n too small"
+    if lo == hi:
+        # Seeds that all scored the same (a copy, a deterministic metric): a zero-width interval
+        # is no measure of the noise, so it is no evidence either way (issue #27).
+        return "no spread measured"
     if lo > 0:
         return "better" if higher_is_better else "worse"
     if hi < 0:
@@ -186,11 +190,27 @@ def _stat(values: Iterable[float | None]) -> dict:
 
 
 def _check_one_profile(results: Mapping[str, Sequence[Mapping]]) -> None:
-    profiles = {r.get("profile") for runs in results.values() for r in runs} - {None}
+    """Runs of different profiles, data or precision are never pooled or compared: one line."""
+    from engine.runtime import precision_of
+
+    runs = [r for rs in results.values() for r in rs]
+    profiles = {r.get("profile") for r in runs} - {None}
     if len(profiles) > 1:
         raise LabError(
             f"results mix profiles ({', '.join(sorted(profiles))}); compare runs of one profile, "
             "e.g. load_results('full')"
+        )
+    data = {str(r["data"]) for r in runs if r.get("data") is not None}
+    if len(data) > 1:
+        raise LabError(
+            f"results mix data ({'; '.join(sorted(data))}); compare runs trained on one copy "
+            "of CIFAR-10 (rerun the others with --force on it)"
+        )
+    precisions = {precision_of(r) for r in runs}
+    if len(precisions) > 1:
+        raise LabError(
+            f"results mix precisions ({', '.join(sorted(precisions))}); compare runs of one "
+            "precision (rerun the others with --force --precision ...)"
         )
 
 
@@ -352,6 +372,8 @@ def _cell(key: str, value) -> str:
         text = f"{value['diff'] * f:+.{digits}f}{unit}"
         if value["lo"] is None:
             return text + " (no interval: n too small)"
+        if value["lo"] == value["hi"]:
+            return text + " (no spread measured)"
         return text + f" [{value['lo'] * f:+.{digits}f}, {value['hi'] * f:+.{digits}f}]"
     if isinstance(value, Mapping):  # {"mean", "std", "n"}
         if value["n"] == 0 or value["mean"] is None:
@@ -438,7 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     print(text, end="")
     if args.write:
         path = Path(args.out) / args.profile / "summary.md"
-        atomic_write(path, lambda f: f.write(text.encode()))
+        try:
+            atomic_write(path, lambda f: f.write(text.encode()))
+        except OSError as e:
+            raise LabError(
+                f"cannot write {path} ({e.strerror or e}); fix the folder's "
+                "permissions or drop --write"
+            ) from None
         print(f"wrote {path}")
     return 0
 
