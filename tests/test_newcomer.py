@@ -19,12 +19,17 @@ def quick_start() -> list[list[str]]:
     text = (REPO / "README.md").read_text()
     section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    blocks = [re.sub(r"\\\n\s*", "", b) for b in blocks]  # continuation lines joined
     return [[ln for ln in b.splitlines() if ln.strip() and not ln.startswith("#")] for b in blocks]
 
 
 def test_readme_gives_set_up_main_job_and_tests() -> None:
-    (set_up, main_job), (tests,) = quick_start()[:2]
-    assert "pip install -r requirements.txt" in set_up and "python3 -m venv .venv" in set_up
+    (gpu, cpu), (main_job,), (tests,) = quick_start()[:3]
+    for set_up in (gpu, cpu):
+        assert "pip install -r requirements.txt" in set_up and "python3 -m venv .venv" in set_up
+    # without a GPU: the CPU build of torch first, before requirements.txt would pull CUDA's (#22)
+    assert "download.pytorch.org/whl/cpu" in cpu
+    assert cpu.index("whl/cpu") < cpu.index("-r requirements.txt")
     argv = shlex.split(main_job)
     assert argv[:2] == ["papermill", "student_lab3.ipynb"] and "--log-output" in argv
     # the executed copy goes apart from the committed reference run, into a folder in the repo
@@ -39,7 +44,7 @@ def test_ci_runs_readmes_test_command_and_no_more_environment() -> None:
     commands = [
         ln.strip() for ln in ci.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
     ]
-    tests = quick_start()[1][0]
+    tests = quick_start()[2][0]
     assert commands[-1] == tests
     assert "LAB3_" not in ci, "CI must not set what README does not give"
     assert "pip install -q -r requirements.txt" in ci
