@@ -16,7 +16,7 @@ from conftest import REPO, data_location
 from engine.errors import LabError
 from engine.grid import make_config
 from engine.loader import DeviceLoader
-from engine.runtime import seed_everything
+from engine.runtime import choose_precision, seed_everything
 from engine.schedules import lr_at
 from resnet18 import resnet18
 from train_utils import build_loaders, evaluate, make_optimizer, optimizer_step, train
@@ -25,7 +25,9 @@ EXPERIMENTS = REPO / "experiments.py"
 # The final recipe (strong augmentation, Nesterov, one-cycle, label smoothing, TTA) on the smoke
 # profile (400 training images, width 4) cut to 2 epochs of 4 global batches of 100.
 DDP_RUN = dict(batch_size=100, epochs=2)
+# float32: the one-process reference below computes in it (auto is bf16 on a native-bf16 CPU).
 DDP_ARGS = ["final", "--profile", "smoke", "--set", "batch_size=100", "--set", "epochs=2"]
+DDP_ARGS += ["--precision", "fp32"]
 
 
 def free_port() -> int:
@@ -100,7 +102,8 @@ def ghost_batch_run(cfg, data, parts: int = 2):
     every rank before each forward pass, so the running statistics kept are part 0's."""
     seed_everything(cfg.seed)
     device = torch.device("cpu")
-    (train_dl, val_dl, test_dl), _ = build_loaders(cfg, data, device)
+    fp32 = choose_precision(device, "fp32")  # as the DDP run (DDP_ARGS)
+    (train_dl, val_dl, test_dl), _ = build_loaders(cfg, data, device, channels_last=False)
     model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
     opt = make_optimizer(cfg, model)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -127,8 +130,9 @@ def ghost_batch_run(cfg, data, parts: int = 2):
             optimizer_step(loss, opt)
             step += 1
         train_loss.append(total / train_dl.num_images)
-        val_loss.append(evaluate(model, val_dl)["loss"])
-    return model, train_loss, val_loss, evaluate(model, test_dl, tta=cfg.tta)
+        val_loss.append(evaluate(model, val_dl, precision=fp32)["loss"])
+    test = evaluate(model, test_dl, tta=cfg.tta, precision=fp32, tta_shift=cfg.tta_shift)
+    return model, train_loss, val_loss, test
 
 
 def test_ddp_two_ranks_train_like_one_process_with_ghost_batches(
@@ -186,7 +190,7 @@ def log(line):  # rank 0 dies after epoch 2's validation, before its checkpoint
     if sys.argv[2] == "kill" and line == "Epoch: 2":
         os.kill(os.getpid(), signal.SIGKILL)
 r = train(cfg, load_cifar10(download=False), ckpt_dir=sys.argv[1], resume=True, progress=False,
-          log=log)
+          log=log, precision="fp32")
 if world.is_main:
     json.dump(r.history, open("history.json", "w"))
 engine.distributed.stop()
