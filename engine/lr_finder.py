@@ -263,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     _check_range(args.min_lr, args.max_lr, steps)  # before minutes of data loading
     device = pick_device(args.device)
     data = load_cifar10(args.data_dir)
-    result = lr_range_test(cfg, data, device, min_lr=args.min_lr, max_lr=args.max_lr,
-                           steps=steps, seed=args.seed, progress=not args.no_progress,
-                           precision=args.precision)  # fmt: skip
+    opts = dict(min_lr=args.min_lr, max_lr=args.max_lr, steps=steps, seed=args.seed)
+    opts.update(progress=not args.no_progress, precision=args.precision)
+    result = lr_range_test(cfg, data, device, **opts)
     stem = "lr_range" if args.experiment == "baseline" else f"lr_range_{args.experiment}"
     result.update(
         name=args.experiment,

@@ -26,8 +26,8 @@ EXPERIMENTS = REPO / "experiments.py"
 # profile (400 training images, width 4) cut to 2 epochs of 4 global batches of 100.
 DDP_RUN = dict(batch_size=100, epochs=2)
 # float32: the ghost-batch reference below steps in float32 (bf16 would round differently)
-DDP_ARGS = ["final", "--profile", "smoke", "--set", "batch_size=100", "--set", "epochs=2",
-            "--precision", "fp32"]  # fmt: skip
+DDP_ARGS = ["final", "--profile", "smoke", "--set", "batch_size=100", "--set", "epochs=2"]
+DDP_ARGS += ["--precision", "fp32"]
 FP32 = choose_precision(torch.device("cpu"), "fp32")
 
 
