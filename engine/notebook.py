@@ -147,15 +147,18 @@ class RunLog:
     collapsed for long runs to the first and last `keep` epochs with a line between naming how
     many epochs there were and the results file that holds the full log.
 
-    Lines outside an epoch's block (headers, warnings, the test line) print at once; the epoch
-    blocks past the first `keep` are held until the run ends (its test line, a divergence, or
-    the next run's header)."""
+    Only replayed runs (announced by grid's "[<name> seed <k>: replaying <file>]" line) are
+    collapsed: a run being trained prints every epoch as it ends, since those lines are its
+    progress in a notebook. Lines outside an epoch's block (headers, warnings, the test line)
+    print at once; the epoch blocks past the first `keep` are held until the run ends (its test
+    line, a divergence, or the next run's header)."""
 
     HEADER = re.compile(r"^\[(?P<name>\S+) seed (?P<seed>\d+), profile (?P<profile>\w+)\]")
     BLOCK = ("learning rate:", "Train loss:", "Val loss:")
 
     def __init__(self, keep: int = 2, results_dir: str = "results", out=print):
         self.keep, self.results_dir, self.out = keep, results_dir, out
+        self.replaying = False
         self._reset(None)
 
     def _reset(self, path: str | None) -> None:
@@ -174,7 +177,13 @@ class RunLog:
         self.held, self.in_block = [], False
 
     def __call__(self, line: str) -> None:
-        if m := self.HEADER.match(line):
+        if ": replaying " in line and line.startswith("["):
+            self.flush()
+            self.replaying = True
+            self.out(line)
+        elif not self.replaying:
+            self.out(line)
+        elif m := self.HEADER.match(line):
             self.flush()
             path = grid.result_path(Path(self.results_dir), m["profile"], m["name"], int(m["seed"]))
             self._reset(path.as_posix())
@@ -195,6 +204,7 @@ class RunLog:
             self.in_block = False
             if line.startswith(("Test", "diverged")):
                 self.flush()
+                self.replaying = False
             self.out(line)
 
 
@@ -289,10 +299,8 @@ def source_block(obj, max_lines: int | None = None, drop_docstring: bool = False
 def show_code(*objects) -> None:
     """Show the source of functions or classes as Markdown code blocks: the implementation
     next to the results it produced."""
-    from IPython.display import Markdown, display
-
     for obj in objects:
-        display(Markdown(source_block(obj)))
+        show_markdown(source_block(obj))
 
 
 def describe_setup(lab: Lab) -> list[str]:

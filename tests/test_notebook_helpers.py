@@ -71,7 +71,11 @@ def test_run_log_prints_the_handouts_lines_and_collapses_long_runs():
 
     out = []
     echo = notebook.RunLog(keep=2, out=out.append)
-    for line in log(20):
+    for line in log(5):  # a run being trained: every epoch, as it ends
+        echo(line)
+    assert len([ln for ln in out if ln.startswith("Epoch:")]) == 5
+    out.clear()
+    for line in ["[baseline seed 0: replaying results/full/baseline__seed0.json]", *log(20)]:
         echo(line)
     epochs = [ln for ln in out if ln.startswith("Epoch:")]
     assert epochs == ["Epoch: 1", "Epoch: 2", "Epoch: 19", "Epoch: 20"]
@@ -79,9 +83,12 @@ def test_run_log_prints_the_handouts_lines_and_collapses_long_runs():
     assert (
         out.index("Epoch: 2") < out.index("Epoch: 19") < out.index("Test loss: 0.6 | Test acc: 0.8")
     )
-    assert out[-1].startswith("Test loss") and len(out) == 2 + 4 * 4 + 1 + 1
+    assert out[-1].startswith("Test loss") and len(out) == 1 + 2 + 4 * 4 + 1 + 1
     out.clear()
-    for line in log(3):  # short runs: every epoch, nothing collapsed
+    for line in [
+        "[baseline seed 0: replaying results/full/baseline__seed0.json]",
+        *log(3),
+    ]:  # short runs: every epoch, nothing collapsed
         echo(line)
     assert [ln for ln in out if ln.startswith("Epoch:")] == ["Epoch: 1", "Epoch: 2", "Epoch: 3"]
     assert not [ln for ln in out if ln.startswith("...")]
