@@ -44,7 +44,13 @@ def files(tmp_path):
     pdf.write_bytes(b"%PDF-1.7\n% a stand-in report\n")
     out = tmp_path / "out"
     out.mkdir()
-    return {"notebook": nb, "report": pdf, "model": REPO / "resnet18.py", "out": out}
+    return {
+        "name": "王小明",
+        "notebook": nb,
+        "report": pdf,
+        "model": REPO / "resnet18.py",
+        "out": out,
+    }
 
 
 def test_zip_holds_the_three_renamed_files_and_the_code(files):
@@ -55,6 +61,11 @@ def test_zip_holds_the_three_renamed_files_and_the_code(files):
         assert {f"{SID}_lab3.ipynb", "resnet18.py", f"{SID}_lab3.pdf"} <= names
         assert {"train_utils.py", "engine/__init__.py", "engine/grid.py", "engine/data.py",
                 "requirements.txt", "README.md", "experiments.py"} <= names  # fmt: skip
+        # The grader's README, not the project's; the results files the notebook replays.
+        assert "Lab 3 hand-in of 王小明 (312551001)" in z.read("README.md").decode()
+        saved = {f"results/full/{p.name}" for p in (REPO / "results" / "full").glob("*.json")}
+        assert saved and saved <= names
+        assert not [n for n in names if n.startswith("results/") and n not in saved]
         assert z.read("resnet18.py") == (REPO / "resnet18.py").read_bytes()
         assert z.read(f"{SID}_lab3.ipynb") == files["notebook"].read_bytes()
         assert z.read(f"{SID}_lab3.pdf") == files["report"].read_bytes()
@@ -198,8 +209,10 @@ def _cli(*args, cwd):
 
 
 def test_cli_errors_are_one_line(files, tmp_path):
-    missing = _cli("--student-id", SID, "--notebook", "nope.ipynb", cwd=tmp_path)
-    bad_id = _cli("--student-id", "12-34", cwd=tmp_path)
+    missing = _cli(
+        "--student-id", SID, "--name", "王小明", "--notebook", "nope.ipynb", cwd=tmp_path
+    )
+    bad_id = _cli("--student-id", "12-34", "--name", "王小明", cwd=tmp_path)
     for proc in (missing, bad_id):
         assert proc.returncode == 2
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
@@ -208,7 +221,28 @@ def test_cli_errors_are_one_line(files, tmp_path):
 
 
 def test_cli_packs(files, tmp_path):
-    proc = _cli("--student-id", SID, "--notebook", str(files["notebook"]), "--report",
+    proc = _cli("--student-id", SID, "--name", "王小明", "--notebook", str(files["notebook"]), "--pdf",
                 str(files["report"]), "--out", str(files["out"]), cwd=REPO)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert f"{SID}_lab3.zip" in proc.stdout and "Test acc: 0.9312" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "sid, name",
+    [
+        ("000000000", "王小明"),
+        ("123456789", "王小明"),
+        (SID, ""),
+        (SID, "Student Name"),
+        (SID, "  your  name "),
+    ],
+)
+def test_placeholders_refused(files, sid, name):
+    with pytest.raises(LabError, match="placeholder"):
+        ms.make_submission(sid, **{**files, "name": name})
+    assert not any(files["out"].iterdir())
+
+
+def test_missing_results_refused(files, tmp_path):
+    with pytest.raises(LabError, match="no results files in"):
+        ms.make_submission(SID, **files, results=tmp_path / "empty")
