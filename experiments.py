@@ -2,6 +2,7 @@
 
     python experiments.py list
     python experiments.py run [NAME|GROUP ...] --profile full --seeds 3 --data-dir D --out results
+    python experiments.py run --parallel 4 --deadline 3600    # 4 runs at a time, for an hour
 
 Each run writes results/<profile>/<name>__seed<k>.json (config, history, test figures, log,
 device, library versions, wall time). A finished run is replayed, not rerun, unless --force.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import engine.distributed
@@ -31,9 +33,12 @@ from engine.grid import (
     expand,
     make_config,
     parse_overrides,
+    read_result,
+    result_path,
     run_experiment,
     will_train,
 )
+from engine.parallel import run_images, run_parallel
 from engine.runtime import COMPILE_MODES, PRECISIONS, choose_precision, pick_device
 from train_utils import train
 
@@ -75,6 +80,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a RunConfig setting, e.g. --set lr=0.1 (repeatable)")  # fmt: skip
+    run.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N worker processes on the one device, each taking the next missing run",
+    )
+    run.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no run that would not finish SECONDS from now; stop the rest then",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars (logs to files)")
     run.add_argument("--compile", default=None, choices=COMPILE_MODES, dest="compile_mode",
                      help="torch.compile the training step (default: off); reduce-overhead adds "
@@ -129,9 +148,12 @@ def _check_profile(profile: str) -> str:
 
 def _check_device(name: str | None):
     try:
-        return pick_device(name)
+        device = pick_device(name)
     except (RuntimeError, ValueError):  # torch.device("bogus")
         raise LabError(f"--device {name!r} is not a device; use cuda, cuda:N or cpu") from None
+    if device.type not in ("cuda", "cpu"):  # mps, xpu, hpu, meta: the lab runs on neither
+        raise LabError(f"--device {name!r} is not supported by this lab; use cuda, cuda:N or cpu")
+    return device
 
 
 def _check_data_dir(data_dir: str | None) -> None:
@@ -147,6 +169,7 @@ def _check_data_dir(data_dir: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     args = _parse(argv)
     if args.cmd == "list":
         _check_profile(args.profile)
@@ -170,6 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.ckpt_every < 0:
         raise LabError(f"--ckpt-every must be 0 (never) or a positive number of epochs, got "
                        f"{args.ckpt_every}")  # fmt: skip
+    if args.parallel < 1:
+        raise LabError(f"--parallel must be at least 1, got {args.parallel}")
+    if args.deadline is not None and not args.deadline > 0:
+        raise LabError(f"--deadline must be a positive number of seconds, got {args.deadline}")
+    parallel = args.parallel > 1 or args.deadline is not None
+    if parallel and args.distribute:
+        raise LabError(
+            "--parallel and --deadline run in one process; under torchrun use "
+            "--distribute runs instead"
+        )
     selected = expand(args.names)
     names = selected[i::n]
     overrides = parse_overrides(args.set)
@@ -188,7 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     if not world.helper:  # a DDP helper rank writes nothing
         check_writable(Path(args.out) / profile, "--out", keep=False)
         check_writable(Path(args.checkpoints) / profile, "--checkpoints", keep=False)
-    data = load_cifar10(args.data_dir)
+    if parallel and world.size > 1:
+        raise LabError(
+            "--parallel and --deadline start their own processes; run them without "
+            "torchrun, or use --distribute runs under it"
+        )
+    data = load_cifar10(args.data_dir)  # also fills the data cache the workers read
+    if parallel:
+        deadline = None if args.deadline is None else started + args.deadline
+        return _run_parallel(args, names, profile, overrides, device, deadline)
     runs = [(name, seed) for name in names for seed in range(args.seeds)]
     if not world.ddp:  # --distribute runs: rank r takes runs r, r+N, ... (all of them alone)
         runs = engine.distributed.my_runs(runs, world)
@@ -214,6 +255,63 @@ def main(argv: list[str] | None = None) -> int:
             f"  {name:<18} seed {seed}  {status:<8} test acc {acc if acc is None else f'{acc:.4f}'}"
         )
     return 0
+
+
+def _run_parallel(args, names, profile, overrides, device, deadline) -> int:
+    """--parallel N / --deadline S: the missing runs, seed by seed in the grid's order, in N
+    worker processes (engine/parallel.py); a summary of every selected run at the end."""
+    queue, saved = [], {}
+    for seed in range(args.seeds):
+        for name in names:
+            cfg = make_config(name, profile, seed, overrides)
+            path = result_path(Path(args.out), profile, cfg.name, seed)
+            r = None if args.force else read_result(path)[0]
+            if r is not None:
+                saved[name, seed] = r
+            else:
+                queue.append({"name": name, "seed": seed, "images": run_images(cfg)})
+    kw = dict(
+        out=args.out,
+        ckpt_root=args.checkpoints,
+        force=args.force,
+        resume=args.resume,
+        device=str(device),
+        progress=False,
+        ckpt_every=args.ckpt_every,
+        overrides=overrides,
+        compile_mode=args.compile_mode,
+        precision=args.precision,
+    )
+    left = f", {deadline - time.time():.0f}s to the deadline" if deadline else ""
+    print(
+        f"{len(queue)} run(s) to train in {min(args.parallel, len(queue))} worker(s) on "
+        f"{device}, {len(saved)} already saved{left}"
+    )
+    state = Path(args.checkpoints) / profile
+    done = run_parallel(queue, profile, args.parallel, deadline, args.data_dir, state, kw)
+    outcome = {(r["name"], r["seed"]): r["outcome"] for r in done}
+    print("\nSummary:")
+    failed = False
+    for seed in range(args.seeds):
+        for name in names:
+            cfg = make_config(name, profile, seed, overrides)
+            r = (
+                saved.get((name, seed))
+                or read_result(result_path(Path(args.out), profile, cfg.name, seed))[0]
+            )
+            what = outcome.get((name, seed), "replayed")
+            failed |= what == "failed"
+            acc = f"test acc {r['test_acc']:.4f}" if r and r.get("test_acc") is not None else ""
+            status = r["status"] if r and what != "failed" else what
+            print(f"  {cfg.name:<18} seed {seed}  {status:<11} {acc}".rstrip())
+    for what, why in (
+        ("cut short", "no results file, checkpoints kept: rerun with --resume to continue"),
+        ("not started", "too little time left before the deadline: rerun to run them"),
+    ):
+        these = [f"{r['name']} seed {r['seed']}" for r in done if r["outcome"] == what]
+        if these:
+            print(f"deadline: {len(these)} run(s) {what} ({why}): {', '.join(these)}")
+    return 1 if failed else 0
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -57,9 +57,7 @@ from engine.loader import DeviceLoader
 from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
 from engine.progress import bar_file
 from engine.runtime import (  # noqa: F401  (pick_device, optimizer_step re-exported)
-    GRAPH_MODE,
     Precision,
-    WholeStepGraph,
     check_compile_mode,
     choose_precision,
     compile_for_training,
@@ -172,6 +170,20 @@ class RunConfig:
                      "min_rise_steps", "tta_shift"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise LabError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, top in _UPPER_BOUNDS.items():  # beyond these a run overflows or cannot fit
+            value = getattr(self, name)
+            if value is not None and value > top:
+                raise LabError(f"{name} must be at most {top:g}, got {value:g}")
+        if self.val_size >= TRAIN_IMAGES:  # before any data is loaded
+            raise LabError(
+                f"val_size {self.val_size} does not fit in the {TRAIN_IMAGES} training "
+                "images with any left to train on; choose a smaller val_size"
+            )
+        if self.train_subset is not None and self.train_subset > TRAIN_IMAGES - self.val_size:
+            raise LabError(
+                f"train_subset must be at most {TRAIN_IMAGES - self.val_size} (the training "
+                f"images less val_size), got {self.train_subset}"
+            )
         for name in ("momentum", "label_smoothing"):
             if not 0 <= getattr(self, name) < 1:
                 raise LabError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -208,6 +220,31 @@ class RunConfig:
         except ValueError as e:
             raise LabError(str(e)) from None
 
+
+TRAIN_IMAGES = 50_000  # CIFAR-10's training images; validation is split from them
+
+# The largest value each setting may take (issue #27: lr=1e308 or width=100000 passed the checks
+# and crashed after the data loaded): generous for any real run, far below an overflow.
+_UPPER_BOUNDS = {
+    "width": 1024,
+    "test_subset": 10_000,
+    "epochs": 10_000,
+    "batch_size": TRAIN_IMAGES,
+    "lr": 1000,  # issue #17 reproduced divergence with lr 1000
+    "max_lr": 1000,
+    "min_lr": 1000,
+    "weight_decay": 1,
+    "step_epochs": 10_000,
+    "gamma": 1,
+    "cycle_epochs": 10_000,
+    "warmup_epochs": 10_000,
+    "lr_batch": TRAIN_IMAGES,
+    "min_rise_steps": 10_000_000,
+    "min_steps_per_epoch": 10_000_000,
+    "tta_shift": 16,
+    "split_seed": 2**32 - 1,
+    "seed": 2**32 - 1,
+}
 
 # A run's name becomes a file name (results/<profile>/<name>__seed<k>.json, its checkpoint
 # folder): no path separators, no leading dot, so it can never point outside those folders.
@@ -405,14 +442,19 @@ def train(
         cfg, data, device, world=world, channels_last=prec.channels_last
     )
     norm_line = f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}"
+    for part, labels in (("training", data.train_labels), ("test", data.test_labels)):
+        counts = torch.bincount(labels.cpu(), minlength=len(data.classes))
+        missing = [c for c, k in zip(data.classes, counts.tolist()) if k == 0]
+        if missing:  # an incomplete image copy: the run is not CIFAR-10's (issue #27)
+            say(
+                f"warning: the {part} images have no {', '.join(missing)} (a class folder "
+                f"missing from {data.source}?); the figures are not CIFAR-10's: fix the copy"
+            )
 
     model = world.prepare(make_model(cfg, device, prec))  # SyncBatchNorm on request
     step_model = compile_for_training(world.wrap(model), compile_mode)
     opt = make_optimizer(cfg, model)
     scaler = prec.scaler()
-    # compile_mode "cuda-graph": the whole step captured once and replayed (runtime.py)
-    graphed = (WholeStepGraph(model, opt, device, cfg.label_smoothing, scaler, log=say)
-               if compile_mode == GRAPH_MODE and not world.ddp else None)  # fmt: skip
     steps_per_epoch = len(train_dl)
     total_steps = cfg.epochs * steps_per_epoch
     sched = cfg.make_schedule(steps_per_epoch)
@@ -447,6 +489,12 @@ def train(
                 f"checkpoint {path} was written by a different configuration ({', '.join(diff)} "
                 "differ); delete its folder or rerun with --force to start over"
             )
+        saved_data = state.get("data")  # checkpoints older than the field: not checked
+        if saved_data is not None and saved_data != data.source:
+            raise LabError(
+                f"checkpoint {path} was trained on other data ({saved_data}), this run has "
+                f"{data.source}; point --data-dir at that copy to resume, or --force to start over"
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if scaler is not None and "scaler" in state:
@@ -472,11 +520,10 @@ def train(
         for i, (x, y) in enumerate(bar):
             lr = lr_at(step, total_steps, sched)
             set_lr(opt, lr)
-            if graphed is not None:
-                logits, loss = graphed(x, y)
-            else:
-                logits, loss = train_step(step_model, opt, x, y, prec, scaler,
-                                          cfg.label_smoothing, train_dl.weight(i) if world.ddp else 1.0)  # fmt: skip
+            weight = train_dl.weight(i) if world.ddp else 1.0  # a DDP rank's share
+            logits, loss = train_step(
+                step_model, opt, x, y, prec, scaler, cfg.label_smoothing, weight
+            )
             losses[i] = loss.detach().float() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -516,16 +563,12 @@ def train(
                 "log": lines,
                 "wall_seconds": elapsed(),
                 "precision": prec.name,
+                "data": data.source,
             }
             if scaler is not None:
                 state["scaler"] = scaler.state_dict()
             _saving(ckpt_dir, save_checkpoint, state, ckpt_dir, epoch + 1)
 
-    if ckpt_dir is not None:  # the trained weights alone, for reuse after the run
-        weights = model.state_dict()
-        _saving(
-            ckpt_dir, atomic_write, Path(ckpt_dir) / "model.pt", lambda f: torch.save(weights, f)
-        )
     test = evaluate(model, test_dl, tta=cfg.tta, world=world, precision=prec,
                     tta_shift=cfg.tta_shift)  # fmt: skip
     result.test_loss, result.test_acc, result.confusion = (
@@ -534,6 +577,15 @@ def train(
         test["confusion"],
     )
     say(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
+    if ckpt_dir is not None:  # the trained weights alone, for reuse; after the test figures,
+        weights = model.state_dict()  # so that a failed save (a full disk) loses neither
+        try:
+            atomic_write(Path(ckpt_dir) / "model.pt", lambda f: torch.save(weights, f))
+        except OSError as e:
+            say(
+                f"warning: cannot write {Path(ckpt_dir) / 'model.pt'} ({e.strerror or e}); the "
+                "test figures and results are kept, the final weights are not saved"
+            )
     if not result.test_loss <= divergence_loss:
         last_lr = hist["lr"][-1] if hist["lr"] else cfg.lr
         _exploded(result, f"test loss {result.test_loss:.4g}", last_lr, divergence_loss, 0, say)

@@ -60,7 +60,12 @@ def temp_files(folder: str | os.PathLike, name: str = "") -> list[Path]:
     """The temporary files atomic_write leaves behind when killed mid-save, for files named
     `name*` in `folder` (all of them when name is empty)."""
     folder = Path(folder)
-    return sorted(folder.glob(f".{glob.escape(name)}*.tmp")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    # exactly atomic_write's names: ".<name>.<mkstemp's random part>.tmp", never another run's
+    # file whose name merely starts with this one's
+    own = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]+\.tmp" if name else r"\..+\.tmp")
+    return sorted(p for p in folder.glob(f".{glob.escape(name)}*.tmp") if own.fullmatch(p.name))
 
 
 def check_writable(folder: str | os.PathLike, what: str, keep: bool = True) -> Path:
@@ -221,46 +226,44 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
 
 
 class RunLock:
-    """An exclusive `fcntl.flock` on each of `paths` (lock files, created as needed), held from
-    `acquire` to `release`. The kernel drops it when the process dies, so a killed run never
-    leaves a stale lock; the files stay (deleting them would race with the next taker). Where
-    fcntl is missing (Windows) no lock is taken."""
+    """An exclusive `filelock.FileLock` on each of `paths` (lock files, created as needed), held
+    from `acquire` to `release`. The operating system drops it when the process dies, so a
+    killed run never leaves a stale lock. The holder writes its pid into `<lock file>.pid`, which
+    a process that finds the lock taken names in its one-line error."""
 
     def __init__(self, paths, what: str) -> None:
         self.paths = [Path(p) for p in paths]
         self.what = what
-        self._files: list = []
+        self._locks: list = []
 
     def acquire(self) -> RunLock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            return self
+        import filelock
+
         for path in self.paths:
             path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+            lock = filelock.FileLock(path, timeout=0)
+            pid_file = path.with_name(path.name + ".pid")
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                f.seek(0)
-                pid = f.read().strip() or "unknown"
-                f.close()
+                lock.acquire()
+            except filelock.Timeout:
+                try:
+                    pid = pid_file.read_text().strip() or "unknown"
+                except OSError:
+                    pid = "unknown"
                 self.release()
                 raise LabError(
                     f"{self.what} is already running (pid {pid}); wait for it to finish or "
                     "stop that process"
                 ) from None
-            f.seek(0)
-            f.truncate()
-            f.write(str(os.getpid()))
-            f.flush()
-            self._files.append(f)
+            self._locks.append((lock, pid_file))
+            pid_file.write_text(str(os.getpid()))
         return self
 
     def release(self) -> None:
-        for f in self._files:
-            f.close()  # closing drops the flock
-        self._files = []
+        for lock, pid_file in self._locks:
+            pid_file.unlink(missing_ok=True)
+            lock.release()
+        self._locks = []
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -28,7 +28,7 @@ from engine.data import load_cifar10
 from engine.errors import LabError
 from engine.runtime import command_line
 from engine.schedules import fitted_batch
-from train_utils import RunConfig, train
+from train_utils import TRAIN_IMAGES, RunConfig, train
 
 # The handout's run: inputs in [0, 1], no augmentation, SGD lr 0.05 halved every 10 epochs,
 # 20 epochs, batch 128 (momentum 0.9 and weight decay 5e-4 as in the handout's optimizer).
@@ -43,7 +43,7 @@ MIN_RISE_STEPS = 40
 # The anchor's batch of 500 makes this many steps an epoch of 45,000 images; on a subset the
 # final recipe keeps about as many, with a smaller batch (schedules.fitted_batch).
 ANCHOR_STEPS_PER_EPOCH = 45_000 // 500  # 90
-TRAIN_IMAGES = 50_000  # CIFAR-10's training set, before the validation split
+# CIFAR-10's training set, before the validation split: train_utils.TRAIN_IMAGES (imported)
 
 # Each experiment is the baseline plus the change written here. Order = priority.
 GROUPS: dict[str, dict[str, dict]] = {
@@ -162,6 +162,12 @@ def make_config(
         # Each seed must be its own run: an overridden seed would train one run under every
         # seed number and fake the repeats the statistics count on (issue #17).
         raise LabError("seed cannot be set with --set; --seeds N runs seeds 0..N-1")
+    if "name" in (overrides or {}):
+        # the name picks the results file: name=<another run> would replay or overwrite it
+        raise LabError(
+            "name cannot be set with --set; a run is named by its experiment and the settings "
+            "you change (e.g. baseline+lr=0.1)"
+        )
     cfg = dataclasses.replace(
         BASELINE, name=run_name(name, overrides), seed=seed, **EXPERIMENTS[name]
     )
@@ -278,16 +284,24 @@ def run_experiment(
     one's checkpoints. Both folders are checked to be writable before any training."""
     cfg = make_config(name, profile, seed, overrides)
     path = result_path(Path(out), profile, cfg.name, seed)
-    if not force and (result := _replayable(path, cfg, echo)) is not None:
-        return result
     ckpt_dir = Path(ckpt_root) / profile / f"{cfg.name}__seed{seed}"
+    locks = [path.parent / f".{path.stem}.lock", ckpt_dir.parent / f".{ckpt_dir.name}.lock"]
+    model = ckpt_dir.parent / f"{cfg.name}__seed{seed}_model.pt"
+    _refuse_links(
+        [path.parent, ckpt_dir.parent, path, ckpt_dir, *locks, ckpt_dir / path.name, model]
+    )
+    if not force and (result := _replayable(path, cfg, echo, profile=profile)) is not None:
+        return result
     check_writable(path.parent, "--out")
     check_writable(ckpt_dir.parent, "--checkpoints")
-    lock = RunLock([path.parent / f".{path.stem}.lock", ckpt_dir.parent / f".{ckpt_dir.name}.lock"],
-                   f"run {cfg.name} seed {seed} (profile {profile})")  # fmt: skip
+    # --out X --checkpoints X: one lock file, not two (a second flock on it would block itself)
+    lock = RunLock(list(dict.fromkeys(locks)), f"run {cfg.name} seed {seed} (profile {profile})")
     with lock:
         # another process may have finished it while this one waited for data or the lock
-        if not force and (result := _replayable(path, cfg, echo, quiet=True)) is not None:
+        if (
+            not force
+            and (result := _replayable(path, cfg, echo, quiet=True, profile=profile)) is not None
+        ):
             return result
         return _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, force,
                                resume, device, progress, echo, ckpt_every, compile_mode,
@@ -308,15 +322,32 @@ def will_train(
     return force or read_result(result_path(Path(out), profile, cfg.name, seed))[0] is None
 
 
-def _replayable(path: Path, cfg: RunConfig, echo, quiet: bool = False) -> dict | None:
+def _refuse_links(paths) -> None:
+    """Refuse, in one line, a symbolic link planted where the run creates, replaces or deletes
+    files (its profile folders, results file, lock files, checkpoint folder): the run would
+    write or delete outside its folders through it."""
+    for p in paths:
+        if Path(p).is_symlink():
+            raise LabError(
+                f"{p} is a symbolic link; the run writes and deletes files only in its own "
+                "folders: remove the link (or use other --out/--checkpoints)"
+            )
+
+
+def _replayable(path: Path, cfg: RunConfig, echo, quiet: bool = False, profile=None) -> dict | None:
     """The saved result at `path`, replayed through `echo`; None when there is none. A file that
     cannot be used is moved aside to <file>.bad (kept, never deleted) with one line, and the run
     is trained again."""
     if not path.exists():
         return None
     result, problem = read_result(path)
+    if result is not None and profile and result.get("profile", profile) != profile:
+        result, problem = None, f"a {result.get('profile')!r} result, not {profile!r}"
     if result is None:
-        bad = path.with_name(path.name + ".bad")
+        bad, n = path.with_name(path.name + ".bad"), 1
+        while bad.exists() or bad.is_symlink():  # an earlier unusable file is kept too
+            n += 1
+            bad = path.with_name(f"{path.name}.{n}.bad")
         path.replace(bad)
         echo(f"warning: {path} cannot be used ({problem}); moved to {bad.name}, training again")
         return None
@@ -355,6 +386,8 @@ def _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, fo
                     device, progress, echo, ckpt_every, compile_mode, precision,
                     world) -> dict:  # fmt: skip
     _clean_temp_files(path, ckpt_dir, echo)
+    if not force and (result := _kept_result(path, ckpt_dir, echo)) is not None:
+        return result
     if data is None:
         data = load_cifar10(data_dir)
     if force or not resume:
@@ -391,6 +424,33 @@ def _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, fo
     return result
 
 
+def _kept_result(path: Path, ckpt_dir: Path, echo) -> dict | None:
+    """The finished result a failed save kept in the checkpoint folder (see _save_result), moved
+    into place and replayed; None when there is none. Only --force discards it."""
+    kept = ckpt_dir / path.name
+    if not kept.is_file():
+        return None
+    result, problem = read_result(kept)
+    if result is None:
+        echo(f"warning: {kept} cannot be used ({problem}); training again (it is kept)")
+        return None
+    try:
+        save_json(result, path)
+    except OSError as e:
+        raise LabError(
+            f"cannot write {path} ({e.strerror or e}); the finished result is still "
+            f"kept in {kept}: fix the folder or free space, then rerun"
+        ) from None
+    echo(
+        f"[{result['name']} seed {result['seed']}: the finished result kept in {kept} is moved to "
+        f"{path}; replaying it]"
+    )
+    for line in result.get("log", []):
+        echo(line)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return result
+
+
 def _save_result(result: dict, path: Path, ckpt_dir: Path) -> None:
     """Save a finished run; when its folder fails (disk full, folder gone or read-only), keep
     the result in the checkpoint folder and say where, in one line. Nothing finished is lost."""
@@ -408,13 +468,29 @@ def _save_result(result: dict, path: Path, ckpt_dir: Path) -> None:
             "are kept there: fix the folder or free space, then rerun with --resume"
         ) from None
     raise LabError(
-        f"cannot write {path} ({reason}); the finished result is kept in {spare}: move it to "
-        f"{path} once the folder is fixed"
+        f"cannot write {path} ({reason}); the finished result is kept in {spare}: fix the "
+        "folder, then rerun the same command to move it into place (--force discards it)"
     )
 
 
 # What every reader of a results file relies on; a file without them is reported and skipped.
 _RESULT_KEYS = {"name": str, "seed": int, "status": str, "config": dict, "history": dict}
+
+
+# Optional keys a reader may use, by type (a file older than a key lacks it).
+_OPTIONAL_KEYS = {
+    "env": dict,
+    "profile": str,
+    "message": str,
+    "log": list,
+    "data": str,
+    "experiment": str,
+    "group": str,
+}
+
+
+def _number_or_null(x) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
 
 
 def result_problem(r) -> str | None:
@@ -431,6 +507,16 @@ def result_problem(r) -> str | None:
         return "no per-epoch history"
     if len({len(v) for v in h.values() if isinstance(v, list)}) > 1:
         return "history lists of different lengths"
+    if isinstance(r["seed"], bool) or r["seed"] < 0:
+        return "no valid seed"
+    if any(not isinstance(v, list) or not all(_number_or_null(x) for x in v) for v in h.values()):
+        return "history values that are not lists of numbers"
+    wrong = [k for k in ("test_acc", "test_loss", "wall_seconds") if not _number_or_null(r.get(k))]
+    wrong += [k for k, kind in _OPTIONAL_KEYS.items() if k in r and not isinstance(r[k], kind)]
+    if not all(isinstance(line, str) for line in r.get("log", []) or []):
+        wrong.append("log")
+    if wrong:
+        return f"wrong value types for {', '.join(wrong)}"
     acc = r.get("test_acc")
     if r["status"] == "ok" and (not isinstance(acc, (int, float)) or not 0 <= acc <= 1):
         return "status ok but no test accuracy"
@@ -474,6 +560,9 @@ def load_results(profile: str, out: str | Path = "results", warn=_warn) -> dict[
         r, problem = read_result(p)
         if r is not None and p.name != f"{r['name']}__seed{r['seed']}.json":
             r, problem = None, f"holds run {r['name']} seed {r['seed']}, not what its name says"
+        if r is not None and r.get("profile", profile) != profile:
+            # a preview placed among full results must not pass as full (issue #27)
+            r, problem = None, f"a {r.get('profile')!r} result, not {profile!r}"
         if r is None:
             warn(f"warning: skipping {p}: {problem}; delete it or rerun that run with --force")
             continue

@@ -36,22 +36,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine.errors import LabError, run_cli
 from engine.progress import bar_file
 from engine.runtime import (
-    autocast_for,
+    choose_precision,
     command_line,
     environment,
-    optimizer_step,
     pick_device,
     seed_everything,
     set_lr,
+    train_step,
 )
-from resnet18 import resnet18
-from train_utils import RunConfig, build_loaders, make_optimizer
+from train_utils import RunConfig, build_loaders, make_model, make_optimizer
 
 SMOOTHING = 0.95  # EMA weight of the past (torch-lr-finder's smooth_f=0.05): ~20-step memory
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is 4x its best so far (fastai, torch-lr-finder)
@@ -85,13 +83,16 @@ def lr_range_test(
     steps: int = 100,
     seed: int = 0,
     progress: bool = False,
+    precision: str | None = "auto",
 ) -> dict:
     """Train `cfg`'s model from scratch for up to `steps` steps with the lr rising exponentially
     from `min_lr` to `max_lr`; stop early once the smoothed loss passes DIVERGE_FACTOR x its
     best or the loss is not finite.
 
     The model width, data subset, normalization, augmentation, batch size, optimizer, momentum
-    and weight decay come from `cfg`; its schedule and epochs are ignored. Returns a JSON-safe
+    and weight decay come from `cfg`; its schedule and epochs are ignored. The steps are
+    train()'s (runtime.train_step) in the same `precision` (auto | bf16 | fp32), so the curve
+    is the one a run would follow. Returns a JSON-safe
     dict: lrs, losses (raw, per step), smoothed, suggestion (see `suggest`), stopped_early,
     stop_reason, min_lr, max_lr, steps, smoothing, config, norm_stats, env, seconds.
     """
@@ -102,12 +103,12 @@ def lr_range_test(
     seed_everything(seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    (train_dl, _, _), norm = build_loaders(cfg, data, device)
-    model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
-    model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else None)
+    prec = choose_precision(device, precision)
+    (train_dl, _, _), norm = build_loaders(cfg, data, device, channels_last=prec.channels_last)
+    model = make_model(cfg, device, prec)
     model.train()
     opt = make_optimizer(cfg, model)
-    amp, scaler = autocast_for(device)
+    scaler = prec.scaler()
 
     ratio = max_lr / min_lr
     lrs, losses, smoothed = [], [], []
@@ -119,9 +120,7 @@ def lr_range_test(
         lr = min_lr * ratio ** (i / (steps - 1))
         set_lr(opt, lr)
         x, y = next(batches)
-        with amp:
-            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
-        optimizer_step(loss, opt, scaler)
+        _, loss = train_step(model, opt, x, y, prec, scaler, cfg.label_smoothing)
         value = loss.item()  # one sync per step: the test is short and needs every value
         if not math.isfinite(value):
             stop_reason = f"non-finite loss at lr {lr:.3g} (step {i + 1})"
@@ -151,7 +150,7 @@ def lr_range_test(
         "smoothing": SMOOTHING,
         "config": dataclasses.asdict(cfg),
         "norm_stats": norm,
-        "env": environment(device),
+        "env": {**environment(device), **prec.record()},
         "seconds": time.perf_counter() - t_start,
     }
 
@@ -250,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-lr", type=float, default=10.0, help="last lr (default 10)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None, help="cuda | cpu (default: cuda if available)")
+    ap.add_argument(
+        "--precision", default="auto", help="auto | bf16 | fp32 (default: as training picks)"
+    )
     ap.add_argument("--out", default="results", help="results folder (default: results)")
     ap.add_argument("--plots", default="plots", help="figures folder (default: plots)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -262,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     data = load_cifar10(args.data_dir)
     result = lr_range_test(cfg, data, device, min_lr=args.min_lr, max_lr=args.max_lr,
-                           steps=steps, seed=args.seed, progress=not args.no_progress)  # fmt: skip
+                           steps=steps, seed=args.seed, progress=not args.no_progress,
+                           precision=args.precision)  # fmt: skip
     stem = "lr_range" if args.experiment == "baseline" else f"lr_range_{args.experiment}"
     result.update(
         name=args.experiment,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine import grid, stats
+from engine.errors import LabError
 from engine.plotting import plot_overlay
 from engine.runtime import precision_of
 
@@ -22,6 +23,8 @@ VERDICTS = {
     "worse": "the whole interval is below 0",
     "within noise": "the interval contains 0: no difference shown",
     "n too small": "fewer than 2 seeds on a side, so the seed-to-seed spread is unknown",
+    "no spread measured": "the seeds on each side scored exactly alike: a zero-width interval "
+    "measures no noise, so it is no evidence",
 }
 
 
@@ -102,7 +105,11 @@ class Lab:
         if not runs:
             return [], "*No runs of this group to compare.*"
         both = {"baseline": self.runs["baseline"], **runs} if "baseline" in self.runs else runs
-        rows = stats.summarize(both)
+        try:
+            rows = stats.summarize(both)
+        except LabError as e:  # runs of other data, precision or profile: never pooled
+            print(f"warning: {e}")
+            return [], f"*Not compared: {e}*"
         return rows, stats.format_table(rows) + "\n\n" + conclude(rows)
 
 
@@ -218,9 +225,11 @@ _BRIEF = RunLog()
 
 def test_line(r: dict) -> str:
     """The lab's test line of one results dict, or why it has none."""
-    if r["test_acc"] is None:
-        return f"seed {r['seed']}: {r['status']}: {r['message']}"
-    return f"Test loss: {r['test_loss']:.4f} | Test acc: {r['test_acc']:.4f}  (seed {r['seed']})"
+    if r.get("test_acc") is None:
+        return f"seed {r['seed']}: {r['status']}: {r.get('message', '')}"
+    loss = "nan" if r.get("test_loss") is None else f"{r['test_loss']:.4f}"  # diverged at test
+    line = f"Test loss: {loss} | Test acc: {r['test_acc']:.4f}  (seed {r['seed']})"
+    return line + (f"  {r['status']}: {r.get('message', '')}" if r["status"] != "ok" else "")
 
 
 def provenance_lines(runs: dict) -> list[str]:

@@ -96,8 +96,7 @@ COMPILE_MODES = (
     "reduce-overhead",
     "max-autotune",
     "max-autotune-no-cudagraphs",
-    "cuda-graph",
-)  # the last: no torch.compile, the whole step graphed (below)
+)
 
 
 def compile_for_training(model: torch.nn.Module, mode: str | None) -> torch.nn.Module:
@@ -106,7 +105,7 @@ def compile_for_training(model: torch.nn.Module, mode: str | None) -> torch.nn.M
     Only the training step goes through the wrapper: evaluation runs in large batches where
     launch overhead does not matter, and keeping it eager avoids compiling an eval-mode graph.
     Checkpoints save `model` itself, so their keys never carry the wrapper's `_orig_mod.`."""
-    if check_compile_mode(mode) in (None, GRAPH_MODE):
+    if check_compile_mode(mode) is None:
         return model
     return torch.compile(model, mode=mode)
 
@@ -217,103 +216,6 @@ def precision_of(result: dict) -> str:
     return "bf16" if str(env.get("device", "")).startswith("cuda") else "fp32"
 
 
-# An execution mode beside torch.compile's: the whole training step (forward, loss, backward,
-# SGD update) captured once into a CUDA graph and replayed per batch (WholeStepGraph).
-GRAPH_MODE = "cuda-graph"
-
-
-class WholeStepGraph:
-    """One SGD training step over static input buffers, captured into a CUDA graph on the first
-    full batch and replayed for every batch of that shape: one launch a step instead of a few
-    hundred, which is what bounds the eager step on a big GPU.
-
-    What a graph needs: static shapes (a batch of another shape, the epoch's last, runs eager);
-    the lr a tensor that the graph reads, updated in place by `set_lr` (the optimizer becomes the
-    fused SGD, which takes a tensor lr and keeps its arithmetic: tested against foreach on the
-    CPU); no host sync inside the step; autocast without its weight cache. The warm-up steps
-    that capturing needs are undone (weights, BatchNorm statistics, momentum), so training is
-    the eager one step for step. Where it cannot run (the CPU, fp16 with a GradScaler, an
-    optimizer other than SGD, a capture that fails) every step runs the same code eagerly.
-    Call it as `logits, loss = step(x, y)`; both are overwritten by the next step."""
-
-    def __init__(self, model, opt, device, label_smoothing: float = 0.0, scaler=None, log=print):
-        self.model, self.opt, self.device = model, opt, torch.device(device)
-        self.label_smoothing, self.log, self.scaler = label_smoothing, log, scaler
-        self.graph = None
-        self.reason = None
-        if self.device.type != "cuda":
-            self.reason = "no CUDA device"
-        elif scaler is not None:
-            self.reason = "fp16 with a GradScaler (its overflow check syncs)"
-        elif not isinstance(opt, torch.optim.SGD):
-            self.reason = f"{type(opt).__name__} (only SGD is captured)"
-        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            self.amp = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-        else:
-            self.amp = choose_precision(self.device).autocast()
-
-    def _tensor_lr(self, on: bool = True) -> None:
-        """A tensor lr the graph can read, which fused SGD takes (set at capture, so also after
-        a checkpoint's load_state_dict put floats back); `on=False`: floats and foreach again."""
-        for group in self.opt.param_groups:
-            lr = group["lr"]
-            if on and not isinstance(lr, torch.Tensor):
-                group["lr"] = torch.tensor(float(lr), device=self.device)
-            elif not on and isinstance(lr, torch.Tensor):
-                group["lr"] = float(lr)
-            group["fused"], group["foreach"] = (True, False) if on else (None, None)
-
-    def _eager(self, x, y):
-        with self.amp:
-            logits = self.model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        optimizer_step(loss, self.opt, self.scaler)  # the scaler only where nothing is captured
-        return logits, loss
-
-    def _capture(self, x, y) -> None:
-        self._tensor_lr()
-        params = list(self.model.parameters())
-        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        bufs = [self.opt.state.get(p, {}).get("momentum_buffer") for p in params]
-        saved_bufs = [None if b is None else b.clone() for b in bufs]
-        try:
-            self.static_x, self.static_y = x.clone(), y.clone()
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):  # warm-up: cudnn's choices, autograd, momentum buffers
-                for _ in range(3):
-                    self._eager(self.static_x, self.static_y)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            self.opt.zero_grad(set_to_none=True)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.static_logits, self.static_loss = self._eager(self.static_x, self.static_y)
-            self.graph = graph
-        except Exception as e:  # noqa: BLE001  (any failure: train eager, say why)
-            self.reason = f"capture failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            self.graph = None
-            self._tensor_lr(on=False)  # the eager step exactly as train_utils makes it
-        finally:  # undo the warm-up steps, in place (the graph holds these very tensors)
-            with torch.no_grad():
-                for k, v in self.model.state_dict().items():
-                    v.copy_(saved[k])
-                for p, b in zip(params, saved_bufs):
-                    buf = self.opt.state.get(p, {}).get("momentum_buffer")
-                    if buf is not None:  # none before: zeros make the next step a first step
-                        buf.copy_(b) if b is not None else buf.zero_()
-        self.log(f"whole-step CUDA graph: {'captured' if self.graph else self.reason}")
-
-    def __call__(self, x, y):
-        if self.reason is None and self.graph is None:
-            self._capture(x, y)
-        if self.graph is None or x.shape != self.static_x.shape:
-            return self._eager(x, y)
-        self.static_x.copy_(x)
-        self.static_y.copy_(y)
-        self.graph.replay()
-        return self.static_logits, self.static_loss
-
-
 def train_step(
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
@@ -349,7 +251,7 @@ def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler=None) 
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    """The lr of every group: in place where it is a tensor (a captured graph reads it there)."""
+    """The lr of every group: in place where it is a tensor (a fused optimizer's tensor lr)."""
     for group in opt.param_groups:
         if isinstance(group["lr"], torch.Tensor):
             group["lr"].fill_(lr)

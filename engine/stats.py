@@ -26,13 +26,14 @@ from __future__ import annotations
 import csv
 import io
 import math
-import statistics
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
+from scipy.stats import t as student_t
+
 from engine.errors import LabError, run_cli
 
-VERDICTS = ("better", "worse", "within noise", "n too small")
+VERDICTS = ("better", "worse", "within noise", "n too small", "no spread measured")
 # CIFAR-10 has 50,000 training images; the validation split comes out of them (RunConfig).
 CIFAR10_TRAIN_IMAGES = 50_000
 
@@ -57,79 +58,19 @@ def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
     return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)), n
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes
-    3rd ed. section 6.4)."""
-    tiny, eps = 1e-300, 1e-15
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 100_000):  # converges in O(sqrt(max(a, b))) terms
-        for aa in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1 + aa * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < eps:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float, one_minus_x: float) -> float:
-    """Regularized incomplete beta I_x(a, b); 1 - x is passed in to keep its precision."""
-    if x <= 0:
-        return 0.0
-    if one_minus_x <= 0:
-        return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log(one_minus_x))  # fmt: skip
-    if x < (a + 1) / (a + b + 2):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1 - math.exp(log_front) * _betacf(b, a, one_minus_x) / b
-
-
 def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with `df` (possibly fractional) degrees of freedom."""
-    if math.isinf(df):
-        return statistics.NormalDist().cdf(t)
-    # P(|T| > |t|) = I_{df/(df+t^2)}(df/2, 1/2) (Abramowitz & Stegun 26.7.1 / 26.5.27).
-    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t), t * t / (df + t * t))
-    return 1 - tail if t > 0 else tail
+    """P(T <= t) for Student's t with `df` (possibly fractional, or math.inf) degrees of freedom."""
+    return float(student_t.cdf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
     """The p-quantile of Student's t with `df` degrees of freedom (df may be fractional, as
-    Welch's is, or math.inf for the normal). t_quantile(0.975, 4) = 2.776.
-
-    The CDF is exact (incomplete beta); it is inverted by bisection to ~1e-12, which costs a few
-    milliseconds and needs no table and no scipy.
-    """
+    Welch's is, or math.inf for the normal). t_quantile(0.975, 4) = 2.776."""
     if not 0 < p < 1:
         raise LabError(f"quantile level must be in (0, 1), got {p}")
     if not df > 0:
         raise LabError(f"degrees of freedom must be positive, got {df}")
-    if p < 0.5:
-        return -t_quantile(1 - p, df)
-    if p == 0.5:
-        return 0.0
-    if math.isinf(df):
-        return statistics.NormalDist().inv_cdf(p)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:  # bracket: the t quantile is at least the normal one
-        lo, hi = hi, hi * 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-12 * hi:
-            break
-    return (lo + hi) / 2
+    return float(student_t.ppf(p, df))
 
 
 def diff_interval(
@@ -171,9 +112,13 @@ def diff_interval(
 def verdict(lo: float | None, hi: float | None, higher_is_better: bool = True) -> str:
     """Read an interval of (experiment - baseline): "better" when it lies wholly on the good side
     of 0, "worse" when wholly on the bad side, "within noise" when it contains 0, "n too small"
-    when there is no interval."""
+    when there is no interval, "no spread measured" when it has zero width (identical scores)."""
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return "n too small"
+    if lo == hi:
+        # Seeds that all scored the same (a copy, a deterministic metric): a zero-width interval
+        # is no measure of the noise, so it is no evidence either way (issue #27).
+        return "no spread measured"
     if lo > 0:
         return "better" if higher_is_better else "worse"
     if hi < 0:
@@ -245,11 +190,27 @@ def _stat(values: Iterable[float | None]) -> dict:
 
 
 def _check_one_profile(results: Mapping[str, Sequence[Mapping]]) -> None:
-    profiles = {r.get("profile") for runs in results.values() for r in runs} - {None}
+    """Runs of different profiles, data or precision are never pooled or compared: one line."""
+    from engine.runtime import precision_of
+
+    runs = [r for rs in results.values() for r in rs]
+    profiles = {r.get("profile") for r in runs} - {None}
     if len(profiles) > 1:
         raise LabError(
             f"results mix profiles ({', '.join(sorted(profiles))}); compare runs of one profile, "
             "e.g. load_results('full')"
+        )
+    data = {str(r["data"]) for r in runs if r.get("data") is not None}
+    if len(data) > 1:
+        raise LabError(
+            f"results mix data ({'; '.join(sorted(data))}); compare runs trained on one copy "
+            "of CIFAR-10 (rerun the others with --force on it)"
+        )
+    precisions = {precision_of(r) for r in runs}
+    if len(precisions) > 1:
+        raise LabError(
+            f"results mix precisions ({', '.join(sorted(precisions))}); compare runs of one "
+            "precision (rerun the others with --force --precision ...)"
         )
 
 
@@ -411,6 +372,8 @@ def _cell(key: str, value) -> str:
         text = f"{value['diff'] * f:+.{digits}f}{unit}"
         if value["lo"] is None:
             return text + " (no interval: n too small)"
+        if value["lo"] == value["hi"]:
+            return text + " (no spread measured)"
         return text + f" [{value['lo'] * f:+.{digits}f}, {value['hi'] * f:+.{digits}f}]"
     if isinstance(value, Mapping):  # {"mean", "std", "n"}
         if value["n"] == 0 or value["mean"] is None:
@@ -497,7 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     print(text, end="")
     if args.write:
         path = Path(args.out) / args.profile / "summary.md"
-        atomic_write(path, lambda f: f.write(text.encode()))
+        try:
+            atomic_write(path, lambda f: f.write(text.encode()))
+        except OSError as e:
+            raise LabError(
+                f"cannot write {path} ({e.strerror or e}); fix the folder's "
+                "permissions or drop --write"
+            ) from None
         print(f"wrote {path}")
     return 0
 

@@ -38,6 +38,40 @@ def test_bench_writes_ratios_figures_and_provenance(tmp_path, capsys, one_thread
     assert "augmentation: batched / per-image PIL" in printed and "torch.compile" not in printed
 
 
+def test_bench_compares_precisions_and_the_cpus_peak(tmp_path, capsys, one_thread_per_module):
+    res, printed = run_bench(tmp_path, capsys, "--skip", "loop_pil,aug_pil,aug_batched")
+    s = res["settings"]
+    assert s["precision"] in ("bf16", "fp32") and s["precision_reason"]
+    for kind in ("model", "loop"):
+        for key in (f"{kind}_bf16_vs_fp32", f"{kind}_channels_last_vs_not"):
+            assert res["ratios"][key]["value"] > 0, key
+    # bf16 with and without channels_last and fp32: the main step is one of them.
+    models = [f for k, f in res["figures"].items() if k.startswith("model")]
+    steps = {(f["precision"], f["label"].endswith("channels_last")) for f in models}
+    assert steps == {("bf16", True), ("bf16", False), ("fp32", False)}
+    peak = res["cpu_peak"]
+    assert peak["gflops"]["fp32"] > 0 and peak["gflops"]["bf16"] >= peak["gflops"]["fp32"]
+    loop = res["figures"]["loop_fast"]
+    assert loop["peak_fraction"] == pytest.approx(
+        loop["tflops"] * 1e3 / peak["gflops"][loop["precision"]]
+    )
+    assert "model step: bf16 / fp32" in printed and "CPU peak:" in printed
+
+
+XEON = "vendor_id\t: GenuineIntel\ncpu family\t: 6\ncpu MHz\t\t: 2000.0\nflags\t\t: avx2 avx512f"
+ZEN4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\ncpu MHz\t\t: 2500.0\nflags\t\t: avx512f"
+
+
+def test_cpu_peak_counts_lanes_fma_and_pipes():
+    xeon = bench.cpu_peak(2, XEON + " avx512_bf16")  # 16 lanes x 2 (FMA) x 2 pipes
+    assert xeon["flops_per_cycle"] == {"fp32": 64, "bf16": 128}
+    assert xeon["gflops"]["fp32"] == pytest.approx(2 * 2.0 * 64)
+    zen4 = bench.cpu_peak(1, ZEN4)  # one 512-bit FMA a cycle; no AVX512-BF16: bf16 emulated
+    assert zen4["flops_per_cycle"] == {"fp32": 32, "bf16": 32}
+    assert bench.cpu_peak(1, XEON.replace(" avx512f", ""))["vector_bits"] == 256
+    assert bench.cpu_peak(1, "flags\t: avx2") is None  # no clock given
+
+
 def test_bad_settings_fail_with_one_line(tmp_path, capsys):
     assert bench.main([*TINY, "--steps", "0", "--out", str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err.strip()
@@ -52,8 +86,10 @@ def test_bad_settings_fail_with_one_line(tmp_path, capsys):
 def test_bench_compile_reports_its_cost(tmp_path, capsys, one_thread_per_module):
     res, printed = run_bench(tmp_path, capsys, "--compile", "default")
     assert res["compile"]["mode"] == "default" and res["compile"]["compile_seconds"] >= 0
+    assert res["compile"]["break_even_images"] is None or res["compile"]["break_even_images"] > 0
     assert res["ratios"]["model_compiled_vs_eager"]["value"] > 0
-    assert res["figures"]["loop_fast_compiled"]["images_per_s"] > 0
+    assert res["ratios"]["loop_fast_compiled_vs_eager"]["value"] > 0
+    assert res["figures"]["loop_fast_compiled"]["precision"] == res["settings"]["precision"]
     assert "torch.compile default:" in printed
 
 
@@ -73,12 +109,3 @@ def test_loop_target_takes_the_faster_loop_at_batch_512():
                  "pass": True}  # fmt: skip
     assert not bench.loop_target({"loop_fast": 30_000.0}, 512, cuda=True)["pass"]
     assert bench.loop_target(rates, 128, cuda=True) is None
-
-
-def test_bench_times_the_whole_step_graph_mode(tmp_path, capsys, one_thread_per_module):
-    # On the CPU the graph falls back to the eager step: the candidate runs, its speed is eager's.
-    res, printed = run_bench(tmp_path, capsys, "--compile", "cuda-graph", "--skip",
-                             "loop_pil,aug_pil,aug_batched")  # fmt: skip
-    assert res["compile"]["mode"] == "cuda-graph"
-    assert res["figures"]["loop_fast_compiled"]["images_per_s"] > 0
-    assert "whole-step CUDA graph:" in printed

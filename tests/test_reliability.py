@@ -15,7 +15,7 @@ import torch
 
 import make_submission
 import train_utils
-from engine import grid, stats
+from engine import grid, notebook, stats
 from engine.checkpoint import RunLock, atomic_write, latest_checkpoint, load_checkpoint
 from engine.grid import load_results, make_config, parse_overrides
 from engine.notebook import Lab
@@ -160,7 +160,7 @@ def test_a_bad_name_never_touches_folders_outside_out(tmp_path, capsys):
     out = tmp_path / "a" / "b"
     code, _, err = run(capsys, "run", "baseline", "--profile", "smoke", "--set", "name=../../victim",
                        "--out", out, "--checkpoints", out)  # fmt: skip
-    one_error_line(code, err, "plain file name")
+    one_error_line(code, err, "name cannot be set")
     assert (victim / "keep.txt").read_text() == "someone's work" and not out.exists()
 
 
@@ -324,3 +324,291 @@ def test_a_notebook_whose_cells_are_not_a_list(tmp_path, capsys):
     nb.write_text(json.dumps({"cells": {"0": {}}, "nbformat": 4}))
     with pytest.raises(make_submission.LabError, match="cells are not a list"):
         make_submission.check_notebook(nb)
+
+
+# ------------------------------------------------------------ issue #27 (reliability round 3)
+
+
+def test_27_1_resume_on_other_data_is_refused_and_runs_of_other_data_are_not_pooled(
+    cifar, tmp_path, capsys
+):
+    ck = tmp_path / "ck" / "smoke" / "baseline__seed0"
+    train_utils.train(
+        make_config("baseline", "smoke"), cifar, ckpt_dir=ck, progress=False, log=lambda s: None
+    )  # an interrupted run's checkpoints
+    (ck / "epoch_002.pt").unlink()
+    assert load_checkpoint(ck / "epoch_001.pt")["data"] == cifar.source
+    other = dataclasses.replace(cifar, source="another copy (sha256 0123abcd)")
+    with pytest.raises(train_utils.LabError, match="trained on other data") as e:
+        grid.run_experiment(
+            "baseline",
+            "smoke",
+            other,
+            out=tmp_path / "res",
+            ckpt_root=tmp_path / "ck",
+            resume=True,
+            progress=False,
+            echo=lambda s: None,
+        )
+    assert "\n" not in str(e.value) and (ck / "epoch_001.pt").exists()
+
+    smoke = tmp_path / "out" / "smoke"
+    write_results(
+        smoke,
+        fake_result("baseline", 0, data="a"),
+        fake_result("baseline", 1, data="a"),
+        fake_result("norm_minmax", 0, data="b"),
+        fake_result("norm_minmax", 1, data="b"),
+    )
+    code = run_cli_stats(["--profile", "smoke", "--out", tmp_path / "out"], capsys)
+    one_error_line(*code, "results mix data")
+    write_results(
+        smoke,
+        fake_result("norm_minmax", 0, data="a", env={"precision": "bf16"}),
+        fake_result("norm_minmax", 1, data="a"),
+    )
+    one_error_line(
+        *run_cli_stats(["--profile", "smoke", "--out", tmp_path / "out"], capsys),
+        "results mix precisions",
+    )
+    lab = Lab(
+        profile="smoke", data=None, results_dir=tmp_path / "out", seeds=2, train_missing=False
+    )
+    runs = lab.run(["baseline", "norm_minmax"], echo=lambda line: None)
+    rows, text = lab.compare({"norm_minmax": runs["norm_minmax"]})
+    assert rows == [] and "mix precisions" in text
+
+
+def run_cli_stats(argv, capsys):
+    from engine.errors import run_cli
+
+    capsys.readouterr()
+    code = run_cli(stats.main, [str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_27_2_a_preview_result_under_full_is_reported_and_skipped(tmp_path, capsys):
+    full = tmp_path / "full"
+    write_results(full, fake_result("baseline", 0), fake_result("baseline", 1, profile="full"))
+    code, err = run_cli_stats(["--profile", "full", "--out", tmp_path], capsys)
+    assert code == 0 and "Traceback" not in err
+    (line,) = err.splitlines()
+    assert "baseline__seed0.json" in line and "'smoke' result, not 'full'" in line
+    assert [r["seed"] for r in load_results("full", tmp_path, warn=lambda s: None)["baseline"]] == [
+        1
+    ]
+
+
+def test_27_3a_a_kept_result_is_moved_into_place_by_the_obvious_rerun(
+    cifar, tmp_path, capsys, monkeypatch
+):
+    real = grid.save_json
+
+    def disk_full(obj, path):
+        if Path(path).parent == tmp_path / "res" / "smoke":
+            raise OSError(28, "No space left on device")
+        real(obj, path)
+
+    monkeypatch.setattr(grid, "save_json", disk_full)
+    code, _, err = run(capsys, *smoke_args(tmp_path, "baseline"))
+    one_error_line(code, err, "rerun the same command")
+    kept = json.loads(
+        (tmp_path / "ck" / "smoke" / "baseline__seed0" / "baseline__seed0.json").read_text()
+    )
+    monkeypatch.setattr(grid, "save_json", real)
+    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"))  # no --resume
+    assert code == 0 and "is moved to" in out and "Epoch: 1" in out, err
+    assert "Normalization" in out  # replayed lines only: nothing trained again
+    saved = json.loads((tmp_path / "res" / "smoke" / "baseline__seed0.json").read_text())
+    assert saved == kept
+
+
+def test_27_3b_a_failed_final_weights_save_keeps_the_test_figures_and_results(
+    cifar, tmp_path, capsys, monkeypatch
+):
+    real = train_utils.atomic_write
+
+    def disk_full(path, write):
+        if Path(path).name == "model.pt":
+            raise OSError(28, "No space left on device")
+        real(path, write)
+
+    monkeypatch.setattr(train_utils, "atomic_write", disk_full)
+    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline", "--ckpt-every", "0"))
+    assert code == 0 and "Traceback" not in err, err
+    assert "Test loss" in out and "model.pt" in out and "epochs saved before" not in out + err
+    r = json.loads((tmp_path / "res" / "smoke" / "baseline__seed0.json").read_text())
+    assert r["status"] == "ok" and r["test_acc"] is not None
+
+
+def test_27_3c_a_second_unusable_results_file_does_not_overwrite_the_first(tmp_path):
+    path = tmp_path / "smoke" / "baseline__seed0.json"
+    path.parent.mkdir()
+    cfg = make_config("baseline", "smoke")
+    for text in ("{first", "{second"):
+        path.write_text(text)
+        assert grid._replayable(path, cfg, lambda s: None) is None
+    assert (tmp_path / "smoke" / "baseline__seed0.json.bad").read_text() == "{first"
+    assert (tmp_path / "smoke" / "baseline__seed0.json.2.bad").read_text() == "{second"
+
+
+def test_27_4_links_planted_in_the_runs_folders_are_refused(cifar, tmp_path, capsys):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me")
+    (outside / ".x.abc.tmp").write_text("someone's temp file")
+    (tmp_path / "res" / "smoke").mkdir(parents=True)
+    (tmp_path / "res" / "smoke" / ".baseline__seed0.lock").symlink_to(outside / "precious.txt")
+    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"))
+    one_error_line(code, err, ".baseline__seed0.lock is a symbolic link")
+    assert (outside / "precious.txt").read_text() == "keep me" and "Epoch" not in out
+    (tmp_path / "res" / "smoke" / ".baseline__seed0.lock").unlink()
+    (tmp_path / "ck" / "smoke").mkdir(parents=True)
+    (tmp_path / "ck" / "smoke" / "baseline__seed0").symlink_to(outside, target_is_directory=True)
+    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"))
+    one_error_line(code, err, "baseline__seed0 is a symbolic link")
+    assert sorted(p.name for p in outside.iterdir()) == [".x.abc.tmp", "precious.txt"]
+
+
+def test_27_6_collisions_same_folder_name_setting_and_temp_files(cifar, tmp_path, capsys):
+    from conftest import data_location
+
+    code, _, err = run(capsys, *smoke_args(tmp_path, "norm_minmax", "--set", "name=baseline"))
+    one_error_line(code, err, "name cannot be set")
+    both = tmp_path / "both"
+    smoke = both / "smoke"
+    smoke.mkdir(parents=True)
+    (smoke / ".baseline__seed0.json.k1ll3d.tmp").write_text("{half")  # this run's
+    (smoke / ".baseline__seed0.json.bad.x1.tmp").write_text("not this run's")
+    (smoke / ".baseline__seed0.jsonx.y.tmp").write_text("not this run's")
+    code, out, err = run(
+        capsys,
+        "run",
+        "baseline",
+        "--profile",
+        "smoke",
+        "--out",
+        both,
+        "--checkpoints",
+        both,
+        "--data-dir",
+        data_location(),
+        "--no-progress",
+    )
+    assert code == 0 and "Test loss" in out, err
+    assert (smoke / "baseline__seed0.json").exists()
+    assert not (smoke / ".baseline__seed0.json.k1ll3d.tmp").exists()
+    assert (smoke / ".baseline__seed0.json.bad.x1.tmp").exists()
+    assert (smoke / ".baseline__seed0.jsonx.y.tmp").exists()
+
+
+def test_27_5_one_line_for_bad_values_devices_results_files_and_outputs(tmp_path, capsys):
+    from conftest import data_location
+
+    data = data_location() or tmp_path
+    for setting, words in [
+        ("width=100000", "width must be at most"),
+        ("lr=1e308", "lr must be at"),
+        ("gamma=1e308", "gamma must be at most"),
+        ("epochs=100000000000000000000", "epochs must"),
+        ("warmup_epochs=1e308", "warmup_epochs must be at most"),
+        ("split_seed=100000000000000000000000", "split_seed must be at most"),
+        ("val_size=50000", "does not fit"),
+    ]:
+        code, _, err = run(
+            capsys,
+            "run",
+            "baseline",
+            "--profile",
+            "smoke",
+            "--out",
+            tmp_path / "o",
+            "--data-dir",
+            data,
+            "--set",
+            setting,
+        )
+        one_error_line(code, err, words)
+    for device in ("mps", "xpu", "hpu", "meta"):
+        code, _, err = run(
+            capsys,
+            "run",
+            "baseline",
+            "--profile",
+            "smoke",
+            "--out",
+            tmp_path / "o",
+            "--data-dir",
+            data,
+            "--device",
+            device,
+        )
+        one_error_line(code, err, "not supported by this lab")
+    assert not (tmp_path / "o").exists()
+
+    # valid JSON with wrong value types: skipped in one line each, by stats and the notebook
+    smoke = tmp_path / "r" / "smoke"
+    write_results(
+        smoke,
+        fake_result("baseline", 0),
+        fake_result("baseline", 1, test_loss="2.0"),
+        fake_result("norm_minmax", 0, history=dict(fake_result()["history"], val_acc=["x", 1])),
+        fake_result("norm_minmax", 1, env=[]),
+        fake_result("lr_0.2", 0, log=[1, 2]),
+    )
+    code, err = run_cli_stats(["--profile", "smoke", "--out", tmp_path / "r"], capsys)
+    assert code == 0 and "Traceback" not in err and len(err.splitlines()) == 4, err
+    assert all("wrong value types" in w or "not lists of numbers" in w for w in err.splitlines())
+    # a run that diverged at test: test loss null, test accuracy a number
+    line = notebook.test_line(
+        fake_result(status="diverged", test_loss=None, message="diverged: test loss nan")
+    )
+    assert line.startswith("Test loss: nan | Test acc: 0.3000") and "diverged" in line
+
+    for p in smoke.glob("*.json"):
+        if p.name != "baseline__seed0.json":
+            p.unlink()
+    (smoke / "summary.md").mkdir()  # stats --write cannot write its file
+    code, err = run_cli_stats(["--profile", "smoke", "--out", tmp_path / "r", "--write"], capsys)
+    one_error_line(code, err, "summary.md")
+
+
+def test_27_7_identical_scores_from_real_seeds_give_no_verdict(tmp_path, capsys):
+    smoke = tmp_path / "smoke"
+    write_results(
+        smoke,
+        fake_result("baseline", 0, acc=0.30),
+        fake_result("baseline", 1, acc=0.30),
+        fake_result("norm_minmax", 0, acc=0.345),
+        fake_result("norm_minmax", 1, acc=0.345),
+    )
+    code, err = run_cli_stats(["--profile", "smoke", "--out", tmp_path], capsys)
+    assert code == 0
+    rows = stats.summarize(load_results("smoke", tmp_path, warn=lambda s: None))
+    assert rows[1]["verdict"] == "no spread measured"
+    out = stats.format_table(rows)
+    assert "no spread measured" in out and "better" not in out
+    assert "+4.50, +4.50" not in out
+
+
+def test_27_8_an_image_copy_missing_a_class_is_warned_about(cifar, tmp_path):
+    keep = cifar.train_labels != 3
+    partial = dataclasses.replace(
+        cifar,
+        train_images=cifar.train_images[keep],
+        train_labels=cifar.train_labels[keep],
+        source="a partial copy",
+    )
+    lines = []
+    r = grid.run_experiment(
+        "baseline",
+        "smoke",
+        partial,
+        out=tmp_path / "res",
+        ckpt_root=tmp_path / "ck",
+        progress=False,
+        echo=lines.append,
+    )
+    warning = [ln for ln in lines if ln.startswith("warning: the training images have no")]
+    assert len(warning) == 1 and cifar.classes[3] in warning[0], lines
+    assert warning[0] in r["log"]

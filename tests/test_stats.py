@@ -149,7 +149,14 @@ def test_verdicts() -> None:
     assert verdict(None, None) == "n too small"
     assert verdict(0.1, 0.2, higher_is_better=False) == "worse"  # e.g. a loss went up
     assert verdict(-0.2, -0.1, higher_is_better=False) == "better"
-    assert set(stats.VERDICTS) == {"better", "worse", "within noise", "n too small"}
+    assert verdict(0.045, 0.045) == "no spread measured"  # identical seeds: no evidence
+    assert set(stats.VERDICTS) == {
+        "better",
+        "worse",
+        "within noise",
+        "n too small",
+        "no spread measured",
+    }
 
 
 # ---------------------------------------------------------------- synthetic results

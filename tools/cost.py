@@ -101,30 +101,34 @@ def loop_rates(bench_file: str | Path) -> dict[str, float]:
 
 
 def measure_rate(profile: str, device=None, steps: int | None = None) -> float:
-    """Training images/s of the baseline's step (its width and batch) on `device`, from a few
-    timed steps on random images after warm-up: seconds to measure, a rough figure."""
+    """Training images/s of the baseline's step (its width, batch and precision: train()'s
+    runtime.train_step) on `device`, from a few timed steps on random images after warm-up:
+    seconds to measure, a rough figure."""
     import time
 
-    from engine.runtime import pick_device
-    from tools.bench import make_step, sync
+    from engine.runtime import choose_precision, pick_device, train_step
+    from train_utils import make_model, make_optimizer
 
     device = pick_device(device)
     cfg = make_config("baseline", profile)
-    cuda = device.type == "cuda"
-    fmt = torch.channels_last if cuda else torch.contiguous_format
-    model = resnet18(num_classes=10, width=cfg.width).to(device, memory_format=fmt)
-    step = make_step(model, device)
-    x = torch.randn(cfg.batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    prec = choose_precision(device)
+    model, cuda = make_model(cfg, device, prec), device.type == "cuda"
+    opt, scaler = make_optimizer(cfg, model), prec.scaler()
+    x = torch.randn(cfg.batch_size, 3, 32, 32, device=device)
+    x = x.contiguous(memory_format=prec.memory_format)
     y = torch.randint(0, 10, (cfg.batch_size,), device=device)
+
+    def run(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            train_step(model, opt, x, y, prec, scaler)
+        if cuda:  # kernels run asynchronously: wait for them before reading the clock
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    run(5 if cuda else 1)  # warm-up: cudnn's choices, allocator, first-call costs
     steps = steps or (20 if cuda else 2)
-    for _ in range(5 if cuda else 1):
-        step(x, y)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step(x, y)
-    sync(device)
-    return steps * cfg.batch_size / (time.perf_counter() - t0)
+    return steps * cfg.batch_size / run(steps)
 
 
 def _duration(seconds: float) -> str:
