@@ -177,7 +177,10 @@ def test_preview_results_refused_unless_allowed(files, profile):
     write_notebook(files["notebook"], profile=profile)
     with pytest.raises(LabError, match=f"{profile} profile"):
         ms.make_submission(SID, **files)
-    target, found = ms.make_submission(SID, **files, allow_preview=True)
+    results = files["out"].parent / "results"
+    (results / profile).mkdir(parents=True)
+    (results / profile / "baseline__seed0.json").write_text("{}")
+    target, found = ms.make_submission(SID, **files, allow_preview=True, results=results)
     assert target.is_file() and found["profiles"] == [profile]
 
 
