@@ -131,6 +131,11 @@ def clean_notebook(nb: dict) -> dict:
                 out["text"] = fold_carriage_returns(out["text"])
                 if not out["text"].strip():
                     continue
+            elif (
+                set(out.get("data", {})) == {"text/plain"}
+                and not "".join(out["data"]["text/plain"]).strip()
+            ):
+                continue  # a progress line that cleared itself (older notebooks' bars)
             elif WIDGET_VIEW in out.get("data", {}):
                 final = _widget_text(out["data"][WIDGET_VIEW].get("model_id", ""), state)
                 if final:

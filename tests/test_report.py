@@ -77,6 +77,7 @@ def _nbclient_style_notebook():
     cell2 = nbformat.v4.new_code_cell("for i in tqdm(range(3)): pass", execution_count=2)
     cell2.outputs = [nbformat.v4.new_output("stream", name="stderr", text=f"\r{i}/3 done")
                      for i in range(4)] + [nbformat.v4.new_output("stream", name="stderr", text="\n")]  # fmt: skip
+    cell2.outputs.append(nbformat.v4.new_output("display_data", data={"text/plain": ""}))
     nb.cells = [nbformat.v4.new_markdown_cell("# 實驗 Lab 3"), cell, cell2]
     return nb
 
