@@ -319,3 +319,11 @@ def test_unpacked_zip_replays_every_section(tmp_path):
         ):
             assert line in text, (line, text[:2000])
     assert sections >= 5  # baseline, norm, aug, lr, batch, final
+    blank = [
+        o
+        for c in rerun.cells
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "display_data"
+        and not "".join(o.get("data", {}).get("text/plain", "x")).strip()
+    ]
+    assert not blank, "a progress bar left an empty output"
