@@ -1,20 +1,24 @@
-"""Pack the hand-in: <id>_lab3.zip holding <id>_lab3.ipynb, resnet18.py and <id>_lab3.pdf, the
-three files the handout names, plus every local module the notebook imports (found by parsing its
-imports, recursively), requirements.txt and README.md, so that a grader can read every line of
-code behind the results and re-run the notebook with only CIFAR-10 added.
+"""Pack the hand-in: <student id>_lab3.zip with the executed notebook, resnet18.py, the report
+(the notebook exported to PDF, with a title page), the local modules the notebook imports, the
+results files it replays, requirements.txt and a README for the grader, so that the notebook
+re-runs in replay mode from the unpacked folder with only CIFAR-10 added.
 
-    python make_submission.py --student-id 312551001
-    python make_submission.py --student-id 312551001 --notebook student_lab3.ipynb \\
-        --report report/lab3_report.pdf --out . [--force] [--allow-preview]
+    python make_submission.py --student-id 312551001 --name "王小明"
+    python make_submission.py --student-id 312551001 --name "王小明" --notebook student_lab3.ipynb \\
+        --results results --out . [--pdf ready.pdf] [--force] [--allow-preview]
 
 Checks before packing, each failure one line on stderr and exit status 2:
 - the student id is 6 to 12 ASCII letters or digits (NYCU's 312551001 style; no spaces, no
-  dashes), since it names the files the graders sort by;
+  dashes), since it names the files the graders sort by, and neither it nor the name is a
+  placeholder (000000000, "Student Name", empty);
 - the notebook has been run: every code cell has been executed, none ended in an error, some
   produced output, and the outputs contain the "Test acc:" lines the training prints;
 - its results are not a preview: outputs naming the smoke or quick profile (the training log
   prints "[<run> seed <k>, profile <name>]") are refused unless --allow-preview;
-- the report is a PDF (and, where poppler's pdftotext is installed, not a preview report);
+- results/<profile>/ holds the results files the notebook replays;
+- the PDF is built from that notebook by report/export_notebook.py (weasyprint or Chromium),
+  or given with --pdf (then it must be a PDF, and where poppler's pdftotext is installed, not a
+  preview);
 - an existing zip is never replaced without --force. The zip is written to a temporary file
   and moved into place, so an interrupted run never leaves half a zip under the final name.
 """
@@ -28,6 +32,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -39,7 +44,18 @@ PREVIEW_PROFILES = ("smoke", "quick")
 # "[baseline seed 0, profile quick]" (experiments.py), "profile: quick", "PROFILE = 'quick'".
 PROFILE_RE = re.compile(r"\bprofile\b\s*[:=]?\s*['\"]?(full|quick|smoke)\b", re.IGNORECASE)
 TEST_ACC = "Test acc:"
-PREVIEW_BANNER = "PREVIEW, NOT REAL RESULTS"  # report/template.md.j2 prints it on page 1
+PREVIEW_BANNER = "PREVIEW: profile"  # engine/notebook.py preview_banner, at the notebook's top
+PLACEHOLDER_IDS = ("123456789", "12345678", "1234567", "123456")
+PLACEHOLDER_NAMES = (
+    "student name",
+    "your name",
+    "name",
+    "student",
+    "firstname lastname",
+    "first last",
+    "xxx",
+    "todo",
+)
 
 
 def check_student_id(student_id: str) -> str:
@@ -47,7 +63,18 @@ def check_student_id(student_id: str) -> str:
         raise LabError(
             f"student id {student_id!r} must be 6 to 12 ASCII letters or digits, e.g. 312551001"
         )
+    if len(set(student_id)) == 1 or student_id in PLACEHOLDER_IDS:
+        raise LabError(
+            f"student id {student_id!r} is a placeholder; pass your own with --student-id"
+        )
     return student_id
+
+
+def check_name(name: str) -> str:
+    name = " ".join((name or "").split())
+    if not name or name.lower() in PLACEHOLDER_NAMES or set(name) <= set("x?-_. "):
+        raise LabError(f"name {name!r} is a placeholder or empty; pass your own with --name")
+    return name
 
 
 def _need_file(path: Path, what: str) -> Path:
@@ -118,15 +145,15 @@ def check_report(path: Path, allow_preview: bool = False) -> bool:
     whether the preview check could run."""
     with path.open("rb") as f:
         if f.read(5) != b"%PDF-":
-            raise LabError(f"report {path} is not a PDF; build it with report/build_report.py")
+            raise LabError(f"report {path} is not a PDF; leave out --pdf to export the notebook")
     if shutil.which("pdftotext") is None:
         return False
     proc = subprocess.run(["pdftotext", "-l", "1", str(path), "-"], capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     if PREVIEW_BANNER in " ".join(proc.stdout.split()) and not allow_preview:
         raise LabError(
-            f"report {path} was built from preview results (smoke/quick); rebuild it with "
-            "--profile full, or pass --allow-preview to pack it anyway"
+            f"report {path} shows preview results (smoke/quick); rerun the notebook with "
+            "LAB3_PROFILE=full, or pass --allow-preview to pack it anyway"
         )
     return True
 
@@ -139,8 +166,10 @@ def check_model(path: Path) -> None:
 
 
 REPO = Path(__file__).resolve().parent
-# How to install and run it, and the command line the README documents, beside the code.
-EXTRAS = ("requirements.txt", "README.md", "experiments.py")
+# How to install it, beside the code (the project's README names paths the zip does not hold;
+# the grader's README is written by grader_readme).
+EXTRAS = ("requirements.txt",)
+GRADER_README = "README.md"
 
 
 def _imported_names(tree: ast.AST) -> set[str]:
@@ -216,36 +245,115 @@ def local_modules(notebook: str | Path, root: str | Path = REPO, scripts=()) -> 
     return sorted(f.relative_to(root).as_posix() for f in found)
 
 
-def make_submission(student_id: str, notebook: str | Path = "student_lab3.ipynb",
-                    report: str | Path = "report/lab3_report.pdf", model: str | Path = "resnet18.py",
-                    out: str | Path = ".", force: bool = False,
-                    allow_preview: bool = False, root: str | Path = REPO) -> tuple[Path, dict]:  # fmt: skip
-    """Check the three files and write <out>/<id>_lab3.zip, with the local modules the notebook
-    imports from `root` (see `local_modules`); returns (zip path, what was found)."""
+def results_files(
+    notebook_profiles: list[str], results: Path, profile: str | None
+) -> tuple[str, list[Path]]:
+    """The profile the notebook shows and the results files it replays: results/<profile>/*.json
+    (every run's file and lr_range.json)."""
+    if profile is None:
+        if len(notebook_profiles) != 1:
+            shown = ", ".join(notebook_profiles) or "none"
+            raise LabError(
+                f"the notebook's outputs show profile(s) {shown}, not one; pass --profile"
+            )
+        profile = notebook_profiles[0]
+    files = sorted(p for p in (Path(results) / profile).glob("*.json") if p.is_file())
+    if not files:
+        raise LabError(
+            f"no results files in {Path(results) / profile}; pass --results, the "
+            "folder the notebook read (its RESULTS_DIR)"
+        )
+    return profile, files
+
+
+def grader_readme(
+    sid: str, name: str, profile: str, notebook: str, pdf: str, modules: list[str], n_results: int
+) -> str:
+    """The zip's README: what is where, and how to re-run the notebook in replay mode."""
+    tops = sorted({m.split("/")[0] for m in modules})
+    return f"""Lab 3 hand-in of {name} ({sid})
+================================
+
+What is where
+- {pdf}: the report, the executed notebook exported to PDF (title page first).
+- {notebook}: the executed notebook, with its outputs as the student ran it.
+- resnet18.py: the model.
+- results/{profile}/: the {n_results} results files the notebook replays (one JSON per run and
+  seed, with its per-epoch log; lr_range.json is the LR range test).
+- {", ".join(tops)}: the local modules the notebook imports.
+- requirements.txt: the Python packages.
+
+Re-running the notebook from its results (replay mode, no training)
+1. python -m venv venv && venv/bin/pip install -r requirements.txt
+2. Put a copy of CIFAR-10 anywhere (the notebook's set-up cell says which forms it reads) and
+   point LAB3_DATA_DIR at it.
+3. In this folder:
+     LAB3_PROFILE={profile} LAB3_TRAIN_MISSING=0 LAB3_DATA_DIR=/path/to/cifar10 \\
+       venv/bin/jupyter nbconvert --to notebook --execute {notebook} --output rerun.ipynb
+   Every run is replayed from results/{profile}/ and prints its log and test line; with
+   LAB3_TRAIN_MISSING=0 nothing trains (a run without a results file is reported as not run).
+"""
+
+
+def make_submission(
+    student_id: str,
+    name: str = "",
+    notebook: str | Path = "student_lab3.ipynb",
+    report: str | Path | None = None,
+    model: str | Path = "resnet18.py",
+    out: str | Path = ".",
+    force: bool = False,
+    allow_preview: bool = False,
+    root: str | Path = REPO,
+    results: str | Path | None = None,
+    profile: str | None = None,
+) -> tuple[Path, dict]:
+    """Check the inputs and write <out>/<id>_lab3.zip (see the module's docstring); `report` is a
+    ready PDF, or None to export the notebook; returns (zip path, what was found)."""
     sid = check_student_id(student_id)
+    name = check_name(name)
     nb = _need_file(Path(notebook), "notebook")
-    pdf = _need_file(Path(report), "report")
     py = _need_file(Path(model), "model")
     found = check_notebook(nb, allow_preview)
-    found["report_checked"] = check_report(pdf, allow_preview)
     check_model(py)
+    root = Path(root)
+    profile, result_files = results_files(
+        found["profiles"], Path(results or root / "results"), profile
+    )
     target = Path(out) / f"{sid}_lab3.zip"
     if target.exists() and not force:
         raise LabError(f"{target} already exists; pass --force to replace it")
-    members = {f"{sid}_lab3.ipynb": nb, "resnet18.py": py, f"{sid}_lab3.pdf": pdf}
-    root = Path(root)
-    extras = [e for e in EXTRAS if (root / e).is_file()]
-    scripts = [e for e in extras if e.endswith(".py")]
-    for rel in [*local_modules(nb, root, scripts), *extras]:
-        members.setdefault(rel, root / rel)  # resnet18.py: the --model file given
+    modules = local_modules(nb, root)
+    nb_name, pdf_name = f"{sid}_lab3.ipynb", f"{sid}_lab3.pdf"
+    with tempfile.TemporaryDirectory(prefix="lab3-submission-") as tmp:
+        if report is None:
+            from report import export_notebook
 
-    def write(f) -> None:
-        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
-            for name, src in members.items():
-                z.write(src, arcname=name)
+            pdf = export_notebook.export(nb, Path(tmp) / pdf_name, student_id=sid, name=name)
+            found["report_checked"] = True  # built here from the checked notebook
+        else:
+            pdf = _need_file(Path(report), "pdf")
+            found["report_checked"] = check_report(pdf, allow_preview)
+        members: dict[str, Path | str] = {nb_name: nb, "resnet18.py": py, pdf_name: pdf}
+        for rel in [*modules, *(e for e in EXTRAS if (root / e).is_file())]:
+            members.setdefault(rel, root / rel)  # resnet18.py: the --model file given
+        for f in result_files:
+            members[f"results/{profile}/{f.name}"] = f
+        members[GRADER_README] = grader_readme(
+            sid, name, profile, nb_name, pdf_name, modules, len(result_files)
+        )
 
-    atomic_write(target, write)
+        def write(f) -> None:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+                for arcname, src in members.items():
+                    if isinstance(src, str):
+                        z.writestr(arcname, src)
+                    else:
+                        z.write(src, arcname=arcname)
+
+        atomic_write(target, write)
     found["members"] = list(members)
+    found["profile"] = profile
     return target, found
 
 
@@ -253,7 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--student-id", required=True, help="6-12 ASCII letters/digits, e.g. 312551001")
     ap.add_argument("--notebook", default="student_lab3.ipynb", help="the executed notebook")
-    ap.add_argument("--report", default="report/lab3_report.pdf", help="the report PDF")
+    ap.add_argument(
+        "--name", required=True, help="your name, as on the title page (Chinese is fine)"
+    )
+    ap.add_argument("--pdf", default=None, help="a ready PDF (default: export the notebook)")
+    ap.add_argument("--results", default=None, help="the results folder the notebook read")
+    ap.add_argument("--profile", default=None, help="default: the one the notebook's outputs show")
     ap.add_argument("--model", default="resnet18.py", help="the model file (packed as resnet18.py)")
     ap.add_argument("--out", default=".", help="folder for <id>_lab3.zip (default: .)")
     ap.add_argument("--force", action="store_true", help="replace an existing zip")
@@ -263,8 +376,18 @@ def main(argv: list[str] | None = None) -> int:
         help="pack results of the smoke/quick profile anyway",
     )
     args = ap.parse_args(argv)  # fmt: skip
-    target, found = make_submission(args.student_id, args.notebook, args.report, args.model,
-                                    args.out, args.force, args.allow_preview)  # fmt: skip
+    target, found = make_submission(
+        args.student_id,
+        args.name,
+        args.notebook,
+        args.pdf,
+        args.model,
+        args.out,
+        args.force,
+        args.allow_preview,
+        results=args.results,
+        profile=args.profile,
+    )
     profiles = ", ".join(found["profiles"]) or "not shown"
     print(f"wrote {target}: {', '.join(found['members'])}")
     print(f"  notebook: {len(found['test_lines'])} '{TEST_ACC}' line(s), last: "

@@ -52,7 +52,6 @@ import math
 from pathlib import Path
 
 import torch
-from IPython.display import Markdown, display
 
 from engine import augment, data, lr_finder, notebook, plotting, schedules, stats
 from engine.notebook import Lab, brief, describe_setup, n_params, provenance, stem_table
@@ -120,7 +119,7 @@ fig = plotting.show_images(
 
 # %%
 cifar, imagenet = resnet18(stem="cifar"), resnet18(stem="imagenet")
-display(Markdown(stem_table(cifar, imagenet)))
+notebook.show_markdown(stem_table(cifar, imagenet))
 print(f"ResNet18, width 64, CIFAR stem: {n_params(cifar):,} parameters "
       f"(ImageNet stem: {n_params(imagenet):,})")  # fmt: skip
 print(
@@ -230,7 +229,7 @@ fig = lab.overlay(norm, "Input normalization", "norm_overlay.png")
 
 # %%
 norm_rows, text = lab.compare(norm)
-display(Markdown(text))
+notebook.show_markdown(text)
 
 # %% [markdown]
 # **Discussion.** The three normalizations end within a few tenths of a point of each other
@@ -300,7 +299,7 @@ fig = lab.overlay(aug, "Data augmentation", "aug_overlay.png")
 
 # %%
 aug_rows, text = lab.compare(aug)
-display(Markdown(text))
+notebook.show_markdown(text)
 
 # %% [markdown]
 # **Discussion.** This group surprised me. Augmentation is supposed to reduce overfitting,
@@ -377,7 +376,7 @@ fig = lab.overlay(lr, "Learning rate and schedule", "lr_overlay.png")
 
 # %%
 lr_rows, text = lab.compare(lr)
-display(Markdown(text))
+notebook.show_markdown(text)
 
 # %% [markdown]
 # **Discussion.** None of the six learning-rate runs has been trained on the full profile yet
@@ -424,11 +423,11 @@ if batch:
         if "baseline" in lab.runs
         else dict(batch)
     )
-    display(Markdown(stats.format_table(stats.batch_table(both))))
+    notebook.show_markdown(stats.format_table(stats.batch_table(both)))
 
 # %%
 batch_rows, text = lab.compare(batch)
-display(Markdown(text))
+notebook.show_markdown(text)
 
 # %% [markdown]
 # **Discussion.** As for the learning rate, none of the batch-size runs has been trained on
@@ -518,7 +517,7 @@ if done:
         lines.append(
             f"| {DATA.classes[i]} | {100 * per_class[i]:.1f}% | {DATA.classes[int(off.argmax())]} |"
         )
-    display(Markdown("\n".join(lines)))
+    notebook.show_markdown("\n".join(lines))
 else:
     print("no finished final run")
 
@@ -529,7 +528,7 @@ else:
 
 # %%
 all_rows, text = lab.compare(lab.runs)
-display(Markdown(text))
+notebook.show_markdown(text)
 if lab.not_run:
     print(f"not run (no saved results, replay only): {', '.join(lab.not_run)}")
 
@@ -549,7 +548,7 @@ if finished:
             " This profile is a preview (smaller data, a narrower net, fewer epochs);"
             " the target applies to `full`."
         )
-    display(Markdown(text))
+    notebook.show_markdown(text)
 print(f"figures saved in {PLOTS}: {', '.join(sorted(p.name for p in PLOTS.glob('*.png')))}")
 
 # %% [markdown]

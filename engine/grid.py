@@ -92,7 +92,7 @@ GROUPS: dict[str, dict[str, dict]] = {
 }  # fmt: skip
 # Where each setting of the final recipe comes from: the run of this grid that tests it, or the
 # paper (issue #14: "each change in the final recipe names the run of the grid that motivated
-# it, or the paper behind it"). The report renders this table; tests keep it in step with GROUPS.
+# it, or the paper behind it"). The notebook prints this table; tests keep it in step with GROUPS.
 FINAL_WHY: dict[str, str] = {
     "norm=standard_exact": "grid run norm_std_exact (norm group): per-channel standardization "
     "with the training split's statistics, the usual CIFAR input (He et al. 2015) and the anchor's",
@@ -552,7 +552,7 @@ def _warn(line: str) -> None:
 def load_results(profile: str, out: str | Path = "results", warn=_warn) -> dict[str, list[dict]]:
     """Every saved result of a profile, grouped by run name (seeds in order).
 
-    The one reader of results files for the CLI tools, the notebook and the report: a file that
+    The one reader of results files for the CLI tools and the notebook: a file that
     cannot be used (truncated, not JSON, no history, a copy whose name does not match its run)
     is reported by `warn` in one line and skipped, and the rest are still read."""
     found: dict[str, dict[int, dict]] = {}

@@ -8,6 +8,7 @@ section; every figure it quotes in text comes from a results dict, none is typed
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +58,10 @@ class Lab:
         # section of the lab is running.
         groups = ", ".join(dict.fromkeys(grid.GROUP_OF.get(n, n) for n in names))
         print(f"== {groups}: {len(names)} experiment(s), profile {self.profile} ==", flush=True)
+        print(
+            "(each epoch's 'learning rate' is the rate it trained with; the handout's log "
+            "prints it after scheduler.step(), i.e. the next epoch's)"
+        )
         out = {}
         for name in names:
             readable = {r["seed"] for r in saved.get(name, [])}  # bad files: skipped, reported
@@ -143,10 +148,79 @@ def preview_banner(lab: Lab) -> str:
     )
 
 
+class RunLog:
+    """Echo for the groups: each run's log in the handout's form (`Epoch: N`, `learning rate:`,
+    `Train loss: ... | Train acc: ...`, `Val loss: ... | Val acc: ...`, then the test line),
+    collapsed for long runs to the first and last `keep` epochs with a line between naming how
+    many epochs there were and the results file that holds the full log.
+
+    Only replayed runs (announced by grid's "[<name> seed <k>: replaying <file>]" line) are
+    collapsed: a run being trained prints every epoch as it ends, since those lines are its
+    progress in a notebook. Lines outside an epoch's block (headers, warnings, the test line)
+    print at once; the epoch blocks past the first `keep` are held until the run ends (its test
+    line, a divergence, or the next run's header)."""
+
+    HEADER = re.compile(r"^\[(?P<name>\S+) seed (?P<seed>\d+), profile (?P<profile>\w+)\]")
+    BLOCK = ("learning rate:", "Train loss:", "Val loss:")
+
+    def __init__(self, keep: int = 2, results_dir: str = "results", out=print):
+        self.keep, self.results_dir, self.out = keep, results_dir, out
+        self.replaying = False
+        self._reset(None)
+
+    def _reset(self, path: str | None) -> None:
+        self.path, self.epochs, self.held, self.in_block = path, 0, [], False
+
+    def flush(self) -> None:
+        """Print what is held: the 'N epochs' line, then the last `keep` epochs' blocks."""
+        if self.held:
+            hidden = len(self.held) - self.keep
+            if hidden > 0:
+                where = f", full log in {self.path}" if self.path else ""
+                self.out(f"... ({self.epochs} epochs, {hidden} not shown{where})")
+            for block in self.held[-self.keep :]:
+                for line in block:
+                    self.out(line)
+        self.held, self.in_block = [], False
+
+    def __call__(self, line: str) -> None:
+        if ": replaying " in line and line.startswith("["):
+            self.flush()
+            self.replaying = True
+            self.out(line)
+        elif not self.replaying:
+            self.out(line)
+        elif m := self.HEADER.match(line):
+            self.flush()
+            path = grid.result_path(Path(self.results_dir), m["profile"], m["name"], int(m["seed"]))
+            self._reset(path.as_posix())
+            self.out(line)
+        elif line.startswith("Epoch:"):
+            self.epochs += 1
+            self.in_block = True
+            if self.epochs <= self.keep:
+                self.out(line)
+            else:
+                self.held.append([line])
+        elif self.in_block and line.startswith(self.BLOCK):
+            if self.held and self.epochs > self.keep:
+                self.held[-1].append(line)
+            else:
+                self.out(line)
+        else:
+            self.in_block = False
+            if line.startswith(("Test", "diverged")):
+                self.flush()
+                self.replaying = False
+            self.out(line)
+
+
 def brief(line: str) -> None:
-    """Echo for the groups: each run's header and test line (full logs: the results files)."""
-    if line.startswith(("[", "Test", "diverged", "Resumed", "warning")):
-        print(line)
+    """The groups' echo (see RunLog): each run's log, long runs collapsed."""
+    _BRIEF(line)
+
+
+_BRIEF = RunLog()
 
 
 def test_line(r: dict) -> str:
@@ -234,10 +308,8 @@ def source_block(obj, max_lines: int | None = None, drop_docstring: bool = False
 def show_code(*objects) -> None:
     """Show the source of functions or classes as Markdown code blocks: the implementation
     next to the results it produced."""
-    from IPython.display import Markdown, display
-
     for obj in objects:
-        display(Markdown(source_block(obj)))
+        show_markdown(source_block(obj))
 
 
 def describe_setup(lab: Lab) -> list[str]:

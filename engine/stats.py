@@ -14,7 +14,7 @@ The comparison is unpaired (seed k of two experiments shares the initial weights
 test could exploit), which makes it conservative.
 
     rows = summarize(load_results("full"))        # one row per experiment
-    Markdown(format_table(rows))                  # in the notebook / the report
+    Markdown(format_table(rows))                  # in the notebook
     Markdown(format_table(batch_table(results)))  # small vs large batches, measured
 
     python -m engine.stats --profile full --out results            # print both tables
@@ -241,7 +241,7 @@ def _aggregate(name: str, runs: Sequence[Mapping]) -> dict:
         "test_acc": _stat(r["test_acc"] for r in ok),
         "test_loss": _stat(r.get("test_loss") for r in ok),
         "sec_per_epoch": _stat(seconds_per_epoch(r) for r in ok),
-        # Not in the tables (COLUMNS): the figures the report's discussion quotes. The best
+        # Not in the tables (COLUMNS): figures a discussion may quote. The best
         # epoch is kept apart from the last-epoch figures, which the test set goes with.
         "best_val_acc": _stat(best_val_acc(r) for r in ok),
         "last_train_acc": _stat(last_epoch(r, "train_acc") for r in ok),
@@ -405,7 +405,7 @@ def format_table(rows: Sequence[Mapping], fmt: str = "markdown") -> str:
     """Rows of `summarize` or `batch_table` as a table string.
 
     "markdown": "mean ± std (n)" cells, accuracies in percent, differences in percentage points
-    with their 95% interval; shows in a notebook (`IPython.display.Markdown`) and in the report.
+    with their 95% interval; shows in a notebook (`IPython.display.Markdown`) and in a terminal.
     "csv": the raw numbers (mean, std and n in separate columns) for a spreadsheet.
     """
     if fmt not in ("markdown", "csv"):

@@ -1,5 +1,4 @@
-"""The lab report and the hand-in: a PDF built from measured results, and the notebook export.
+"""The hand-in's PDF: the executed notebook, exported with a title page.
 
-python report/build_report.py --profile full --out report/lab3_report.pdf
-python report/export_notebook.py student_lab3.ipynb --out report/build/student_lab3.pdf
+python report/export_notebook.py student_lab3.ipynb --student-id 312551001 --name "Wang Xiao-Ming"
 """

@@ -1,7 +1,11 @@
-"""Export the executed notebook to PDF (or HTML), readable on paper.
+"""Export the executed notebook to PDF (or HTML), readable on paper: the lab's report.
 
-    python report/export_notebook.py student_lab3.ipynb                  # -> report/build/student_lab3.pdf
+    python report/export_notebook.py student_lab3.ipynb --student-id 312551001 --name "王小明"
+        # -> report/build/student_lab3.pdf
     python report/export_notebook.py student_lab3.ipynb --out nb.html    # HTML only, images inside
+
+Page 1 is a title page: the course, the student's name and id, and the date (--date, default
+today). make_submission.py calls this with the id and name it is given.
 
 What it fixes on the way (the .ipynb itself is not changed):
 - progress bars: tqdm redraws its bar with carriage returns, so a stream output holds every
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import html
 import re
 import sys
@@ -68,7 +73,14 @@ div.input > div.prompt, div.output_area > div.prompt {
 div.text_cell > div.prompt { display: none; }
 div.inner_cell, div.output_subarea { margin-left: 10ex !important; max-width: none !important; }
 img { max-width: 100% !important; page-break-inside: avoid; }
+/* The title page. */
+div.lab3-title { text-align: center; padding-top: 70mm; page-break-after: always; }
+div.lab3-title h1 { font-size: 22pt; margin: 0 0 6mm 0; }
+div.lab3-title p { font-size: 13pt; margin: 3mm 0; }
+div.lab3-title p.lab3-course { font-size: 15pt; }
 """
+COURSE = "Deep Learning, Lab 3: tuning the training process (ResNet18 on CIFAR-10)"
+TITLE = "Lab 3 report"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -119,6 +131,11 @@ def clean_notebook(nb: dict) -> dict:
                 out["text"] = fold_carriage_returns(out["text"])
                 if not out["text"].strip():
                     continue
+            elif (
+                set(out.get("data", {})) == {"text/plain"}
+                and not "".join(out["data"]["text/plain"]).strip()
+            ):
+                continue  # a progress line that cleared itself (older notebooks' bars)
             elif WIDGET_VIEW in out.get("data", {}):
                 final = _widget_text(out["data"][WIDGET_VIEW].get("model_id", ""), state)
                 if final:
@@ -149,8 +166,18 @@ def merge_streams(outputs: list) -> list:
     return merged
 
 
-def notebook_html(nb) -> str:
-    """nbconvert's HTML of `nb`, images embedded, no scripts."""
+def title_page(student_id: str, name: str, date: str, course: str = COURSE) -> str:
+    """The title page's HTML: course, name, student id, date (all escaped)."""
+    esc = html.escape
+    return (
+        f'<div class="lab3-title"><h1>{esc(TITLE)}</h1>'
+        f'<p class="lab3-course">{esc(course)}</p>'
+        f"<p>{esc(name)}</p><p>Student id: {esc(student_id)}</p><p>{esc(date)}</p></div>\n"
+    )
+
+
+def notebook_html(nb, title: str = "") -> str:
+    """nbconvert's HTML of `nb`, images embedded, no scripts; `title` (HTML) opens the body."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -159,11 +186,22 @@ def notebook_html(nb) -> str:
     # No scripts: a printed page runs none, and the template's load MathJax, require.js and
     # mermaid from CDNs, which an offline Chromium would wait for.
     body = re.sub(r"<script\b.*?</script>", "", body, flags=re.DOTALL | re.IGNORECASE)
-    return body.replace("</head>", f"<style>{PRINT_CSS}</style>\n</head>", 1)
+    body = body.replace("</head>", f"<style>{PRINT_CSS}</style>\n</head>", 1)
+    if title:
+        body = re.sub(r"(<body\b[^>]*>)", lambda m: m.group(1) + "\n" + title, body, count=1)
+    return body
 
 
-def export(notebook: str | Path, out: str | Path, engine: str = "auto") -> Path:
-    """Write `out` (.pdf or .html) from `notebook`; returns `out`."""
+def export(
+    notebook: str | Path,
+    out: str | Path,
+    engine: str = "auto",
+    student_id: str = "",
+    name: str = "",
+    date: str | None = None,
+) -> Path:
+    """Write `out` (.pdf or .html) from `notebook`, with a title page when `student_id` or
+    `name` is given; returns `out`."""
     import nbformat
 
     notebook, out = Path(notebook), Path(out)
@@ -175,7 +213,11 @@ def export(notebook: str | Path, out: str | Path, engine: str = "auto") -> Path:
         nb = nbformat.read(notebook, as_version=4)
     except Exception as e:  # nbformat raises several types for a broken file
         raise LabError(f"{notebook} is not a readable notebook ({type(e).__name__})") from None
-    page = notebook_html(clean_notebook(nb))
+    title = ""
+    if student_id or name:
+        date = date or datetime.date.today().isoformat()
+        title = title_page(student_id, name, date)
+    page = notebook_html(clean_notebook(nb), title)
     if out.suffix.lower() == ".html":
         atomic_write(out, lambda f: f.write(page.encode()))
         return out
@@ -192,10 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="PDF or HTML (default: report/build/<name>.pdf)")
     ap.add_argument("--engine", default="auto", choices=("auto", *render.ENGINES),
                     help="PDF engine (default: weasyprint, else chromium)")  # fmt: skip
+    ap.add_argument("--student-id", default="", help="on the title page, e.g. 312551001")
+    ap.add_argument("--name", default="", help="on the title page (Chinese is fine)")
+    ap.add_argument("--date", default=None, help="on the title page (default: today)")
     args = ap.parse_args(argv)
     out = args.out or REPO / "report" / "build" / f"{Path(args.notebook).stem}.pdf"
     t0 = time.perf_counter()
-    path = export(args.notebook, out, args.engine)
+    path = export(args.notebook, out, args.engine, args.student_id, args.name, args.date)
     print(f"wrote {path} [{time.perf_counter() - t0:.1f} s]")
     return 0
 

@@ -1,6 +1,6 @@
-"""Markdown -> HTML -> PDF, offline, with CJK text.
+"""HTML -> PDF, offline, with CJK text (the notebook export's last step).
 
-Two PDF engines, both fed the same HTML and CSS (report/style.css):
+Two PDF engines, both fed the same HTML and CSS (report/export_notebook.py's PRINT_CSS):
 - weasyprint (default): a Python package (`pip install weasyprint`) on the system's Pango;
   about 20 MB on top of the lab's environment, a report in a few seconds.
 - chromium: headless Chromium's print-to-PDF (`apt-get install chromium`), about 350 MB; used
@@ -13,7 +13,6 @@ Noto Sans CJK TC after the Latin fonts, so Traditional Chinese gets the Taiwan g
 
 from __future__ import annotations
 
-import html as html_lib
 import os
 import shutil
 import subprocess
@@ -23,7 +22,6 @@ from pathlib import Path
 from engine.checkpoint import atomic_write
 from engine.errors import LabError
 
-HERE = Path(__file__).resolve().parent
 ENGINES = ("weasyprint", "chromium")
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 INSTALL_HINT = (
@@ -31,19 +29,6 @@ INSTALL_HINT = (
     "`apt-get install libpango-1.0-0 libpangoft2-1.0-0` elsewhere) or "
     "`apt-get install chromium`; plus `apt-get install fonts-noto-cjk` for Chinese text"
 )
-
-
-def markdown_to_html(markdown: str, title: str, css: str | None = None) -> str:
-    """A standalone HTML page from Markdown with tables (raw HTML blocks pass through)."""
-    import mistune
-
-    md = mistune.create_markdown(escape=False, plugins=["table", "strikethrough"])
-    css = css if css is not None else (HERE / "style.css").read_text(encoding="utf-8")
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-        f"<title>{html_lib.escape(title)}</title>\n<style>\n{css}\n</style></head>\n"
-        f"<body>\n{md(markdown)}\n</body></html>\n"
-    )
 
 
 def chromium_binary() -> str | None:

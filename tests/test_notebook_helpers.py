@@ -55,3 +55,40 @@ def test_stem_table_measures_both_stems():
     table = notebook.stem_table(cifar, imagenet)
     layer4 = next(x for x in table.splitlines() if x.startswith("| `layer4`"))
     assert "(32, 4, 4)" in layer4 and "(32, 1, 1)" in layer4  # 32x32 in: CIFAR ends 4x4
+
+
+def test_run_log_prints_the_handouts_lines_and_collapses_long_runs():
+    def log(epochs):
+        lines = ["[baseline seed 0, profile full]", "Normalization none: mean [0.0] std [1.0]"]
+        for e in range(1, epochs + 1):
+            lines += [
+                f"Epoch: {e}",
+                "learning rate: 0.05",
+                "Train loss: 1.0 | Train acc: 0.5",
+                "Val loss: 1.1 | Val acc: 0.4",
+            ]
+        return lines + ["Test loss: 0.6 | Test acc: 0.8"]
+
+    out = []
+    echo = notebook.RunLog(keep=2, out=out.append)
+    for line in log(5):  # a run being trained: every epoch, as it ends
+        echo(line)
+    assert len([ln for ln in out if ln.startswith("Epoch:")]) == 5
+    out.clear()
+    for line in ["[baseline seed 0: replaying results/full/baseline__seed0.json]", *log(20)]:
+        echo(line)
+    epochs = [ln for ln in out if ln.startswith("Epoch:")]
+    assert epochs == ["Epoch: 1", "Epoch: 2", "Epoch: 19", "Epoch: 20"]
+    assert "... (20 epochs, 16 not shown, full log in results/full/baseline__seed0.json)" in out
+    assert (
+        out.index("Epoch: 2") < out.index("Epoch: 19") < out.index("Test loss: 0.6 | Test acc: 0.8")
+    )
+    assert out[-1].startswith("Test loss") and len(out) == 1 + 2 + 4 * 4 + 1 + 1
+    out.clear()
+    for line in [
+        "[baseline seed 0: replaying results/full/baseline__seed0.json]",
+        *log(3),
+    ]:  # short runs: every epoch, nothing collapsed
+        echo(line)
+    assert [ln for ln in out if ln.startswith("Epoch:")] == ["Epoch: 1", "Epoch: 2", "Epoch: 3"]
+    assert not [ln for ln in out if ln.startswith("...")]

@@ -105,15 +105,6 @@ def test_a_run_without_test_figures_is_not_called_diverged():
     assert "no test figures" in rows[0]["note"] and "diverged" not in rows[0]["note"]
 
 
-def test_report_skips_a_bad_lr_range_file(tmp_path, capsys):
-    from report import build_report
-
-    (tmp_path / "smoke").mkdir()
-    (tmp_path / "smoke" / "lr_range.json").write_text('{"lrs": [0.1, 0.2')
-    out = build_report._lr_context({}, [], tmp_path, "smoke", tmp_path / "fig", tmp_path)
-    assert out["range"] is None and "lr_range.json" in capsys.readouterr().err
-
-
 # ------------------------------------------------------------ 2. divergence
 
 

@@ -44,7 +44,13 @@ def files(tmp_path):
     pdf.write_bytes(b"%PDF-1.7\n% a stand-in report\n")
     out = tmp_path / "out"
     out.mkdir()
-    return {"notebook": nb, "report": pdf, "model": REPO / "resnet18.py", "out": out}
+    return {
+        "name": "王小明",
+        "notebook": nb,
+        "report": pdf,
+        "model": REPO / "resnet18.py",
+        "out": out,
+    }
 
 
 def test_zip_holds_the_three_renamed_files_and_the_code(files):
@@ -55,6 +61,11 @@ def test_zip_holds_the_three_renamed_files_and_the_code(files):
         assert {f"{SID}_lab3.ipynb", "resnet18.py", f"{SID}_lab3.pdf"} <= names
         assert {"train_utils.py", "engine/__init__.py", "engine/grid.py", "engine/data.py",
                 "requirements.txt", "README.md", "experiments.py"} <= names  # fmt: skip
+        # The grader's README, not the project's; the results files the notebook replays.
+        assert "Lab 3 hand-in of 王小明 (312551001)" in z.read("README.md").decode()
+        saved = {f"results/full/{p.name}" for p in (REPO / "results" / "full").glob("*.json")}
+        assert saved and saved <= names
+        assert not [n for n in names if n.startswith("results/") and n not in saved]
         assert z.read("resnet18.py") == (REPO / "resnet18.py").read_bytes()
         assert z.read(f"{SID}_lab3.ipynb") == files["notebook"].read_bytes()
         assert z.read(f"{SID}_lab3.pdf") == files["report"].read_bytes()
@@ -166,7 +177,10 @@ def test_preview_results_refused_unless_allowed(files, profile):
     write_notebook(files["notebook"], profile=profile)
     with pytest.raises(LabError, match=f"{profile} profile"):
         ms.make_submission(SID, **files)
-    target, found = ms.make_submission(SID, **files, allow_preview=True)
+    results = files["out"].parent / "results"
+    (results / profile).mkdir(parents=True)
+    (results / profile / "baseline__seed0.json").write_text("{}")
+    target, found = ms.make_submission(SID, **files, allow_preview=True, results=results)
     assert target.is_file() and found["profiles"] == [profile]
 
 
@@ -198,8 +212,10 @@ def _cli(*args, cwd):
 
 
 def test_cli_errors_are_one_line(files, tmp_path):
-    missing = _cli("--student-id", SID, "--notebook", "nope.ipynb", cwd=tmp_path)
-    bad_id = _cli("--student-id", "12-34", cwd=tmp_path)
+    missing = _cli(
+        "--student-id", SID, "--name", "王小明", "--notebook", "nope.ipynb", cwd=tmp_path
+    )
+    bad_id = _cli("--student-id", "12-34", "--name", "王小明", cwd=tmp_path)
     for proc in (missing, bad_id):
         assert proc.returncode == 2
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
@@ -208,7 +224,106 @@ def test_cli_errors_are_one_line(files, tmp_path):
 
 
 def test_cli_packs(files, tmp_path):
-    proc = _cli("--student-id", SID, "--notebook", str(files["notebook"]), "--report",
+    proc = _cli("--student-id", SID, "--name", "王小明", "--notebook", str(files["notebook"]), "--pdf",
                 str(files["report"]), "--out", str(files["out"]), cwd=REPO)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert f"{SID}_lab3.zip" in proc.stdout and "Test acc: 0.9312" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "sid, name",
+    [
+        ("000000000", "王小明"),
+        ("123456789", "王小明"),
+        (SID, ""),
+        (SID, "Student Name"),
+        (SID, "  your  name "),
+    ],
+)
+def test_placeholders_refused(files, sid, name):
+    with pytest.raises(LabError, match="placeholder"):
+        ms.make_submission(sid, **{**files, "name": name})
+    assert not any(files["out"].iterdir())
+
+
+def test_missing_results_refused(files, tmp_path):
+    with pytest.raises(LabError, match="no results files in"):
+        ms.make_submission(SID, **files, results=tmp_path / "empty")
+
+
+@pytest.mark.slow
+def test_unpacked_zip_replays_every_section(tmp_path):
+    """The grader's path: a smoke run's executed notebook is packed, unzipped into an empty
+    folder and executed there in replay mode (LAB3_TRAIN_MISSING=0) with only CIFAR-10 added;
+    every section prints its runs' logs and test lines, and nothing is left unrun."""
+    from conftest import data_location
+    from test_notebook import EXECUTE, execute
+
+    if data_location() is None:
+        pytest.skip("CIFAR-10 copy not found (set LAB3_DATA_DIR): the notebook trains on it")
+    made = tmp_path / "made"
+    execute(made, "trained.ipynb")  # smoke profile, trains into made/results
+    from report import render
+
+    stand_in = None
+    if not render.available_engines():  # no PDF engine here: a stand-in PDF
+        stand_in = tmp_path / "stand_in.pdf"
+        stand_in.write_bytes(b"%PDF-1.7\n% a stand-in report\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    target, found = ms.make_submission(
+        SID,
+        "王小明",
+        made / "trained.ipynb",
+        stand_in,
+        out=out,
+        allow_preview=True,
+        results=made / "results",
+    )
+    assert found["profile"] == "smoke"
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(target) as z:
+        z.extractall(unpacked)
+        assert z.read(f"{SID}_lab3.pdf")[:5] == b"%PDF-"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAB3_", "PYTHONPATH"))}
+    env.update(
+        LAB3_PROFILE="smoke",
+        LAB3_TRAIN_MISSING="0",
+        LAB3_DATA_DIR=str(data_location()),
+        LAB3_RESULTS_DIR="results",
+        LAB3_PLOTS_DIR="plots",
+        LAB3_SEEDS="1",
+        LAB3_CHECKPOINTS_DIR="checkpoints",
+    )
+    cmd = [sys.executable, *EXECUTE, f"{SID}_lab3.ipynb", "--output", "rerun.ipynb"]
+    proc = subprocess.run(cmd, cwd=unpacked, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rerun = nbformat.read(unpacked / "rerun.ipynb", as_version=4)
+    sections = 0
+    for cell in rerun.cells:
+        text = "".join(
+            o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream"
+        )
+        if "== " not in text or "experiment(s), profile smoke ==" not in text:
+            continue
+        sections += 1
+        assert "not run" not in text, text[:2000]
+        for line in (
+            "replaying results/smoke/",
+            "Epoch: 1",
+            "learning rate:",
+            "Train loss:",
+            "Val loss:",
+            "Test loss:",
+            "| Test acc:",
+        ):
+            assert line in text, (line, text[:2000])
+    assert sections >= 5  # baseline, norm, aug, lr, batch, final
+    blank = [
+        o
+        for c in rerun.cells
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "display_data"
+        and not "".join(o.get("data", {}).get("text/plain", "x")).strip()
+    ]
+    assert not blank, "a progress bar left an empty output"
