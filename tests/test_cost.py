@@ -99,7 +99,7 @@ def test_projected_cost_counts_only_runs_without_results(tmp_path):
     res = projected_cost("smoke", 1, tmp_path, "cpu", rate=1000.0, echo=lines.append)
     assert res["runs"] == len(EXPERIMENTS) and res["images"] == whole
     assert res["minutes"] == pytest.approx(whole / 1000 / 60)
-    assert "LAB3_SEEDS=1" in lines[0] and "3 seeds" in lines[0]
+    assert f"{len(EXPERIMENTS)} runs" in lines[0] and "one run at a time" in lines[0]
     (tmp_path / "smoke").mkdir()
     (tmp_path / "smoke" / "baseline__seed0.json").write_text("{}")
     assert (
@@ -112,6 +112,16 @@ def test_projected_cost_counts_only_runs_without_results(tmp_path):
         ]
         == 0
     )
+
+
+def test_nothing_to_train_measures_nothing(tmp_path, monkeypatch):
+    import tools.cost
+
+    monkeypatch.setattr(tools.cost, "measure_rate", lambda *a, **k: pytest.fail("measured"))
+    lines = []
+    res = projected_cost("smoke", 1, tmp_path, "cpu", train_missing=False, echo=lines.append)
+    assert res["runs"] == 0 and res["images_per_s"] is None
+    assert lines == ["cost:    nothing to train here: every run shown is replayed from its results file"]
 
 
 def test_projected_cost_measures_a_rate_when_none_is_given(tmp_path, one_thread_per_module):

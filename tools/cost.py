@@ -135,34 +135,41 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def projected_cost(profile: str, seeds: int, results_dir="results", device=None,
-                   train_missing: bool = True, force: bool = False, rate: float | None = None,
-                   echo=print) -> dict:  # fmt: skip
+def projected_cost(
+    profile: str,
+    seeds: int,
+    results_dir="results",
+    device=None,
+    train_missing: bool = True,
+    force: bool = False,
+    rate: float | None = None,
+    echo=print,
+) -> dict:
     """Before anything trains: how many training images the notebook is about to train here
     (runs without a saved results file, or all with `force`), and the minutes that takes at a
-    speed measured on this device, beside the whole grid with three seeds."""
+    speed measured on this device. Nothing is measured when nothing will train."""
     from engine.grid import result_path
 
     names = expand([])
-    todo = [(n, s) for s in range(seeds) for n in names
-            if force or (train_missing and not result_path(results_dir, profile, n, s).exists())]  # fmt: skip
-    images = sum(workload([n], profile)["train_images"] for n, _ in todo)
-    whole = workload(profile=profile, seeds=3)["train_images"]
-    rate = rate or measure_rate(profile, device)
-    out = {"runs": len(todo), "images": images, "images_per_s": rate,
-           "minutes": images / rate / 60, "grid_3_seeds_hours": whole / rate / 3600}  # fmt: skip
-    lines = [
-        f"cost:    to train now: {len(todo)} runs, {images / 1e6:.2f}M training images "
-        f"(seeds 0..{seeds - 1}; saved runs are replayed)",
-        f"         measured here: {rate:,.0f} images/s (a few steps of the baseline's batch on "
-        f"random images) -> about {_duration(images / rate)} of training, one run at a time",
-        f"         the whole {profile} grid with 3 seeds: {whole / 1e6:.1f}M images, about "
-        f"{_duration(whole / rate)} at this speed. Fewer: LAB3_SEEDS=1 (a third of it), "
-        f"or train chosen groups first from the command line (python experiments.py run lr "
-        f"batch --profile {profile} --seeds 1) and let this notebook replay them",
+    todo = [
+        (n, s)
+        for s in range(seeds)
+        for n in names
+        if force or (train_missing and not result_path(results_dir, profile, n, s).exists())
     ]
-    echo("\n".join(lines))
-    return out
+    images = sum(workload([n], profile)["train_images"] for n, _ in todo)
+    if not todo:
+        echo("cost:    nothing to train here: every run shown is replayed from its results file")
+        return {"runs": 0, "images": 0, "images_per_s": None, "minutes": 0.0}
+    rate = rate or measure_rate(profile, device)
+    echo(
+        f"cost:    to train now: {len(todo)} runs, {images / 1e6:.2f}M training images (seeds "
+        f"0..{seeds - 1}; saved runs are replayed); measured here: {rate:,.0f} images/s (a few "
+        f"steps of the baseline's batch on random images) -> about {_duration(images / rate)}, "
+        "one run at a time"
+    )
+    return {"runs": len(todo), "images": images, "images_per_s": rate,
+            "minutes": images / rate / 60}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
