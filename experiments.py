@@ -78,8 +78,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument(
         "--ckpt-every", type=int, default=1, help="checkpoint every N epochs (0: never)"
     )
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a RunConfig setting, e.g. --set lr=0.1 (repeatable)")  # fmt: skip
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a RunConfig setting, e.g. --set lr=0.1 (repeatable)",
+    )
     run.add_argument(
         "--parallel",
         type=int,
@@ -95,19 +100,34 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="start no run that would not finish SECONDS from now; stop the rest then",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars (logs to files)")
-    run.add_argument("--compile", default=None, choices=COMPILE_MODES, dest="compile_mode",
-                     help="torch.compile the training step (default: off); reduce-overhead adds "
-                     "CUDA graphs")  # fmt: skip
-    run.add_argument("--precision", default="auto", choices=PRECISIONS,
-                     help="auto (default): bf16 where the GPU or CPU runs it natively, else "
-                     "fp32; bf16 or fp32 force one")  # fmt: skip
-    run.add_argument("--distribute", default=None, choices=engine.distributed.MODES,
-                     help="under torchrun: ddp (default) trains each run on all processes; runs "
-                     "gives each process whole runs (rank r: runs r, r+N, ...)")  # fmt: skip
-    run.add_argument("--sync-bn", action="store_true",
-                     help="with ddp on CUDA: SyncBatchNorm (statistics over the global batch)")  # fmt: skip
+    run.add_argument(
+        "--compile",
+        default=None,
+        choices=COMPILE_MODES,
+        dest="compile_mode",
+        help="torch.compile the training step (default: off); reduce-overhead adds CUDA graphs",
+    )
+    run.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto (default): bf16 where the GPU or CPU runs it natively, else "
+        "fp32; bf16 or fp32 force one",
+    )
+    run.add_argument(
+        "--distribute",
+        default=None,
+        choices=engine.distributed.MODES,
+        help="under torchrun: ddp (default) trains each run on all processes; runs "
+        "gives each process whole runs (rank r: runs r, r+N, ...)",
+    )
+    run.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="with ddp on CUDA: SyncBatchNorm (statistics over the global batch)",
+    )
     ap.epilog = _overview(sub)
-    return ap.parse_args(argv)  # fmt: skip
+    return ap.parse_args(argv)
 
 
 def _overview(sub: argparse._SubParsersAction) -> str:
@@ -135,8 +155,16 @@ def run_in_step(world: World, name: str, profile: str, data, seed: int, **kw) ->
         return run_experiment(name, profile, data, seed=seed, world=world, **kw)
     if trains:
         cfg = make_config(name, profile, seed, kw["overrides"])
-        train(cfg, data, device=kw["device"], world=world, progress=False, log=lambda line: None,
-              compile_mode=kw["compile_mode"], precision=kw["precision"])  # fmt: skip
+        train(
+            cfg,
+            data,
+            device=kw["device"],
+            world=world,
+            progress=False,
+            log=lambda line: None,
+            compile_mode=kw["compile_mode"],
+            precision=kw["precision"],
+        )
     return None
 
 
@@ -191,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, AssertionError):
         raise LabError(f"--shard must look like i/n with 0 <= i < n, got {args.shard!r}") from None
     if args.ckpt_every < 0:
-        raise LabError(f"--ckpt-every must be 0 (never) or a positive number of epochs, got "
-                       f"{args.ckpt_every}")  # fmt: skip
+        raise LabError(
+            f"--ckpt-every must be 0 (never) or a positive number of epochs, got {args.ckpt_every}"
+        )
     if args.parallel < 1:
         raise LabError(f"--parallel must be at least 1, got {args.parallel}")
     if args.deadline is not None and not args.deadline > 0:
@@ -212,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     choose_precision(device, args.precision)  # a GPU without bf16 refused before loading data
     _check_data_dir(args.data_dir)
     if not names:
-        print(f"nothing to run: shard {args.shard} of {len(selected)} experiment(s) is empty",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"nothing to run: shard {args.shard} of {len(selected)} experiment(s) is empty",
+            file=sys.stderr,
+        )
         return 0
     # Under torchrun: this process's rank, its device (cuda:LOCAL_RANK) and, for ddp, the group.
     world, device = engine.distributed.start(args.distribute, device, args.sync_bn)
@@ -235,10 +266,18 @@ def main(argv: list[str] | None = None) -> int:
         runs = engine.distributed.my_runs(runs, world)
     summary = []
     for name, seed in runs:
-        kw = dict(out=args.out, ckpt_root=args.checkpoints, force=args.force, resume=args.resume,
-                  device=device, progress=not args.no_progress, ckpt_every=args.ckpt_every,
-                  overrides=overrides, compile_mode=args.compile_mode,
-                  precision=args.precision)  # fmt: skip
+        kw = dict(
+            out=args.out,
+            ckpt_root=args.checkpoints,
+            force=args.force,
+            resume=args.resume,
+            device=device,
+            progress=not args.no_progress,
+            ckpt_every=args.ckpt_every,
+            overrides=overrides,
+            compile_mode=args.compile_mode,
+            precision=args.precision,
+        )
         if world.ddp:  # every rank trains this run; rank 0 reads and writes its files
             r = run_in_step(world, name, profile, data, seed, **kw)
         else:

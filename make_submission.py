@@ -102,10 +102,15 @@ def check_notebook(path: Path, allow_preview: bool = False) -> dict:
             f"{path} is not a Jupyter notebook ({type(e).__name__}); save it from Jupyter"
         ) from None
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
-        raise LabError(f"{path} is not a Jupyter notebook (its cells are not a list of cells); "
-                       "save it from Jupyter")  # fmt: skip
-    code = [(i + 1, c) for i, c in enumerate(cells)
-            if c.get("cell_type") == "code" and "".join(c.get("source", "")).strip()]  # fmt: skip
+        raise LabError(
+            f"{path} is not a Jupyter notebook (its cells are not a list of cells); "
+            "save it from Jupyter"
+        )
+    code = [
+        (i + 1, c)
+        for i, c in enumerate(cells)
+        if c.get("cell_type") == "code" and "".join(c.get("source", "")).strip()
+    ]
     if not code:
         raise LabError(f"{path} has no code cells")
     unrun = [i for i, c in code if c.get("execution_count") is None]
@@ -148,8 +153,9 @@ def check_report(path: Path, allow_preview: bool = False) -> bool:
             raise LabError(f"report {path} is not a PDF; leave out --pdf to export the notebook")
     if shutil.which("pdftotext") is None:
         return False
-    proc = subprocess.run(["pdftotext", "-l", "1", str(path), "-"], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        ["pdftotext", "-l", "1", str(path), "-"], capture_output=True, text=True, timeout=60
+    )
     if PREVIEW_BANNER in " ".join(proc.stdout.split()) and not allow_preview:
         raise LabError(
             f"report {path} shows preview results (smoke/quick); rerun the notebook with "
@@ -183,8 +189,9 @@ def _imported_names(tree: ast.AST) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = "." * node.level + (node.module or "")
             names.add(base)
-            names.update(f"{base}.{alias.name}" if node.module else base + alias.name
-                         for alias in node.names)  # fmt: skip
+            names.update(
+                f"{base}.{alias.name}" if node.module else base + alias.name for alias in node.names
+            )
     return names
 
 
@@ -212,8 +219,9 @@ def notebook_code(path: Path) -> list[str]:
         if c.get("cell_type") == "code":
             src = c.get("source", "")
             src = "".join(src) if isinstance(src, list) else str(src)
-            cells.append("\n".join(ln for ln in src.splitlines()
-                                   if not ln.lstrip().startswith(("%", "!"))))  # fmt: skip
+            cells.append(
+                "\n".join(ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!")))
+            )
     return cells
 
 
@@ -375,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="pack results of the smoke/quick profile anyway",
     )
-    args = ap.parse_args(argv)  # fmt: skip
+    args = ap.parse_args(argv)
     target, found = make_submission(
         args.student_id,
         args.name,
@@ -390,8 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     profiles = ", ".join(found["profiles"]) or "not shown"
     print(f"wrote {target}: {', '.join(found['members'])}")
-    print(f"  notebook: {len(found['test_lines'])} '{TEST_ACC}' line(s), last: "
-          f"{found['test_lines'][-1]}; profile(s) in the outputs: {profiles}")  # fmt: skip
+    print(
+        f"  notebook: {len(found['test_lines'])} '{TEST_ACC}' line(s), last: "
+        f"{found['test_lines'][-1]}; profile(s) in the outputs: {profiles}"
+    )
     if any(p in PREVIEW_PROFILES for p in found["profiles"]):
         print("  warning: packed with preview results (--allow-preview)", file=sys.stderr)
     if not found["report_checked"]:

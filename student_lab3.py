@@ -69,8 +69,20 @@ PLOTS.mkdir(parents=True, exist_ok=True)
 DEVICE = pick_device()
 DATA = data.load_cifar10(DATA_DIR)  # decoded once, then read from a uint8 cache
 BASE = grid.make_config("baseline", PROFILE)  # the baseline in this profile
-lab = Lab(PROFILE, DATA, DEVICE, RESULTS_DIR, CHECKPOINTS_DIR, PLOTS, SEEDS, FORCE, TRAIN_MISSING,
-          RESUME, COMPILE, PRECISION)  # fmt: skip
+lab = Lab(
+    PROFILE,
+    DATA,
+    DEVICE,
+    RESULTS_DIR,
+    CHECKPOINTS_DIR,
+    PLOTS,
+    SEEDS,
+    FORCE,
+    TRAIN_MISSING,
+    RESUME,
+    COMPILE,
+    PRECISION,
+)
 notebook.show_markdown(notebook.preview_banner(lab) or f"Profile `{PROFILE}`: the lab's own runs.")
 setup_lines = describe_setup(lab)
 # Before anything trains: the images this notebook is about to train here, and the minutes a few
@@ -120,8 +132,10 @@ fig = plotting.show_images(
 # %%
 cifar, imagenet = resnet18(stem="cifar"), resnet18(stem="imagenet")
 notebook.show_markdown(stem_table(cifar, imagenet))
-print(f"ResNet18, width 64, CIFAR stem: {n_params(cifar):,} parameters "
-      f"(ImageNet stem: {n_params(imagenet):,})")  # fmt: skip
+print(
+    f"ResNet18, width 64, CIFAR stem: {n_params(cifar):,} parameters "
+    f"(ImageNet stem: {n_params(imagenet):,})"
+)
 print(
     f"profile {PROFILE} trains width {BASE.width}: {n_params(resnet18(width=BASE.width)):,} parameters"
 )
@@ -474,9 +488,11 @@ for setting, why in grid.FINAL_WHY.items():
     print(f"  {setting:<28} {why}")
 cfg = grid.make_config("final", PROFILE)
 steps = math.ceil((cfg.train_subset or 50_000 - cfg.val_size) / cfg.batch_size)
-print(f"in profile {PROFILE}: batch {cfg.batch_size}, {cfg.epochs} epochs of {steps} steps, peak lr "
-      f"{cfg.make_schedule(steps).max_lr:.3g} (the recipe's {cfg.max_lr} from a rise of "
-      f"{grid.MIN_RISE_STEPS} steps or more)")  # fmt: skip
+print(
+    f"in profile {PROFILE}: batch {cfg.batch_size}, {cfg.epochs} epochs of {steps} steps, peak lr "
+    f"{cfg.make_schedule(steps).max_lr:.3g} (the recipe's {cfg.max_lr} from a rise of "
+    f"{grid.MIN_RISE_STEPS} steps or more)"
+)
 final = lab.run(["final"])
 
 # %%

@@ -158,16 +158,32 @@ class RunConfig:
                 ok = ok and math.isfinite(value)
             if not ok:
                 raise LabError(f"{name} must be of type {_type_name(kind)}, got {value!r}")
-        for name in ("epochs", "batch_size", "lr", "width", "val_size", "step_epochs",
-                     "cycle_epochs", "gamma"):  # fmt: skip
+        for name in (
+            "epochs",
+            "batch_size",
+            "lr",
+            "width",
+            "val_size",
+            "step_epochs",
+            "cycle_epochs",
+            "gamma",
+        ):
             if getattr(self, name) <= 0:
                 raise LabError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("train_subset", "test_subset", "max_lr", "lr_batch"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise LabError(f"{name} must be positive (or None for all), got "
-                               f"{getattr(self, name)}")  # fmt: skip
-        for name in ("weight_decay", "min_lr", "warmup_epochs", "split_seed", "seed",
-                     "min_rise_steps", "tta_shift"):  # fmt: skip
+                raise LabError(
+                    f"{name} must be positive (or None for all), got {getattr(self, name)}"
+                )
+        for name in (
+            "weight_decay",
+            "min_lr",
+            "warmup_epochs",
+            "split_seed",
+            "seed",
+            "min_rise_steps",
+            "tta_shift",
+        ):
             if getattr(self, name) < 0:
                 raise LabError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name, top in _UPPER_BOUNDS.items():  # beyond these a run overflows or cannot fit
@@ -192,8 +208,9 @@ class RunConfig:
         if self.optimizer not in ("sgd", "adamw"):
             raise LabError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
         if self.norm not in NORM_MODES:
-            raise LabError(f"unknown normalization {self.norm!r}; choose one of "
-                           f"{', '.join(NORM_MODES)}")  # fmt: skip
+            raise LabError(
+                f"unknown normalization {self.norm!r}; choose one of {', '.join(NORM_MODES)}"
+            )
         check_preset(self.augment)
         self.make_schedule(1)  # raises on a bad schedule name or missing max_lr
         return self
@@ -203,8 +220,14 @@ class RunConfig:
             return max(1, round(epochs * steps_per_epoch))
 
         # The factor scaled_peak applies to max_lr applies to lr too (batch and run length).
-        fit = scaled_peak(1.0, self.batch_size, self.epochs * steps_per_epoch, self.lr_batch,
-                          self.pct_start, self.min_rise_steps if self.schedule in ("onecycle", "triangle") else 0)  # fmt: skip
+        fit = scaled_peak(
+            1.0,
+            self.batch_size,
+            self.epochs * steps_per_epoch,
+            self.lr_batch,
+            self.pct_start,
+            self.min_rise_steps if self.schedule in ("onecycle", "triangle") else 0,
+        )
         try:
             return Schedule(
                 kind=self.schedule,
@@ -252,8 +275,9 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=,-]{0,199}")
 
 
 def _type_name(kind) -> str:
-    return " or ".join("None" if k is type(None) else k.__name__
-                       for k in (typing.get_args(kind) or (kind,)))  # fmt: skip
+    return " or ".join(
+        "None" if k is type(None) else k.__name__ for k in (typing.get_args(kind) or (kind,))
+    )
 
 
 @dataclass
@@ -367,12 +391,19 @@ def build_loaders(
     mean, std = normalization_stats(cfg.norm, train_images, seed=cfg.seed)
     common = dict(mean=mean, std=std, device=device, channels_last=channels_last)
     loaders = (
-        DeviceLoader(train_images, data.train_labels[train_idx], cfg.batch_size,
-                     augment=cfg.augment, shuffle=True, seed=cfg.seed, **world.loader_args(),
-                     **common),
+        DeviceLoader(
+            train_images,
+            data.train_labels[train_idx],
+            cfg.batch_size,
+            augment=cfg.augment,
+            shuffle=True,
+            seed=cfg.seed,
+            **world.loader_args(),
+            **common,
+        ),
         DeviceLoader(data.train_images[val_idx], data.train_labels[val_idx], eval_batch, **common),
         DeviceLoader(data.test_images[test_idx], data.test_labels[test_idx], eval_batch, **common),
-    )  # fmt: skip
+    )
     return loaders, {"mode": cfg.norm, "mean": list(mean), "std": list(std)}
 
 
@@ -458,10 +489,13 @@ def train(
     steps_per_epoch = len(train_dl)
     total_steps = cfg.epochs * steps_per_epoch
     sched = cfg.make_schedule(steps_per_epoch)
-    result = RunResult(config=dataclasses.asdict(cfg), history=_new_history(), norm_stats=norm,
-                       env={**environment(device), **prec.record(), "compile": compile_mode,
-                            **world.record()},
-                       log=lines)  # fmt: skip
+    result = RunResult(
+        config=dataclasses.asdict(cfg),
+        history=_new_history(),
+        norm_stats=norm,
+        env={**environment(device), **prec.record(), "compile": compile_mode, **world.record()},
+        log=lines,
+    )
     hist = result.history
     start_epoch = 0
 
@@ -474,9 +508,10 @@ def train(
     state = load_checkpoint(path, map_location="cpu" if world.ddp else device) if path else None
     if (state := world.from_main(state)) is not None:
         diff = sorted(
-            k for k in set(state["config"]) | set(result.config)
+            k
+            for k in set(state["config"]) | set(result.config)
             if _comparable(state["config"]).get(k) != _comparable(result.config).get(k)
-        )  # fmt: skip
+        )
         saved_prec = state.get("precision", "fp32")  # checkpoints older than the field: fp32
         if not diff and saved_prec != prec.name:
             raise LabError(
@@ -515,8 +550,16 @@ def train(
         losses = torch.zeros(steps_per_epoch, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
-        bar = tqdm(train_dl.batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False, file=bar_file(), mininterval=1.0, ascii=True)  # fmt: skip
+        bar = tqdm(
+            train_dl.batches(epoch),
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+            file=bar_file(),
+            mininterval=1.0,
+            ascii=True,
+        )
         for i, (x, y) in enumerate(bar):
             lr = lr_at(step, total_steps, sched)
             set_lr(opt, lr)
@@ -543,15 +586,28 @@ def train(
         val = evaluate(model, val_dl, world=world, precision=prec)
         for key, value in zip(
             hist.keys(),
-            (epoch + 1, lr, losses.sum().item() / seen, correct.item() / seen, val["loss"],
-             val["acc"], seconds),
-        ):  # fmt: skip
+            (
+                epoch + 1,
+                lr,
+                losses.sum().item() / seen,
+                correct.item() / seen,
+                val["loss"],
+                val["acc"],
+                seconds,
+            ),
+        ):
             hist[key].append(value if math.isfinite(value) else None)
         _log_epoch(say, hist, -1)
         for what, value in (("training", losses.sum().item() / seen), ("validation", val["loss"])):
             if not value <= divergence_loss:  # also true for nan
-                return _exploded(result, f"{what} loss {value:.4g} at epoch {epoch + 1}", lr,
-                                 divergence_loss, elapsed(), say)  # fmt: skip
+                return _exploded(
+                    result,
+                    f"{what} loss {value:.4g} at epoch {epoch + 1}",
+                    lr,
+                    divergence_loss,
+                    elapsed(),
+                    say,
+                )
         if ckpt_dir is not None and ckpt_every > 0 and (epoch + 1) % ckpt_every == 0:
             state = {
                 "model": model.state_dict(),
@@ -569,8 +625,9 @@ def train(
                 state["scaler"] = scaler.state_dict()
             _saving(ckpt_dir, save_checkpoint, state, ckpt_dir, epoch + 1)
 
-    test = evaluate(model, test_dl, tta=cfg.tta, world=world, precision=prec,
-                    tta_shift=cfg.tta_shift)  # fmt: skip
+    test = evaluate(
+        model, test_dl, tta=cfg.tta, world=world, precision=prec, tta_shift=cfg.tta_shift
+    )
     result.test_loss, result.test_acc, result.confusion = (
         test["loss"],
         test["acc"],

@@ -161,9 +161,14 @@ def _find_tarball(root: Path) -> Path | None:
 def _load_tarball(tarball: Path, cache: Path) -> Cifar10:
     digest = _sha256_cached(tarball, cache)
     npz = cache / f"cifar10-{digest[:16]}-v{CACHE_VERSION}.npz"
-    return _cached(npz, lambda: _decode_copy(
-        _tar_files(tarball), tarball.name,
-        lambda fmt, desc, _: f"CIFAR-10 {fmt} copy ({desc}), sha256 {digest[:8]}…"))  # fmt: skip
+    return _cached(
+        npz,
+        lambda: _decode_copy(
+            _tar_files(tarball),
+            tarball.name,
+            lambda fmt, desc, _: f"CIFAR-10 {fmt} copy ({desc}), sha256 {digest[:8]}…",
+        ),
+    )
 
 
 def _load_folder(folder: Path, cache: Path) -> Cifar10:
@@ -175,9 +180,14 @@ def _load_folder(folder: Path, cache: Path) -> Cifar10:
         key.update(f"{split}/{cls}/{path.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     npz = cache / f"cifar10-folder-{key.hexdigest()[:16]}-v{CACHE_VERSION}.npz"
     files = ((s, c, p.name, str(p)) for s, c, p in listing)
-    return _cached(npz, lambda: _decode_copy(
-        files, folder.name,
-        lambda fmt, desc, pix: f"CIFAR-10 {fmt} folder ({desc}), pixels sha256 {pix}…"))  # fmt: skip
+    return _cached(
+        npz,
+        lambda: _decode_copy(
+            files,
+            folder.name,
+            lambda fmt, desc, pix: f"CIFAR-10 {fmt} folder ({desc}), pixels sha256 {pix}…",
+        ),
+    )
 
 
 def _cached(npz: Path, decode) -> Cifar10:
@@ -360,8 +370,10 @@ def _read_cache(npz: Path) -> dict[str, np.ndarray] | None:
             if x.dtype != np.uint8 or x.shape[1:] != (32, 32, 3) or len(x) != len(y):
                 raise ValueError(f"{split} arrays of shape {x.shape} and {y.shape}")
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError, ValueError) as e:
-        print(f"note: image cache {npz.name} is unreadable ({type(e).__name__}); rebuilding it",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"note: image cache {npz.name} is unreadable ({type(e).__name__}); rebuilding it",
+            file=sys.stderr,
+        )
         return None
     return arrays
 
@@ -380,8 +392,10 @@ def _write_cache(npz: Path, arrays: dict[str, np.ndarray]) -> None:
         os.replace(tmp, npz)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        print(f"note: cannot write the image cache ({e.strerror}); decoding again next time",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"note: cannot write the image cache ({e.strerror}); decoding again next time",
+            file=sys.stderr,
+        )
 
 
 def _sha256_cached(path: Path, cache: Path) -> str:
@@ -439,8 +453,9 @@ def _load_torchvision(root: Path, download: bool) -> Cifar10:
                 f"{root / 'cifar-10-batches-py'} is incomplete or not the official release "
                 f"({reason}); delete it (it is downloaded again when online) or {_HOW_TO}"
             ) from None
-        raise LabError(f"CIFAR-10 is not in {root} and could not be downloaded ({reason}); "
-                       f"{_HOW_TO}") from None  # fmt: skip
+        raise LabError(
+            f"CIFAR-10 is not in {root} and could not be downloaded ({reason}); {_HOW_TO}"
+        ) from None
     return Cifar10(
         train_images=_to_nchw(train.data),
         train_labels=torch.tensor(train.targets, dtype=torch.int64),

@@ -54,11 +54,26 @@ GROUPS: dict[str, dict[str, dict]] = {
     # flip + translate TTA (mean of 200 runs, 50,000 training images). FINAL_WHY says where
     # each setting comes from.
     "final": {
-        "final": dict(norm="standard_exact", augment="translate_flip_cutout12", batch_size=500,
-                      optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=5e-4,
-                      lr=0.04, max_lr=0.2, lr_batch=500, schedule="triangle", pct_start=0.2,
-                      min_rise_steps=MIN_RISE_STEPS, min_steps_per_epoch=ANCHOR_STEPS_PER_EPOCH,
-                      epochs=26, label_smoothing=0.0, tta=True, tta_shift=1),
+        "final": dict(
+            norm="standard_exact",
+            augment="translate_flip_cutout12",
+            batch_size=500,
+            optimizer="sgd",
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=5e-4,
+            lr=0.04,
+            max_lr=0.2,
+            lr_batch=500,
+            schedule="triangle",
+            pct_start=0.2,
+            min_rise_steps=MIN_RISE_STEPS,
+            min_steps_per_epoch=ANCHOR_STEPS_PER_EPOCH,
+            epochs=26,
+            label_smoothing=0.0,
+            tta=True,
+            tta_shift=1,
+        ),
     },
     "norm": {
         "norm_minmax": dict(norm="minmax"),
@@ -89,7 +104,7 @@ GROUPS: dict[str, dict[str, dict]] = {
         "bs_2048": dict(batch_size=2048),
         "bs_2048_scaled": dict(batch_size=2048, lr=0.8, warmup_epochs=2),
     },
-}  # fmt: skip
+}
 # Where each setting of the final recipe comes from: the run of this grid that tests it, or the
 # paper (issue #14: "each change in the final recipe names the run of the grid that motivated
 # it, or the paper behind it"). The notebook prints this table; tests keep it in step with GROUPS.
@@ -126,10 +141,9 @@ GROUP_OF = {name: group for group, runs in GROUPS.items() for name in runs}
 # length, so a schedule keeps its shape.
 PROFILES: dict[str, dict] = {
     "full": dict(epochs_scale=1.0),
-    "quick": dict(epochs_scale=0.15, width=16, val_size=1000, train_subset=5000,
-                  test_subset=2000),
+    "quick": dict(epochs_scale=0.15, width=16, val_size=1000, train_subset=5000, test_subset=2000),
     "smoke": dict(epochs_scale=0.1, width=4, val_size=200, train_subset=400, test_subset=400),
-}  # fmt: skip
+}
 
 
 def default_profile() -> str:
@@ -176,8 +190,12 @@ def make_config(
     if f != 1.0:
         epochs = max(1, round(cfg.epochs * f))
         r = epochs / cfg.epochs
-        p.update(epochs=epochs, step_epochs=cfg.step_epochs * r, cycle_epochs=cfg.cycle_epochs * r,
-                 warmup_epochs=cfg.warmup_epochs * r)  # fmt: skip
+        p.update(
+            epochs=epochs,
+            step_epochs=cfg.step_epochs * r,
+            cycle_epochs=cfg.cycle_epochs * r,
+            warmup_epochs=cfg.warmup_epochs * r,
+        )
     # The user's overrides come last: what you set is what runs, whatever the profile.
     cfg = dataclasses.replace(cfg, **{**p, **(overrides or {})})
     if cfg.min_steps_per_epoch and "batch_size" not in (overrides or {}):
@@ -303,9 +321,25 @@ def run_experiment(
             and (result := _replayable(path, cfg, echo, quiet=True, profile=profile)) is not None
         ):
             return result
-        return _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, force,
-                               resume, device, progress, echo, ckpt_every, compile_mode,
-                               precision, world)  # fmt: skip
+        return _train_and_save(
+            name,
+            cfg,
+            profile,
+            seed,
+            path,
+            ckpt_dir,
+            data,
+            data_dir,
+            force,
+            resume,
+            device,
+            progress,
+            echo,
+            ckpt_every,
+            compile_mode,
+            precision,
+            world,
+        )
 
 
 def will_train(
@@ -358,8 +392,10 @@ def _replayable(path: Path, cfg: RunConfig, echo, quiet: bool = False, profile=N
         echo(line)
     stale = stale_settings(cfg, result)
     if stale:
-        echo(f"warning: {path.name} was saved with other settings than engine/grid.py now gives "
-             f"({', '.join(stale)}); --force reruns it")  # fmt: skip
+        echo(
+            f"warning: {path.name} was saved with other settings than engine/grid.py now gives "
+            f"({', '.join(stale)}); --force reruns it"
+        )
     return result
 
 
@@ -382,9 +418,25 @@ def _clean_temp_files(path: Path, ckpt_dir: Path, echo) -> None:
         echo(f"[removed {len(stray)} temporary file(s) left by an interrupted save]")
 
 
-def _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, force, resume,
-                    device, progress, echo, ckpt_every, compile_mode, precision,
-                    world) -> dict:  # fmt: skip
+def _train_and_save(
+    name,
+    cfg,
+    profile,
+    seed,
+    path,
+    ckpt_dir,
+    data,
+    data_dir,
+    force,
+    resume,
+    device,
+    progress,
+    echo,
+    ckpt_every,
+    compile_mode,
+    precision,
+    world,
+) -> dict:
     _clean_temp_files(path, ckpt_dir, echo)
     if not force and (result := _kept_result(path, ckpt_dir, echo)) is not None:
         return result
@@ -396,9 +448,19 @@ def _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, fo
         resume = False
     header = f"[{cfg.name} seed {seed}, profile {profile}]"
     echo(header)
-    res = train(cfg, data, device=device, ckpt_dir=ckpt_dir, resume=resume, progress=progress,
-                log=echo, ckpt_every=ckpt_every, compile_mode=compile_mode,
-                precision=precision, world=world)  # fmt: skip
+    res = train(
+        cfg,
+        data,
+        device=device,
+        ckpt_dir=ckpt_dir,
+        resume=resume,
+        progress=progress,
+        log=echo,
+        ckpt_every=ckpt_every,
+        compile_mode=compile_mode,
+        precision=precision,
+        world=world,
+    )
     result = res.to_dict()
     result.update(
         name=cfg.name,
@@ -418,8 +480,10 @@ def _train_and_save(name, cfg, profile, seed, path, ckpt_dir, data, data_dir, fo
         try:
             shutil.copy(ckpt_dir / "model.pt", model)
         except OSError as e:
-            raise LabError(f"cannot write {model} ({e.strerror or e}); the results are saved in "
-                           f"{path} and the weights stay in {ckpt_dir / 'model.pt'}") from None  # fmt: skip
+            raise LabError(
+                f"cannot write {model} ({e.strerror or e}); the results are saved in "
+                f"{path} and the weights stay in {ckpt_dir / 'model.pt'}"
+            ) from None
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return result
 

@@ -115,8 +115,15 @@ def lr_range_test(
     avg, best = 0.0, math.inf
     stop_reason = ""
     batches = _endless(train_dl)
-    for i in tqdm(range(steps), desc="lr range test", disable=not progress, leave=False,
-                  file=bar_file(), mininterval=1.0, ascii=True):  # fmt: skip
+    for i in tqdm(
+        range(steps),
+        desc="lr range test",
+        disable=not progress,
+        leave=False,
+        file=bar_file(),
+        mininterval=1.0,
+        ascii=True,
+    ):
         lr = min_lr * ratio ** (i / (steps - 1))
         set_lr(opt, lr)
         x, y = next(batches)
@@ -201,8 +208,12 @@ def plot_lr_range(result: dict, path=None):
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(lrs, result["losses"], color="0.75", lw=0.8, label="loss per step")
     ax.plot(lrs, smoothed, lw=2, label=f"smoothed (EMA {result.get('smoothing', SMOOTHING)})")
-    marks = (("min_loss_lr", ":", "lowest loss"), ("steepest_lr", "--", "steepest descent"),
-             ("max_lr", "-", "suggested max_lr"), ("base_lr", "-.", "suggested base_lr"))  # fmt: skip
+    marks = (
+        ("min_loss_lr", ":", "lowest loss"),
+        ("steepest_lr", "--", "steepest descent"),
+        ("max_lr", "-", "suggested max_lr"),
+        ("base_lr", "-.", "suggested base_lr"),
+    )
     for (key, style, label), color in zip(marks, ("C3", "C2", "C1", "C4")):
         ax.axvline(s[key], ls=style, color=color, label=f"{label} {s[key]:.3g}")
     # Keep the fall readable: cut the y axis a little above the start, not at the blow-up.
@@ -217,9 +228,11 @@ def plot_lr_range(result: dict, path=None):
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     cfg = result.get("config", {})
-    ax.set_title(f"LR range test: {cfg.get('name', '')}, batch {cfg.get('batch_size', '?')}, "
-                 f"{len(lrs)} steps" + (f" ({s['warning']})" if s.get("warning") else ""),
-                 fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"LR range test: {cfg.get('name', '')}, batch {cfg.get('batch_size', '?')}, "
+        f"{len(lrs)} steps" + (f" ({s['warning']})" if s.get("warning") else ""),
+        fontsize=10,
+    )
     fig.tight_layout()
     _save(fig, path)
     return fig

@@ -69,11 +69,22 @@ class Lab:
             done = []
             for seed in seeds:
                 if seed in readable or self.train_missing or self.force:
-                    done.append(grid.run_experiment(
-                        name, self.profile, self.data, seed=seed, out=self.results_dir,
-                        ckpt_root=self.checkpoints_dir, force=self.force, resume=self.resume,
-                        device=self.device, echo=echo, compile_mode=self.compile_mode,
-                        precision=self.precision))  # fmt: skip
+                    done.append(
+                        grid.run_experiment(
+                            name,
+                            self.profile,
+                            self.data,
+                            seed=seed,
+                            out=self.results_dir,
+                            ckpt_root=self.checkpoints_dir,
+                            force=self.force,
+                            resume=self.resume,
+                            device=self.device,
+                            echo=echo,
+                            compile_mode=self.compile_mode,
+                            precision=self.precision,
+                        )
+                    )
             if done:
                 out[name] = self.runs[name] = done
             else:
@@ -87,8 +98,11 @@ class Lab:
 
         provenance(runs)
         for r in runs.get(name, []):
-            plot_history(r["history"], title=f"{name}, seed {r['seed']} ({self.profile})",
-                         path=Path(self.plots_dir) / f"{name}_seed{r['seed']}.png")  # fmt: skip
+            plot_history(
+                r["history"],
+                title=f"{name}, seed {r['seed']} ({self.profile})",
+                path=Path(self.plots_dir) / f"{name}_seed{r['seed']}.png",
+            )
             print(test_line(r))
 
     def overlay(self, runs: dict, title: str, file: str):
@@ -97,8 +111,11 @@ class Lab:
             print("no runs of this group to plot")
             return None
         lines = {"baseline": self.runs.get("baseline", []), **runs}
-        return plot_overlay({n: [r["history"] for r in rs] for n, rs in lines.items() if rs},
-                            title=f"{title} ({self.profile})", path=Path(self.plots_dir) / file)  # fmt: skip
+        return plot_overlay(
+            {n: [r["history"] for r in rs] for n, rs in lines.items() if rs},
+            title=f"{title} ({self.profile})",
+            path=Path(self.plots_dir) / file,
+        )
 
     def compare(self, runs: dict) -> tuple[list[dict], str]:
         """The table of `runs` against the baseline (Markdown) and the sentences it supports."""
@@ -133,11 +150,13 @@ def preview_banner(lab: Lab) -> str:
     prec = choose_precision(device, lab.precision)
     base, final = (grid.make_config(n, lab.profile) for n in ("baseline", "final"))
     full_base, full_final = (grid.make_config(n, "full") for n in ("baseline", "final"))
-    shrink = (f"{base.train_subset or 50_000 - base.val_size:,} training images, "
-              f"{base.val_size:,} for validation, {base.test_subset or 10_000:,} test images, "
-              f"ResNet18 width {base.width} ({full_base.width} in the lab), {base.epochs} epochs "
-              f"for the baseline ({full_base.epochs} in the lab) and {final.epochs} for the final "
-              f"model ({full_final.epochs})")  # fmt: skip
+    shrink = (
+        f"{base.train_subset or 50_000 - base.val_size:,} training images, "
+        f"{base.val_size:,} for validation, {base.test_subset or 10_000:,} test images, "
+        f"ResNet18 width {base.width} ({full_base.width} in the lab), {base.epochs} epochs "
+        f"for the baseline ({full_base.epochs} in the lab) and {final.epochs} for the final "
+        f"model ({full_final.epochs})"
+    )
     return (
         f"> **PREVIEW: profile `{lab.profile}`, not the lab's results.**  \n"
         f"> {shrink}.  \n"
@@ -239,10 +258,12 @@ def provenance_lines(runs: dict) -> list[str]:
         for r in rs:
             env = r.get("env", {})
             note = f"; {env['note']}" if env.get("note") else ""
-            lines.append(f"{name} seed {r['seed']}: {r['status']} on {env.get('device')} "
-                         f"{env.get('gpu') or env.get('cpu', '')}, {precision_of(r)}, "
-                         f"torch {env.get('torch')}, "
-                         f"finished {r.get('finished_at', '?')}{note}")  # fmt: skip
+            lines.append(
+                f"{name} seed {r['seed']}: {r['status']} on {env.get('device')} "
+                f"{env.get('gpu') or env.get('cpu', '')}, {precision_of(r)}, "
+                f"torch {env.get('torch')}, "
+                f"finished {r.get('finished_at', '?')}{note}"
+            )
     return lines
 
 
@@ -281,8 +302,10 @@ def conclude(rows: list[dict]) -> str:
             + ", is one reading, not a finding."
         )
     if small:
-        text.append("- To judge those, add seeds: `LAB3_SEEDS=3` here, or "
-                    "`python experiments.py run <group> --seeds 3`.")  # fmt: skip
+        text.append(
+            "- To judge those, add seeds: `LAB3_SEEDS=3` here, or "
+            "`python experiments.py run <group> --seeds 3`."
+        )
     return "\n".join(text)
 
 
@@ -369,8 +392,10 @@ def n_params(module) -> int:
 def stem_table(cifar, imagenet) -> str:
     """Markdown: each top-level module's parameters and output shape under both stems."""
     a, b = output_shapes(cifar), output_shapes(imagenet)
-    rows = ["| module | parameters | CIFAR stem: output (C, H, W) | ImageNet stem: output |",
-            "| --- | ---: | --- | --- |"]  # fmt: skip
+    rows = [
+        "| module | parameters | CIFAR stem: output (C, H, W) | ImageNet stem: output |",
+        "| --- | ---: | --- | --- |",
+    ]
     rows += [f"| `{n}` | {n_params(m):,} | {a[n]} | {b[n]} |" for n, m in cifar.named_children()]
     return "\n".join(rows)
 
@@ -392,21 +417,29 @@ def lr_range(lab: Lab, base_cfg) -> dict | None:
     elif lab.train_missing or lab.force:
         steps = lr_finder.DEFAULT_STEPS[lab.profile]
         result = lr_finder.lr_range_test(base_cfg, lab.data, lab.device, steps=steps)
-        result.update(name="baseline", profile=lab.profile, data=lab.data.source,
-                      command="student_lab3.ipynb",
-                      finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))  # fmt: skip
+        result.update(
+            name="baseline",
+            profile=lab.profile,
+            data=lab.data.source,
+            command="student_lab3.ipynb",
+            finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        )
         save_json(result, path)
     else:
         print(f"[LR range test: not run: no results/{lab.profile}/lr_range.json]")
         return None
     s, env = result["suggestion"], result["env"]
-    print(f"on {env['device']} {env.get('gpu') or env.get('cpu', '')}, finished "
-          f"{result.get('finished_at', '?')}: {len(result['lrs'])} steps; lowest loss at lr "
-          f"{s['min_loss_lr']:.3g}, steepest fall at {s['steepest_lr']:.3g} -> max_lr "
-          f"{s['max_lr']:.3g}, base_lr {s['base_lr']:.3g}"
-          + (f" [{s['warning']}]" if s["warning"] else ""))  # fmt: skip
-    print(f"(max_lr = lowest-loss lr / {lr_finder.MAX_LR_DIVISOR:g}, "
-          f"base_lr = max_lr / {lr_finder.BASE_LR_DIVISOR:g})")  # fmt: skip
+    print(
+        f"on {env['device']} {env.get('gpu') or env.get('cpu', '')}, finished "
+        f"{result.get('finished_at', '?')}: {len(result['lrs'])} steps; lowest loss at lr "
+        f"{s['min_loss_lr']:.3g}, steepest fall at {s['steepest_lr']:.3g} -> max_lr "
+        f"{s['max_lr']:.3g}, base_lr {s['base_lr']:.3g}"
+        + (f" [{s['warning']}]" if s["warning"] else "")
+    )
+    print(
+        f"(max_lr = lowest-loss lr / {lr_finder.MAX_LR_DIVISOR:g}, "
+        f"base_lr = max_lr / {lr_finder.BASE_LR_DIVISOR:g})"
+    )
     for name in ["baseline", *grid.GROUPS["lr"]]:
         cfg = grid.make_config(name, lab.profile)
         peak = f", peak {cfg.max_lr:g}" if cfg.max_lr else ""

@@ -24,8 +24,12 @@ if "ipykernel" not in os.environ.get("MPLBACKEND", "") and not os.environ.get("D
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-CURVES = (("train_loss", "Train loss"), ("val_loss", "Val loss"),
-          ("train_acc", "Train acc"), ("val_acc", "Val acc"))  # fmt: skip
+CURVES = (
+    ("train_loss", "Train loss"),
+    ("val_loss", "Val loss"),
+    ("train_acc", "Train acc"),
+    ("val_acc", "Val acc"),
+)
 
 
 def _save(fig, path) -> None:
@@ -152,8 +156,15 @@ def plot_confusion(confusion, classes: Sequence[str], title: str = "", path=None
     for i in range(len(classes)):
         for j in range(len(classes)):
             if rates[i, j] >= 0.01:
-                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{rates[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true (per-class accuracy)")
     fig.colorbar(im, ax=ax, fraction=0.046)

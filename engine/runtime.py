@@ -80,8 +80,9 @@ def hardware_name(device: torch.device) -> str:
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                         model)  # fmt: skip
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model
+            )
     except OSError:
         pass
     return f"CPU ({model}), {torch.get_num_threads()} threads"

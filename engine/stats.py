@@ -92,8 +92,17 @@ def diff_interval(
         raise LabError(f"confidence level must be in (0, 1), got {level}")
     mean_a, sd_a, n_a = mean_std(a)
     mean_b, sd_b, n_b = mean_std(b)
-    out = {"diff": None, "lo": None, "hi": None, "level": level, "df": None, "se": None,
-           "n_a": n_a, "n_b": n_b, "method": "n too small"}  # fmt: skip
+    out = {
+        "diff": None,
+        "lo": None,
+        "hi": None,
+        "level": level,
+        "df": None,
+        "se": None,
+        "n_a": n_a,
+        "n_b": n_b,
+        "method": "n too small",
+    }
     if n_a == 0 or n_b == 0:
         return out
     out["diff"] = diff = mean_a - mean_b
@@ -185,8 +194,11 @@ def train_size(config: Mapping) -> int:
 def _stat(values: Iterable[float | None]) -> dict:
     """mean_std as a JSON-safe dict: {"mean", "std", "n"}, None where undefined."""
     mean, std, n = mean_std(values)
-    return {"mean": None if math.isnan(mean) else mean, "std": None if math.isnan(std) else std,
-            "n": n}  # fmt: skip
+    return {
+        "mean": None if math.isnan(mean) else mean,
+        "std": None if math.isnan(std) else std,
+        "n": n,
+    }
 
 
 def _check_one_profile(results: Mapping[str, Sequence[Mapping]]) -> None:
@@ -308,20 +320,22 @@ def batch_table(results: Mapping[str, Sequence[Mapping]], baseline: str = "basel
         n_train = train_size(cfg)
         sec = row["sec_per_epoch"]
         mems = [r.get("peak_mem_mb") for r in ok if r.get("peak_mem_mb") is not None]
-        rows.append({
-            "name": name,
-            "batch_size": cfg["batch_size"],
-            "lr": cfg["lr"],
-            "warmup_epochs": cfg.get("warmup_epochs", 0),
-            "steps_per_epoch": -(-n_train // cfg["batch_size"]),
-            "sec_per_epoch": sec,
-            "images_per_sec": _stat(n_train / s for r in ok if (s := seconds_per_epoch(r))),
-            "peak_mem_mb": _stat(mems) if mems else None,
-            "last_val_acc": row["last_val_acc"],
-            "test_acc": row["test_acc"],
-            "status": row["status"],
-            "note": row["note"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "batch_size": cfg["batch_size"],
+                "lr": cfg["lr"],
+                "warmup_epochs": cfg.get("warmup_epochs", 0),
+                "steps_per_epoch": -(-n_train // cfg["batch_size"]),
+                "sec_per_epoch": sec,
+                "images_per_sec": _stat(n_train / s for r in ok if (s := seconds_per_epoch(r))),
+                "peak_mem_mb": _stat(mems) if mems else None,
+                "last_val_acc": row["last_val_acc"],
+                "test_acc": row["test_acc"],
+                "status": row["status"],
+                "note": row["note"],
+            }
+        )
     return sorted(rows, key=lambda r: (r["batch_size"], r["lr"]))
 
 
@@ -346,8 +360,14 @@ COLUMNS = {
     "verdict": "verdict",
 }
 # Decimals per column, after accuracies are turned into percent.
-_DIGITS = {"sec_per_epoch": 2, "images_per_sec": 0, "peak_mem_mb": 0, "last_val_acc": 2,
-           "test_acc": 2, "test_loss": 4}  # fmt: skip
+_DIGITS = {
+    "sec_per_epoch": 2,
+    "images_per_sec": 0,
+    "peak_mem_mb": 0,
+    "last_val_acc": 2,
+    "test_acc": 2,
+    "test_loss": 4,
+}
 
 
 def _scale(key: str) -> float:
@@ -452,8 +472,9 @@ def main(argv: list[str] | None = None) -> int:
             f"no results in {Path(args.out) / args.profile}; run `python experiments.py run "
             f"--profile {args.profile}` first"
         )
-    text = (f"## Experiments vs {args.baseline} ({args.profile})\n\n"
-            + format_table(summarize(results, args.baseline)))  # fmt: skip
+    text = f"## Experiments vs {args.baseline} ({args.profile})\n\n" + format_table(
+        summarize(results, args.baseline)
+    )
     batch = batch_table(results, args.baseline)
     if batch:
         text += f"\n## Batch size ({args.profile})\n\n" + format_table(batch)

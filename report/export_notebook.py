@@ -111,8 +111,11 @@ def _widget_text(model_id: str, state: dict) -> str | None:
         if name == "HTMLModel":
             parts.append(re.sub(r"<[^>]+>", "", html.unescape(str(st.get("value", "")))))
         elif name in ("FloatProgressModel", "IntProgressModel"):
-            parts.append(f"[{st.get('value', '?'):g}/{st.get('max', '?'):g}]"
-                         if isinstance(st.get("value"), (int, float)) else "")  # fmt: skip
+            parts.append(
+                f"[{st.get('value', '?'):g}/{st.get('max', '?'):g}]"
+                if isinstance(st.get("value"), (int, float))
+                else ""
+            )
     text = " ".join(p.strip() for p in parts if p.strip())
     return text or None
 
@@ -232,8 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("notebook", help="the executed .ipynb")
     ap.add_argument("--out", default=None, help="PDF or HTML (default: report/build/<name>.pdf)")
-    ap.add_argument("--engine", default="auto", choices=("auto", *render.ENGINES),
-                    help="PDF engine (default: weasyprint, else chromium)")  # fmt: skip
+    ap.add_argument(
+        "--engine",
+        default="auto",
+        choices=("auto", *render.ENGINES),
+        help="PDF engine (default: weasyprint, else chromium)",
+    )
     ap.add_argument("--student-id", default="", help="on the title page, e.g. 312551001")
     ap.add_argument("--name", default="", help="on the title page (Chinese is fine)")
     ap.add_argument("--date", default=None, help="on the title page (default: today)")

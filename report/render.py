@@ -112,10 +112,21 @@ def _chromium_pdf(html_path: Path, pdf_path: Path, timeout: int = 120) -> Path:
     pdf_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lab3-chromium-") as profile:
         tmp = Path(profile) / "out.pdf"
-        cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-extensions", "--no-pdf-header-footer", f"--user-data-dir={profile}",
-               f"--print-to-pdf={tmp}", html_path.as_uri()]  # fmt: skip
+        cmd = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--no-pdf-header-footer",
+            f"--user-data-dir={profile}",
+            f"--print-to-pdf={tmp}",
+            html_path.as_uri(),
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -7,8 +7,20 @@ import pytest
 
 from tools import bench
 
-TINY = ["--device", "cpu", "--width", "8", "--batch-size", "32", "--steps", "1", "--repeats", "2",
-        "--workers", "0"]  # fmt: skip
+TINY = [
+    "--device",
+    "cpu",
+    "--width",
+    "8",
+    "--batch-size",
+    "32",
+    "--steps",
+    "1",
+    "--repeats",
+    "2",
+    "--workers",
+    "0",
+]
 
 
 def run_bench(tmp_path, capsys, *extra):
@@ -105,7 +117,11 @@ def test_skip_leaves_candidates_out_and_bad_names_fail(tmp_path, capsys, one_thr
 def test_loop_target_takes_the_faster_loop_at_batch_512():
     rates = {"loop_fast": 30_000.0, "loop_fast_compiled": 40_000.0}
     t = bench.loop_target(rates, 512, cuda=True)
-    assert t == {"key": "loop_fast_compiled", "images_per_s": 40_000.0, "target": 35_000,
-                 "pass": True}  # fmt: skip
+    assert t == {
+        "key": "loop_fast_compiled",
+        "images_per_s": 40_000.0,
+        "target": 35_000,
+        "pass": True,
+    }
     assert not bench.loop_target({"loop_fast": 30_000.0}, 512, cuda=True)["pass"]
     assert bench.loop_target(rates, 128, cuda=True) is None

@@ -52,8 +52,19 @@ def test_profiles_rescale_the_same_grid():
 def test_run_writes_parseable_results_then_replays(cifar, capsys, tmp_path):
     from conftest import data_location
 
-    args = ("run", "baseline", "--profile", "smoke", "--out", tmp_path / "res",
-            "--checkpoints", tmp_path / "ck", "--data-dir", data_location(), "--no-progress")  # fmt: skip
+    args = (
+        "run",
+        "baseline",
+        "--profile",
+        "smoke",
+        "--out",
+        tmp_path / "res",
+        "--checkpoints",
+        tmp_path / "ck",
+        "--data-dir",
+        data_location(),
+        "--no-progress",
+    )
     code, out, _ = run_cli(capsys, *args)
     assert code == 0
     path = tmp_path / "res" / "smoke" / "baseline__seed0.json"
@@ -76,11 +87,26 @@ def test_a_diverging_run_does_not_stop_the_grid(cifar, capsys, tmp_path, monkeyp
     # lr 1e3 blows up within the first ~60 steps of a width-8 net (tests/test_train.py)
     monkeypatch.setitem(grid.EXPERIMENTS, "lr_1000", dict(lr=1e3, batch_size=32))
     monkeypatch.setitem(grid.GROUP_OF, "lr_1000", "lr")
-    monkeypatch.setitem(grid.PROFILES, "smoke", dict(epochs_scale=0.05, width=8,
-                        val_size=200, train_subset=2000, test_subset=200))  # fmt: skip
-    code, out, _ = run_cli(capsys, "run", "lr_1000", "norm_minmax", "--profile", "smoke",
-                           "--out", tmp_path, "--checkpoints", tmp_path / "ck",
-                           "--data-dir", data_location(), "--no-progress")  # fmt: skip
+    monkeypatch.setitem(
+        grid.PROFILES,
+        "smoke",
+        dict(epochs_scale=0.05, width=8, val_size=200, train_subset=2000, test_subset=200),
+    )
+    code, out, _ = run_cli(
+        capsys,
+        "run",
+        "lr_1000",
+        "norm_minmax",
+        "--profile",
+        "smoke",
+        "--out",
+        tmp_path,
+        "--checkpoints",
+        tmp_path / "ck",
+        "--data-dir",
+        data_location(),
+        "--no-progress",
+    )
     assert code == 0
     diverged = json.loads((tmp_path / "smoke" / "lr_1000__seed0.json").read_text())
     assert diverged["status"] == "diverged" and "diverged" in diverged["message"]
@@ -149,15 +175,28 @@ def _bad_data(tmp_path, kind):
 
 @pytest.mark.parametrize(
     "kind, words",
-    [("missing", "does not exist"), ("empty", "be downloaded"),
-     ("classes", "expected the 10 CIFAR-10 classes"), ("unreadable", "9999.png")],
-)  # fmt: skip
+    [
+        ("missing", "does not exist"),
+        ("empty", "be downloaded"),
+        ("classes", "expected the 10 CIFAR-10 classes"),
+        ("unreadable", "9999.png"),
+    ],
+)
 def test_bad_data_folders_fail_with_one_line(capsys, tmp_path, monkeypatch, kind, words):
     monkeypatch.setenv("LAB3_CACHE_DIR", str(tmp_path / "cache"))
     # torchvision's download must fail fast and offline in this test, wherever it runs
     monkeypatch.setattr("torchvision.datasets.CIFAR10.download", _no_network)
-    code, _, err = run_cli(capsys, "run", "baseline", "--profile", "smoke", "--out", tmp_path / "res",
-                           "--data-dir", _bad_data(tmp_path, kind))  # fmt: skip
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "baseline",
+        "--profile",
+        "smoke",
+        "--out",
+        tmp_path / "res",
+        "--data-dir",
+        _bad_data(tmp_path, kind),
+    )
     assert_one_line_error(code, err, words)
     assert not (tmp_path / "res").exists()
 
@@ -169,8 +208,19 @@ def _no_network(self):
 def test_validation_split_larger_than_data(capsys, cifar, tmp_path):
     from conftest import data_location
 
-    code, _, err = run_cli(capsys, "run", "baseline", "--profile", "smoke", "--out", tmp_path,
-                           "--data-dir", data_location(), "--set", "val_size=60000")  # fmt: skip
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "baseline",
+        "--profile",
+        "smoke",
+        "--out",
+        tmp_path,
+        "--data-dir",
+        data_location(),
+        "--set",
+        "val_size=60000",
+    )
     assert_one_line_error(code, err, "does not fit")
 
 
@@ -180,16 +230,32 @@ def test_truncated_checkpoint_through_the_cli(cifar, capsys, tmp_path):
     ck = tmp_path / "ck" / "smoke" / "baseline__seed0"
     ck.mkdir(parents=True)
     (ck / "epoch_001.pt").write_bytes(b"PK\x03\x04 truncated")
-    code, _, err = run_cli(capsys, "run", "baseline", "--profile", "smoke", "--resume",
-                           "--out", tmp_path / "res", "--checkpoints", tmp_path / "ck",
-                           "--data-dir", data_location(), "--no-progress")  # fmt: skip
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "baseline",
+        "--profile",
+        "smoke",
+        "--resume",
+        "--out",
+        tmp_path / "res",
+        "--checkpoints",
+        tmp_path / "ck",
+        "--data-dir",
+        data_location(),
+        "--no-progress",
+    )
     assert_one_line_error(code, err, "epoch_001.pt")
     assert (ck / "epoch_001.pt").exists()  # never deleted, never silently restarted
     assert not (tmp_path / "res" / "smoke" / "baseline__seed0.json").exists()
 
 
 def test_the_real_entry_point_exits_non_zero_without_traceback(tmp_path):
-    p = subprocess.run([sys.executable, "experiments.py", "run", "nope", "--out", str(tmp_path)],
-                       cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "experiments.py", "run", "nope", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 2
     assert p.stderr.strip().startswith("error: unknown experiment") and "Traceback" not in p.stderr

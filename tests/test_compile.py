@@ -18,8 +18,17 @@ from train_utils import RunConfig, train
 # 256 training images in batches of 64: every batch has the same shape, so one compilation.
 # One epoch: a net this small at chance level drifts apart quickly from rounding differences
 # (2% in validation loss after a second epoch), which would hide a real fault.
-TINY = dict(width=4, train_subset=256, val_size=200, test_subset=200, epochs=1, batch_size=64,
-            norm="standard_exact", schedule="constant", lr=0.05)  # fmt: skip
+TINY = dict(
+    width=4,
+    train_subset=256,
+    val_size=200,
+    test_subset=200,
+    epochs=1,
+    batch_size=64,
+    norm="standard_exact",
+    schedule="constant",
+    lr=0.05,
+)
 
 
 def test_unknown_mode_is_one_line_error():
@@ -55,8 +64,10 @@ def test_compiled_run_matches_eager_and_saves_plain_weights(cifar, tmp_path, one
     # loss after 4 steps here); a wrong graph (say, BatchNorm in eval mode) is far further off.
     assert compiled.history["train_loss"] == pytest.approx(eager.history["train_loss"], rel=1e-3)
     assert compiled.history["val_loss"] == pytest.approx(eager.history["val_loss"], rel=5e-3)
-    for state in (load_checkpoint(latest_checkpoint(tmp_path))["model"],
-                  torch.load(tmp_path / "model.pt", weights_only=True)):  # fmt: skip
+    for state in (
+        load_checkpoint(latest_checkpoint(tmp_path))["model"],
+        torch.load(tmp_path / "model.pt", weights_only=True),
+    ):
         assert not any(k.startswith("_orig_mod") for k in state)
         assert "conv1.weight" in state
 
@@ -71,9 +82,25 @@ def test_cli_compile_flag_reaches_the_run(cifar, tmp_path, capsys, one_thread_pe
     from experiments import cli
 
     # The smoke profile's width-4 net in batches of 64 again: the same graph as above.
-    argv = ["run", "baseline", "--profile", "smoke", "--set", "train_subset=256", "--set",
-            "batch_size=64", "--compile", "default", "--out", str(tmp_path), "--checkpoints",
-            str(tmp_path / "ck"), "--no-progress", "--data-dir", str(data_location())]  # fmt: skip
+    argv = [
+        "run",
+        "baseline",
+        "--profile",
+        "smoke",
+        "--set",
+        "train_subset=256",
+        "--set",
+        "batch_size=64",
+        "--compile",
+        "default",
+        "--out",
+        str(tmp_path),
+        "--checkpoints",
+        str(tmp_path / "ck"),
+        "--no-progress",
+        "--data-dir",
+        str(data_location()),
+    ]
     assert cli(argv) == 0
     (path,) = (tmp_path / "smoke").glob("baseline*__seed0.json")
     result = json.loads(path.read_text())

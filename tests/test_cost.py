@@ -57,15 +57,19 @@ def test_workload_counts_epochs_times_training_images():
 
 
 def test_cli_prints_the_arithmetic():
-    out = subprocess.run([sys.executable, "-m", "tools.cost"], cwd=REPO, capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "tools.cost"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     assert "3.33 GFLOP" in out and "22 experiments x 3 seed(s)" in out and "TFLOP/s" in out
 
 
 def bench_file(tmp_path, width=64):
     path = tmp_path / "bench.json"
-    path.write_text(json.dumps({"settings": {"width": width},
-                                "figures": {"loop_fast": {"images_per_s": 10_000.0}}}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {"settings": {"width": width}, "figures": {"loop_fast": {"images_per_s": 10_000.0}}}
+        )
+    )
     return path
 
 
@@ -77,8 +81,9 @@ def test_cli_projects_a_bench_files_loop_speed(tmp_path, capsys):
     assert f"{images / 10_000 / 60:.1f} min at loop_fast" in out
 
 
-@pytest.mark.parametrize("kind, words", [("width", "measured at width 8"),
-                                         ("other", "not a bench.py results file")])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind, words", [("width", "measured at width 8"), ("other", "not a bench.py results file")]
+)
 def test_cli_refuses_a_file_it_cannot_project(tmp_path, kind, words):
     path = bench_file(tmp_path, width=8) if kind == "width" else tmp_path / "x.json"
     if kind == "other":
@@ -121,7 +126,9 @@ def test_nothing_to_train_measures_nothing(tmp_path, monkeypatch):
     lines = []
     res = projected_cost("smoke", 1, tmp_path, "cpu", train_missing=False, echo=lines.append)
     assert res["runs"] == 0 and res["images_per_s"] is None
-    assert lines == ["cost:    nothing to train here: every run shown is replayed from its results file"]
+    assert lines == [
+        "cost:    nothing to train here: every run shown is replayed from its results file"
+    ]
 
 
 def test_projected_cost_measures_a_rate_when_none_is_given(tmp_path, one_thread_per_module):

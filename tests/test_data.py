@@ -195,8 +195,12 @@ def write_png_copy(root, images, labels, split):
 @pytest.fixture(scope="module")
 def first_images(cifar):
     """The first official training and test images, as a small PNG copy's arrays."""
-    return (cifar.train_images[:N_TRAIN], cifar.train_labels[:N_TRAIN],
-            cifar.test_images[:N_TEST], cifar.test_labels[:N_TEST])  # fmt: skip
+    return (
+        cifar.train_images[:N_TRAIN],
+        cifar.train_labels[:N_TRAIN],
+        cifar.test_images[:N_TEST],
+        cifar.test_labels[:N_TEST],
+    )
 
 
 class Py2Pickler(pickle._Pickler):
@@ -228,18 +232,24 @@ def write_batches(root, train_x, train_y, test_x, test_y):
             Py2Pickler(f, protocol=2).dump(obj)
 
     per = len(train_x) // 5
-    parts = [(f"data_batch_{i + 1}", f"training batch {i + 1} of 5", slice(i * per, (i + 1) * per))
-             for i in range(5)]  # fmt: skip
+    parts = [
+        (f"data_batch_{i + 1}", f"training batch {i + 1} of 5", slice(i * per, (i + 1) * per))
+        for i in range(5)
+    ]
     for name, label, rows in parts + [("test_batch", "testing batch 1 of 1", slice(None))]:
         x, y = (test_x, test_y) if name == "test_batch" else (train_x[rows], train_y[rows])
-        dump(name, {
-            "batch_label": label,
-            "labels": [int(v) for v in y],
-            "data": x.reshape(len(x), -1).numpy(),  # rows of 3072: 1024 R, 1024 G, 1024 B
-            "filenames": [f"image_{i}.png" for i in range(len(x))],
-        })  # fmt: skip
-    dump("batches.meta", {"label_names": list(CLASSES), "num_cases_per_batch": per,
-                          "num_vis": 3072})  # fmt: skip
+        dump(
+            name,
+            {
+                "batch_label": label,
+                "labels": [int(v) for v in y],
+                "data": x.reshape(len(x), -1).numpy(),  # rows of 3072: 1024 R, 1024 G, 1024 B
+                "filenames": [f"image_{i}.png" for i in range(len(x))],
+            },
+        )
+    dump(
+        "batches.meta", {"label_names": list(CLASSES), "num_cases_per_batch": per, "num_vis": 3072}
+    )
 
 
 def test_torchvision_batches_and_png_copy_agree(first_images, tmp_path, monkeypatch):
@@ -370,7 +380,14 @@ def test_default_location_is_data_then_the_copy_beside_the_checkout(tmp_path, mo
 def test_results_name_their_data_without_a_path(cifar, tmp_path, one_thread_per_module):
     from engine.grid import run_experiment
 
-    result = run_experiment("baseline", "smoke", data=cifar, out=tmp_path / "results",
-                            ckpt_root=tmp_path / "ck", progress=False, echo=lambda *a: None,
-                            overrides={"epochs": 1})  # fmt: skip
+    result = run_experiment(
+        "baseline",
+        "smoke",
+        data=cifar,
+        out=tmp_path / "results",
+        ckpt_root=tmp_path / "ck",
+        progress=False,
+        echo=lambda *a: None,
+        overrides={"epochs": 1},
+    )
     assert result["data"] == cifar.source and "/" not in result["data"]

@@ -40,12 +40,19 @@ def free_port() -> int:
 def environment(**extra) -> dict:
     """The test's environment for a child: the data, one thread (so that runs compare bit for
     bit), gloo on the loopback interface, and no launcher variables of an outer torchrun."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     loopback = next((name for _, name in socket.if_nameindex() if name.startswith("lo")), "lo")
-    env.update(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME=loopback, PYTHONPATH=str(REPO),
-               LAB3_DATA_DIR=str(data_location()),
-               LAB3_CACHE_DIR=os.environ.get("LAB3_CACHE_DIR", str(REPO / ".cache")))  # fmt: skip
+    env.update(
+        OMP_NUM_THREADS="1",
+        GLOO_SOCKET_IFNAME=loopback,
+        PYTHONPATH=str(REPO),
+        LAB3_DATA_DIR=str(data_location()),
+        LAB3_CACHE_DIR=os.environ.get("LAB3_CACHE_DIR", str(REPO / ".cache")),
+    )
     env.update(extra)
     return env
 
@@ -75,11 +82,19 @@ def launch(cmd: list[str], folders: list[Path], timeout: float = 300) -> list[tu
     procs = []
     for rank, folder in enumerate(folders):
         folder.mkdir(parents=True, exist_ok=True)
-        env = environment(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(len(folders)),
-                          LOCAL_WORLD_SIZE=str(len(folders)), MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=port)  # fmt: skip
-        procs.append(subprocess.Popen(cmd, cwd=folder, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
+        env = environment(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(len(folders)),
+            LOCAL_WORLD_SIZE=str(len(folders)),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+        )
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=folder, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        )
     done = []
     try:
         for p in procs:
@@ -158,8 +173,9 @@ def test_ddp_two_ranks_train_like_one_process_with_ghost_batches(
     # the confusion matrix sums every rank's share of the 400 test images
     assert sum(map(sum, result["confusion"])) == 400
     assert abs(result["test_acc"] - test["acc"]) <= 1 / 400
-    saved = torch.load(root / "rank0" / "checkpoints" / "smoke" / f"{cfg.name}__seed0_model.pt",
-                       weights_only=True)  # fmt: skip
+    saved = torch.load(
+        root / "rank0" / "checkpoints" / "smoke" / f"{cfg.name}__seed0_model.pt", weights_only=True
+    )
     mine = model.state_dict()
     assert saved.keys() == mine.keys()  # no DDP "module." prefix
     for key, value in mine.items():
@@ -229,16 +245,40 @@ def test_distribute_runs_deals_whole_runs_and_matches_one_process(tmp_path):
     if data_location() is None:
         pytest.skip("CIFAR-10 copy not found")
     grid = ["norm_minmax", "norm_std_exact", "--seeds", "2", "--profile", "smoke"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
-                "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                "--master-port", str(free_port()), "--redirects", "3", "--log-dir", "logs"]  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "--redirects",
+        "3",
+        "--log-dir",
+        "logs",
+    ]
     two = subprocess.run(
         torchrun + cli(*grid, "--distribute", "runs", "--out", "two", "--checkpoints", "ck2")[1:],
-        cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stdout + two.stderr
-    one = subprocess.run(cli(*grid, "--out", "one", "--checkpoints", "ck1"), cwd=tmp_path,
-                         env=environment(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    one = subprocess.run(
+        cli(*grid, "--out", "one", "--checkpoints", "ck1"),
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stdout + one.stderr
     # torchrun kept each rank's output in logs/<run id>/attempt_0/<rank>/stdout.log
     out = {int(p.parent.name): p.read_text() for p in (tmp_path / "logs").rglob("stdout.log")}
@@ -252,8 +292,15 @@ def test_distribute_runs_deals_whole_runs_and_matches_one_process(tmp_path):
     a, b = result_files(tmp_path / "two" / "smoke"), result_files(tmp_path / "one" / "smoke")
     assert a.keys() == b.keys() and len(a) == 4
     for name in a:
-        for key in ("history", "test_loss", "test_acc", "confusion", "config", "norm_stats",
-                    "status"):  # fmt: skip
+        for key in (
+            "history",
+            "test_loss",
+            "test_acc",
+            "confusion",
+            "config",
+            "norm_stats",
+            "status",
+        ):
             if key == "history":
                 a[name][key].pop("seconds"), b[name][key].pop("seconds")
             assert a[name][key] == b[name][key], (name, key)
@@ -265,8 +312,10 @@ def test_each_rank_takes_its_part_of_every_global_batch():
     images = (torch.arange(n) % 256).to(torch.uint8).view(n, 1, 1, 1).expand(n, 3, 8, 8)
     common = dict(mean=(0.0,) * 3, std=(1.0,) * 3, augment="crop_flip", shuffle=True, seed=4)
     one = DeviceLoader(images.contiguous(), torch.arange(n), batch, **common)
-    ranks = [DeviceLoader(images.contiguous(), torch.arange(n), batch, rank=r, world_size=3,
-                          **common) for r in range(3)]  # fmt: skip
+    ranks = [
+        DeviceLoader(images.contiguous(), torch.arange(n), batch, rank=r, world_size=3, **common)
+        for r in range(3)
+    ]
     for epoch in (0, 1):
         together = list(zip(*(dl.batches(epoch) for dl in ranks)))
         for i, ((x, y), parts) in enumerate(zip(one.batches(epoch), together)):
@@ -283,5 +332,6 @@ def test_each_rank_takes_its_part_of_every_global_batch():
 def test_a_batch_too_small_to_share_is_refused():
     images = torch.zeros(41, 3, 8, 8, dtype=torch.uint8)
     with pytest.raises(LabError, match="cannot be shared by 2 processes"):
-        DeviceLoader(images, torch.zeros(41, dtype=torch.long), 20, (0,) * 3, (1,) * 3,
-                     rank=0, world_size=2)  # fmt: skip
+        DeviceLoader(
+            images, torch.zeros(41, dtype=torch.long), 20, (0,) * 3, (1,) * 3, rank=0, world_size=2
+        )

@@ -6,8 +6,18 @@ from pathlib import Path
 
 from conftest import REPO
 
-BELOW = ["errors", "data", "augment", "loader", "schedules", "runtime", "distributed",
-         "checkpoint", "progress", "plotting"]  # fmt: skip
+BELOW = [
+    "errors",
+    "data",
+    "augment",
+    "loader",
+    "schedules",
+    "runtime",
+    "distributed",
+    "checkpoint",
+    "progress",
+    "plotting",
+]
 ABOVE = ["grid", "lr_finder", "stats", "notebook"]
 
 

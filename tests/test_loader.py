@@ -48,8 +48,17 @@ def test_crops_come_from_their_own_image(channels_last: bool) -> None:
     c = torch.arange(1, 33).view(1, 1, 32).expand(n, 32, 32)
     k = torch.arange(n).view(n, 1, 1).expand(n, 32, 32)
     images = torch.stack([r, c, k], dim=1).to(torch.uint8)
-    dl = DeviceLoader(images, torch.arange(n), 64, ZERO, ONE, augment="crop_flip", shuffle=True,
-                      seed=3, channels_last=channels_last)  # fmt: skip
+    dl = DeviceLoader(
+        images,
+        torch.arange(n),
+        64,
+        ZERO,
+        ONE,
+        augment="crop_flip",
+        shuffle=True,
+        seed=3,
+        channels_last=channels_last,
+    )
     padded = F.pad(images, (4, 4, 4, 4))
     offsets = set()
     for x, y in dl.batches(0):
@@ -121,8 +130,16 @@ def test_without_shuffle_in_order_and_iter_is_epoch_zero() -> None:
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_channels_last_flag(preset: str, channels_last: bool) -> None:
     images = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
-    dl = DeviceLoader(images, torch.arange(20), 8, ZERO, ONE, augment=preset, shuffle=True,
-                      channels_last=channels_last)  # fmt: skip
+    dl = DeviceLoader(
+        images,
+        torch.arange(20),
+        8,
+        ZERO,
+        ONE,
+        augment=preset,
+        shuffle=True,
+        channels_last=channels_last,
+    )
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for x, _ in dl.batches(0):
         assert x.is_contiguous(memory_format=fmt)
@@ -162,8 +179,9 @@ def test_torchvision_loader_batches_and_seed() -> None:
     images, labels = numbered(50)
 
     def labels_of(seed: int) -> torch.Tensor:
-        dl = torchvision_loader(images, labels, 16, ZERO, ONE, augment="none", shuffle=True,
-                                seed=seed)  # fmt: skip
+        dl = torchvision_loader(
+            images, labels, 16, ZERO, ONE, augment="none", shuffle=True, seed=seed
+        )
         return torch.cat([y for _, y in dl])
 
     assert torch.equal(labels_of(0).sort().values, labels)

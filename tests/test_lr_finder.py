@@ -57,8 +57,12 @@ def test_suggest_flags_curves_it_cannot_read() -> None:
 
 def test_bad_ranges_are_lab_errors() -> None:
     cfg = make_config("baseline", "smoke")
-    for kwargs in (dict(min_lr=0.0), dict(min_lr=1.0, max_lr=0.1), dict(steps=2),
-                   dict(max_lr=math.inf)):  # fmt: skip
+    for kwargs in (
+        dict(min_lr=0.0),
+        dict(min_lr=1.0, max_lr=0.1),
+        dict(steps=2),
+        dict(max_lr=math.inf),
+    ):
         with pytest.raises(LabError):
             lr_range_test(cfg, data=None, device="cpu", **kwargs)
 
@@ -105,8 +109,21 @@ def test_plot_lr_range(smoke_range, tmp_path) -> None:
 def test_cli_writes_json_and_png(cifar, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr("engine.data.load_cifar10", lambda *a, **k: cifar)  # main loads it by name
     out, plots = tmp_path / "results", tmp_path / "plots"
-    code = lr_finder.main(["--profile", "smoke", "--steps", "6", "--device", "cpu",
-                           "--out", str(out), "--plots", str(plots), "--no-progress"])  # fmt: skip
+    code = lr_finder.main(
+        [
+            "--profile",
+            "smoke",
+            "--steps",
+            "6",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--plots",
+            str(plots),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     line = capsys.readouterr().out.strip()
     assert "\n" not in line and "max_lr" in line and "base_lr" in line
@@ -118,10 +135,22 @@ def test_cli_writes_json_and_png(cifar, tmp_path, monkeypatch, capsys) -> None:
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.lr_finder", "--profile", "smoke", "--steps", "2", "--out",
-         str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "engine.lr_finder",
+            "--profile",
+            "smoke",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: the range test needs at least 3 steps, got 2"
     assert not list(tmp_path.iterdir())  # nothing written

@@ -19,14 +19,29 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "student_lab3.ipynb"
-PARAMETERS = ("PROFILE", "DATA_DIR", "RESULTS_DIR", "PLOTS_DIR", "FORCE", "TRAIN_MISSING", "SEEDS",
-              "RESUME")  # fmt: skip
+PARAMETERS = (
+    "PROFILE",
+    "DATA_DIR",
+    "RESULTS_DIR",
+    "PLOTS_DIR",
+    "FORCE",
+    "TRAIN_MISSING",
+    "SEEDS",
+    "RESUME",
+)
 TEST_LINE = re.compile(r"^Test loss: \d+\.\d{4} \| Test acc: \d\.\d{4}", re.M)
 # A tqdm text bar's state, e.g. "epoch 1/2:  25%|##5       | 1/4 [00:05<00:16,  5.66s/it]"
 BAR = re.compile(r"\d+%\|[# 0-9]*\|")
-EXECUTE = ["-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-           "--NotebookExporter.preprocessors=nbconvert.preprocessors.CoalesceStreamsPreprocessor",
-           "--ExecutePreprocessor.timeout=900"]  # fmt: skip
+EXECUTE = [
+    "-m",
+    "jupyter",
+    "nbconvert",
+    "--to",
+    "notebook",
+    "--execute",
+    "--NotebookExporter.preprocessors=nbconvert.preprocessors.CoalesceStreamsPreprocessor",
+    "--ExecutePreprocessor.timeout=900",
+]
 
 
 def committed() -> nbformat.NotebookNode:
@@ -52,8 +67,9 @@ def test_committed_notebook_carries_only_real_results():
         return
     text = "\n".join(
         o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
-        for c in code for o in c.outputs
-    )  # fmt: skip
+        for c in code
+        for o in c.outputs
+    )
     assert "profile: full" in text, "the committed notebook's outputs are not from the full profile"
     assert not re.search(r"profile (smoke|quick)\b", text), (
         "preview results in the committed notebook"
@@ -67,8 +83,14 @@ def test_parameters_cell_reads_the_environment(monkeypatch):
     source = parameters_cell(committed()).source
     for name in PARAMETERS:
         assert re.search(rf"^{name} = ", source, re.M), f"the parameters cell lacks {name}"
-    env = dict(LAB3_PROFILE="smoke", LAB3_RESULTS_DIR="elsewhere", LAB3_FORCE="1",
-               LAB3_TRAIN_MISSING="0", LAB3_SEEDS="3", LAB3_PLOTS_DIR="figs")  # fmt: skip
+    env = dict(
+        LAB3_PROFILE="smoke",
+        LAB3_RESULTS_DIR="elsewhere",
+        LAB3_FORCE="1",
+        LAB3_TRAIN_MISSING="0",
+        LAB3_SEEDS="3",
+        LAB3_PLOTS_DIR="figs",
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     ns: dict = {}
@@ -115,9 +137,16 @@ def execute(tmp: Path, name: str, **env: str) -> nbformat.NotebookNode:
     """Run the documented nbconvert command on the committed notebook; return the executed copy."""
     from conftest import data_location
 
-    full_env = dict(os.environ, LAB3_PROFILE="smoke", LAB3_DATA_DIR=str(data_location()),
-                    LAB3_RESULTS_DIR=str(tmp / "results"), LAB3_PLOTS_DIR=str(tmp / "plots"),
-                    LAB3_CHECKPOINTS_DIR=str(tmp / "checkpoints"), LAB3_SEEDS="1", **env)  # fmt: skip
+    full_env = dict(
+        os.environ,
+        LAB3_PROFILE="smoke",
+        LAB3_DATA_DIR=str(data_location()),
+        LAB3_RESULTS_DIR=str(tmp / "results"),
+        LAB3_PLOTS_DIR=str(tmp / "plots"),
+        LAB3_CHECKPOINTS_DIR=str(tmp / "checkpoints"),
+        LAB3_SEEDS="1",
+        **env,
+    )
     full_env.pop("LAB3_FORCE", None)
     cmd = [sys.executable, *EXECUTE, str(NOTEBOOK), "--output-dir", str(tmp), "--output", name]
     out = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True)
@@ -188,15 +217,26 @@ def test_a_preview_opens_with_its_banner(executed):
     """Issue #19: the first thing the set-up cell shows, before any figure, names the profile,
     the data and the hardware; no markdown cell claims the profile it ran on."""
     _, nb, _ = executed
-    shown = [o.data["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
-             if "text/markdown" in o.get("data", {})]  # fmt: skip
+    shown = [
+        o.data["text/markdown"]
+        for c in nb.cells
+        for o in c.get("outputs", [])
+        if "text/markdown" in o.get("data", {})
+    ]
     assert shown and shown[0].startswith("> **PREVIEW: profile `smoke`"), shown[:1]
     assert "Data: " in shown[0] and "Hardware: CPU" in shown[0]
-    first_image = next(i for i, c in enumerate(nb.cells)
-                       if any("image/png" in o.get("data", {}) for o in c.get("outputs", [])))  # fmt: skip
-    banner = next(i for i, c in enumerate(nb.cells)
-                  if any("PREVIEW" in o.get("data", {}).get("text/markdown", "")
-                         for o in c.get("outputs", [])))  # fmt: skip
+    first_image = next(
+        i
+        for i, c in enumerate(nb.cells)
+        if any("image/png" in o.get("data", {}) for o in c.get("outputs", []))
+    )
+    banner = next(
+        i
+        for i, c in enumerate(nb.cells)
+        if any(
+            "PREVIEW" in o.get("data", {}).get("text/markdown", "") for o in c.get("outputs", [])
+        )
+    )
     assert banner < first_image and banner <= 4, "the banner must open the notebook"
     static = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert not re.search(r"LAB3_PROFILE=full\)|executed .* with `?LAB3_PROFILE", static)
@@ -207,9 +247,22 @@ def test_progress_bars_export_cleanly(executed):
     """No bar left at 0% and no pile of intermediate states in the saved outputs or the HTML."""
     tmp, nb, _ = executed
     assert not BAR.search(texts(nb, "stderr")), texts(nb, "stderr")[:2000]
-    out = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html",
-                          str(tmp / "first.ipynb"), "--output-dir", str(tmp)],
-                         cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "html",
+            str(tmp / "first.ipynb"),
+            "--output-dir",
+            str(tmp),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     html = (tmp / "first.html").read_text()
     html = re.sub(r'src="data:image/png;base64,[^"]*"', "", html)  # base64 can look like a bar

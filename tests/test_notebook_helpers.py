@@ -41,8 +41,14 @@ def test_stale_settings_are_flagged_but_new_fields_are_not():
 
 
 def test_provenance_and_test_line():
-    run = {"seed": 1, "status": "ok", "test_acc": 0.9, "test_loss": 0.3, "finished_at": "T",
-           "env": {"device": "cuda", "gpu": "NVIDIA H200", "torch": "2.11", "note": "shared"}}  # fmt: skip
+    run = {
+        "seed": 1,
+        "status": "ok",
+        "test_acc": 0.9,
+        "test_loss": 0.3,
+        "finished_at": "T",
+        "env": {"device": "cuda", "gpu": "NVIDIA H200", "torch": "2.11", "note": "shared"},
+    }
     (line,) = notebook.provenance_lines({"final": [run]})
     assert line == "final seed 1: ok on cuda NVIDIA H200, bf16, torch 2.11, finished T; shared"
     assert notebook.test_line(run) == "Test loss: 0.3000 | Test acc: 0.9000  (seed 1)"

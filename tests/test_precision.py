@@ -14,8 +14,17 @@ from train_utils import RunConfig, train
 
 CPU = torch.device("cpu")
 # Small enough for two CPU cores, large enough to learn well above chance (0.10).
-SMALL = dict(width=8, train_subset=2000, val_size=500, test_subset=500, epochs=3, batch_size=64,
-             norm="standard_exact", schedule="constant", lr=0.05)  # fmt: skip
+SMALL = dict(
+    width=8,
+    train_subset=2000,
+    val_size=500,
+    test_subset=500,
+    epochs=3,
+    batch_size=64,
+    norm="standard_exact",
+    schedule="constant",
+    lr=0.05,
+)
 
 
 def test_a_cpu_without_native_bf16_gets_float32() -> None:
@@ -33,8 +42,9 @@ def test_a_cpu_with_native_bf16_gets_bf16_and_channels_last() -> None:
 
 
 def test_the_flags_decide_where_torch_cannot_tell(monkeypatch) -> None:
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False,
-                                                                 "amx_bf16": False})  # fmt: skip
+    monkeypatch.setattr(
+        torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False}
+    )
     assert runtime.cpu_native_bf16() is False
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
     assert runtime.cpu_native_bf16() is True
@@ -70,8 +80,10 @@ def test_an_older_results_file_reads_as_float32() -> None:
 @pytest.fixture(scope="module")
 def both(cifar):
     cfg = RunConfig(name="small", **SMALL)
-    return {p: train(cfg, cifar, device="cpu", progress=False, log=lambda s: None, precision=p)
-            for p in ("bf16", "fp32")}  # fmt: skip
+    return {
+        p: train(cfg, cifar, device="cpu", progress=False, log=lambda s: None, precision=p)
+        for p in ("bf16", "fp32")
+    }
 
 
 def test_bf16_and_fp32_both_learn_and_agree(both) -> None:
@@ -103,8 +115,17 @@ def test_resume_in_another_precision_is_refused_in_one_line(cifar, tmp_path) -> 
 def test_the_results_file_names_its_precision(cifar, tmp_path) -> None:
     from engine.grid import run_experiment
 
-    r = run_experiment("baseline", "smoke", cifar, out=tmp_path / "r", ckpt_root=tmp_path / "c",
-                       device="cpu", progress=False, echo=lambda s: None, precision="fp32")  # fmt: skip
+    r = run_experiment(
+        "baseline",
+        "smoke",
+        cifar,
+        out=tmp_path / "r",
+        ckpt_root=tmp_path / "c",
+        device="cpu",
+        progress=False,
+        echo=lambda s: None,
+        precision="fp32",
+    )
     saved = json.loads((tmp_path / "r" / "smoke" / "baseline__seed0.json").read_text())
     assert r["env"]["precision"] == saved["env"]["precision"] == "fp32"
     assert saved["env"]["precision_reason"]

@@ -35,8 +35,19 @@ def run(capsys, *argv):
 def smoke_args(tmp_path, *extra):
     from conftest import data_location
 
-    return ("run", *extra, "--profile", "smoke", "--out", tmp_path / "res",
-            "--checkpoints", tmp_path / "ck", "--data-dir", data_location(), "--no-progress")  # fmt: skip
+    return (
+        "run",
+        *extra,
+        "--profile",
+        "smoke",
+        "--out",
+        tmp_path / "res",
+        "--checkpoints",
+        tmp_path / "ck",
+        "--data-dir",
+        data_location(),
+        "--no-progress",
+    )
 
 
 def one_error_line(code, err, words):
@@ -49,12 +60,28 @@ def one_error_line(code, err, words):
 def fake_result(name="norm_minmax", seed=0, acc=0.3, **change):
     """A results file as run_experiment writes it (figures made up; only readers are tested)."""
     cfg = make_config(name, "smoke", seed)
-    r = dict(name=name, experiment=name, group=grid.GROUP_OF[name], profile="smoke", seed=seed,
-             status="ok", message="", config=dataclasses.asdict(cfg), test_loss=2.0, test_acc=acc,
-             history=dict(epoch=[1, 2], lr=[0.05, 0.05], train_loss=[2.2, 2.0],
-                          train_acc=[0.2, 0.3], val_loss=[2.1, 2.0], val_acc=[0.2, 0.3],
-                          seconds=[1.0, 1.0]),
-             log=["[x]", "Test loss: 2.0000 | Test acc: 0.3000"])  # fmt: skip
+    r = dict(
+        name=name,
+        experiment=name,
+        group=grid.GROUP_OF[name],
+        profile="smoke",
+        seed=seed,
+        status="ok",
+        message="",
+        config=dataclasses.asdict(cfg),
+        test_loss=2.0,
+        test_acc=acc,
+        history=dict(
+            epoch=[1, 2],
+            lr=[0.05, 0.05],
+            train_loss=[2.2, 2.0],
+            train_acc=[0.2, 0.3],
+            val_loss=[2.1, 2.0],
+            val_acc=[0.2, 0.3],
+            seconds=[1.0, 1.0],
+        ),
+        log=["[x]", "Test loss: 2.0000 | Test acc: 0.3000"],
+    )
     r.update(change)
     return r
 
@@ -70,9 +97,14 @@ def write_results(folder, *results):
 
 def test_a_bad_results_file_is_reported_in_one_line_and_skipped(tmp_path, capsys):
     smoke = tmp_path / "smoke"
-    write_results(smoke, fake_result("baseline", 0), fake_result("baseline", 1, acc=0.32),
-                  fake_result("norm_minmax", 0), fake_result("norm_minmax", 1, acc=0.31),
-                  fake_result("lr_0.2", 0, history={}))  # fmt: skip
+    write_results(
+        smoke,
+        fake_result("baseline", 0),
+        fake_result("baseline", 1, acc=0.32),
+        fake_result("norm_minmax", 0),
+        fake_result("norm_minmax", 1, acc=0.31),
+        fake_result("lr_0.2", 0, history={}),
+    )
     bad = smoke / "norm_minmax__seed0.json"
     bad.write_bytes(bad.read_bytes()[:100])  # truncated, as by a full disk or a bad copy
     (smoke / "baseline__seed1 (copy).json").write_text(json.dumps(fake_result("baseline", 1)))
@@ -132,8 +164,13 @@ def test_an_exploding_finite_loss_ends_the_run_diverged(cifar, tmp_path, capsys,
 
 
 def test_loss_axes_turn_logarithmic_when_one_run_explodes():
-    calm = dict(epoch=[1, 2], train_loss=[2.0, 1.5], val_loss=[1.9, 1.6], train_acc=[0.3, 0.4],
-                val_acc=[0.3, 0.4])  # fmt: skip
+    calm = dict(
+        epoch=[1, 2],
+        train_loss=[2.0, 1.5],
+        val_loss=[1.9, 1.6],
+        train_acc=[0.3, 0.4],
+        val_acc=[0.3, 0.4],
+    )
     wild = dict(calm, val_loss=[40_000.0, 19_932.0])
     axes = plot_overlay({"calm": calm}).axes
     assert [ax.get_yscale() for ax in axes] == ["linear"] * 4
@@ -158,8 +195,19 @@ def test_a_bad_name_never_touches_folders_outside_out(tmp_path, capsys):
     victim.mkdir()
     (victim / "keep.txt").write_text("someone's work")
     out = tmp_path / "a" / "b"
-    code, _, err = run(capsys, "run", "baseline", "--profile", "smoke", "--set", "name=../../victim",
-                       "--out", out, "--checkpoints", out)  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "run",
+        "baseline",
+        "--profile",
+        "smoke",
+        "--set",
+        "name=../../victim",
+        "--out",
+        out,
+        "--checkpoints",
+        out,
+    )
     one_error_line(code, err, "name cannot be set")
     assert (victim / "keep.txt").read_text() == "someone's work" and not out.exists()
 
@@ -231,14 +279,20 @@ def test_a_second_process_on_a_running_run_stops_in_one_line(cifar, tmp_path, ca
     ck.mkdir(parents=True)
     (ck / "epoch_001.pt").write_bytes(b"the first process's checkpoint")
     # the first process's locks (this test holds them as that process would)
-    first = RunLock([tmp_path / "res" / "smoke" / ".baseline__seed0.lock",
-                     tmp_path / "ck" / "smoke" / ".baseline__seed0.lock"], "x").acquire()  # fmt: skip
+    first = RunLock(
+        [
+            tmp_path / "res" / "smoke" / ".baseline__seed0.lock",
+            tmp_path / "ck" / "smoke" / ".baseline__seed0.lock",
+        ],
+        "x",
+    ).acquire()
     try:
         code, _, err = run(capsys, *smoke_args(tmp_path, "baseline"))
     finally:
         first.release()
-    one_error_line(code, err, f"run baseline seed 0 (profile smoke) is already running (pid "
-                              f"{os.getpid()})")  # fmt: skip
+    one_error_line(
+        code, err, f"run baseline seed 0 (profile smoke) is already running (pid {os.getpid()})"
+    )
     assert (ck / "epoch_001.pt").exists()  # not deleted under the first process
 
 
@@ -254,9 +308,14 @@ def test_a_logged_run_keeps_the_labs_lines_whole(cifar, tmp_path):
     with open(log, "w") as f:
         # without --no-progress: the bar is asked for, and must stay out of a file
         argv = [str(a) for a in smoke_args(tmp_path, "baseline") if a != "--no-progress"]
-        p = subprocess.run([sys.executable, "experiments.py", *argv], cwd=REPO, stdout=f,
-                           stderr=subprocess.STDOUT, preexec_fn=lambda: os.umask(0o022),
-                           env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+        p = subprocess.run(
+            [sys.executable, "experiments.py", *argv],
+            cwd=REPO,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.umask(0o022),
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+        )
     text = log.read_text()
     assert p.returncode == 0, text
     assert "\r" not in text and "it/s" not in text and "epoch 1/" not in text
@@ -268,8 +327,9 @@ def test_a_logged_run_keeps_the_labs_lines_whole(cifar, tmp_path):
 
 def test_resume_keeps_the_whole_runs_log_and_time_and_cleans_temp_files(cifar, tmp_path, capsys):
     ck = tmp_path / "ck" / "smoke" / "baseline__seed0"
-    train_utils.train(make_config("baseline", "smoke"), cifar, ckpt_dir=ck, progress=False,
-                      log=lambda s: None)  # fmt: skip
+    train_utils.train(
+        make_config("baseline", "smoke"), cifar, ckpt_dir=ck, progress=False, log=lambda s: None
+    )
     first = load_checkpoint(ck / "epoch_001.pt")
     (ck / "epoch_002.pt").unlink()  # killed during epoch 2
     (ck / ".epoch_002.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")
@@ -290,14 +350,17 @@ def test_resume_keeps_the_whole_runs_log_and_time_and_cleans_temp_files(cifar, t
 
 
 def test_an_empty_shard_says_so(capsys, tmp_path):
-    code, _, err = run(capsys, "run", "baseline", "--shard", "1/2", "--profile", "smoke",
-                       "--out", tmp_path)  # fmt: skip
+    code, _, err = run(
+        capsys, "run", "baseline", "--shard", "1/2", "--profile", "smoke", "--out", tmp_path
+    )
     assert code == 0 and "nothing to run: shard 1/2" in err and not any(tmp_path.iterdir())
 
 
 def test_a_replayed_result_of_other_settings_is_flagged(cifar, tmp_path, capsys):
-    write_results(tmp_path / "res" / "smoke",
-                  fake_result("baseline", config=dict(fake_result("baseline")["config"], lr=0.3)))  # fmt: skip
+    write_results(
+        tmp_path / "res" / "smoke",
+        fake_result("baseline", config=dict(fake_result("baseline")["config"], lr=0.3)),
+    )
     code, out, _ = run(capsys, *smoke_args(tmp_path, "baseline"))
     assert code == 0 and "replaying" in out
     assert re.search(r"warning: baseline__seed0.json was saved with other settings .*\(lr\)", out)
@@ -305,8 +368,17 @@ def test_a_replayed_result_of_other_settings_is_flagged(cifar, tmp_path, capsys)
 
 def test_a_data_location_that_is_a_plain_file(capsys, tmp_path):
     (tmp_path / "some.txt").write_text("hello")
-    code, _, err = run(capsys, "run", "baseline", "--profile", "smoke", "--out", tmp_path / "res",
-                       "--data-dir", tmp_path / "some.txt")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "run",
+        "baseline",
+        "--profile",
+        "smoke",
+        "--out",
+        tmp_path / "res",
+        "--data-dir",
+        tmp_path / "some.txt",
+    )
     one_error_line(code, err, "is a file; give the folder holding CIFAR-10")
 
 

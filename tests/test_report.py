@@ -66,17 +66,22 @@ def _nbclient_style_notebook():
     cell.outputs = [
         nbformat.v4.new_output("stream", name="stdout", text="[baseline seed 0, profile full]\n")
     ]
-    cell.outputs += [nbformat.v4.new_output("stream", name="stderr", text=f"\repoch 1/1: {p:3d}%|")
-                     for p in (0, 25, 50, 75, 100)]  # fmt: skip
-    cell.outputs += [nbformat.v4.new_output("stream", name="stderr", text="\r" + " " * 20 + "\r"),
-                     nbformat.v4.new_output("stream", name="stdout", text="Test loss: 0.3 | Test acc: 0.9312\n")]  # fmt: skip
+    cell.outputs += [
+        nbformat.v4.new_output("stream", name="stderr", text=f"\repoch 1/1: {p:3d}%|")
+        for p in (0, 25, 50, 75, 100)
+    ]
+    cell.outputs += [
+        nbformat.v4.new_output("stream", name="stderr", text="\r" + " " * 20 + "\r"),
+        nbformat.v4.new_output("stream", name="stdout", text="Test loss: 0.3 | Test acc: 0.9312\n"),
+    ]
     # Taller than a page: the classic template's absolutely positioned <body> once cut the
     # PDF after page 1.
     log = "".join(f"Epoch: {i}\n" for i in range(1, 151))
     cell.outputs.insert(1, nbformat.v4.new_output("stream", name="stdout", text=log))
     cell2 = nbformat.v4.new_code_cell("for i in tqdm(range(3)): pass", execution_count=2)
-    cell2.outputs = [nbformat.v4.new_output("stream", name="stderr", text=f"\r{i}/3 done")
-                     for i in range(4)] + [nbformat.v4.new_output("stream", name="stderr", text="\n")]  # fmt: skip
+    cell2.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text=f"\r{i}/3 done") for i in range(4)
+    ] + [nbformat.v4.new_output("stream", name="stderr", text="\n")]
     cell2.outputs.append(nbformat.v4.new_output("display_data", data={"text/plain": ""}))
     nb.cells = [nbformat.v4.new_markdown_cell("# 實驗 Lab 3"), cell, cell2]
     return nb

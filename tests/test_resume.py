@@ -16,8 +16,18 @@ from engine.errors import LabError
 from train_utils import RunConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(width=4, train_subset=256, val_size=128, test_subset=128, epochs=4, batch_size=64,
-            augment="crop_flip", norm="standard_sampled", schedule="step", step_epochs=2)  # fmt: skip
+TINY = dict(
+    width=4,
+    train_subset=256,
+    val_size=128,
+    test_subset=128,
+    epochs=4,
+    batch_size=64,
+    augment="crop_flip",
+    norm="standard_sampled",
+    schedule="step",
+    step_epochs=2,
+)
 
 RUNNER = textwrap.dedent(
     """
@@ -43,8 +53,9 @@ def _run(tmp_path, name, kill_at):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
     out = tmp_path / f"{name}.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1",
-               LAB3_DATA_DIR=str(data_location()))  # fmt: skip
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", LAB3_DATA_DIR=str(data_location())
+    )
     cmd = [
         sys.executable,
         str(script),
@@ -114,8 +125,14 @@ def test_truncated_checkpoint_is_an_error_naming_the_file(cifar, tmp_path):
     path = latest_checkpoint(tmp_path)
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(LabError, match=str(path.name)):
-        train(RunConfig(**dict(TINY, epochs=2)), cifar, ckpt_dir=tmp_path, resume=True,
-              progress=False, log=lambda s: None)  # fmt: skip
+        train(
+            RunConfig(**dict(TINY, epochs=2)),
+            cifar,
+            ckpt_dir=tmp_path,
+            resume=True,
+            progress=False,
+            log=lambda s: None,
+        )
 
 
 def test_foreign_file_is_not_a_checkpoint(tmp_path):
@@ -125,16 +142,26 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path):
 
 
 def test_checkpoint_of_another_config_is_refused(cifar, tmp_path):
-    train(RunConfig(**dict(TINY, epochs=1)), cifar, ckpt_dir=tmp_path, progress=False,
-          log=lambda s: None)  # fmt: skip
+    train(
+        RunConfig(**dict(TINY, epochs=1)),
+        cifar,
+        ckpt_dir=tmp_path,
+        progress=False,
+        log=lambda s: None,
+    )
     other = RunConfig(**dict(TINY, epochs=2, lr=0.1))
     with pytest.raises(LabError, match="different configuration .*lr"):
         train(other, cifar, ckpt_dir=tmp_path, resume=True, progress=False, log=lambda s: None)
 
 
 def test_checkpoint_holds_everything_a_resume_needs(cifar, tmp_path):
-    train(RunConfig(**dict(TINY, epochs=1)), cifar, ckpt_dir=tmp_path, progress=False,
-          log=lambda s: None)  # fmt: skip
+    train(
+        RunConfig(**dict(TINY, epochs=1)),
+        cifar,
+        ckpt_dir=tmp_path,
+        progress=False,
+        log=lambda s: None,
+    )
     state = load_checkpoint(latest_checkpoint(tmp_path))  # weights_only=True inside
     assert {"model", "optimizer", "epoch", "config", "history", "rng"} <= state.keys()
     assert any(k.endswith("running_mean") for k in state["model"])  # BN statistics

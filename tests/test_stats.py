@@ -41,9 +41,16 @@ def test_mean_std_small_n() -> None:
 
 @pytest.mark.parametrize(
     ("df", "table"),
-    [(1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042), (1e6, 1.960),
-     (math.inf, 1.960)],
-)  # fmt: skip
+    [
+        (1, 12.706),
+        (2, 4.303),
+        (4, 2.776),
+        (10, 2.228),
+        (30, 2.042),
+        (1e6, 1.960),
+        (math.inf, 1.960),
+    ],
+)
 def test_t_quantile_matches_the_table(df: float, table: float) -> None:
     assert t_quantile(0.975, df) == pytest.approx(table, abs=6e-4)
 
@@ -95,8 +102,12 @@ def test_one_seed_against_two_is_n_too_small() -> None:
         assert d["lo"] is None and d["hi"] is None and d["method"] == "n too small"
         assert verdict(d["lo"], d["hi"]) == "n too small"
     assert diff_interval([0.90], [0.80, 0.82])["diff"] == pytest.approx(0.09)  # value shown
-    rows = summarize({"baseline": [fake_run("baseline", s, a) for s, a in enumerate([0.8, 0.82])],
-                      "x": [fake_run("x", 0, 0.99)]})  # fmt: skip
+    rows = summarize(
+        {
+            "baseline": [fake_run("baseline", s, a) for s, a in enumerate([0.8, 0.82])],
+            "x": [fake_run("x", 0, 0.99)],
+        }
+    )
     assert rows[1]["verdict"] == "n too small"
     line = next(ln for ln in format_table(rows).splitlines() if ln.startswith("| x"))
     assert "+18.00 pp (no interval: n too small)" in line and "n too small" in line
@@ -162,9 +173,20 @@ def test_verdicts() -> None:
 # ---------------------------------------------------------------- synthetic results
 
 
-def fake_run(name, seed, test_acc, status="ok", profile="quick", batch_size=128, lr=0.05,
-             seconds=(3.0, 1.0, 1.2), val_acc=(0.5, 0.6, 0.55), peak_mem_mb=None,
-             train_subset=None, val_size=5000) -> dict:  # fmt: skip
+def fake_run(
+    name,
+    seed,
+    test_acc,
+    status="ok",
+    profile="quick",
+    batch_size=128,
+    lr=0.05,
+    seconds=(3.0, 1.0, 1.2),
+    val_acc=(0.5, 0.6, 0.55),
+    peak_mem_mb=None,
+    train_subset=None,
+    val_size=5000,
+) -> dict:
     """A results dict with the fields stats.py reads, as engine.grid.run_experiment writes."""
     hist = {"epoch": [1, 2, 3], "seconds": list(seconds), "val_acc": list(val_acc)}
     if status == "diverged":
@@ -181,7 +203,7 @@ def fake_run(name, seed, test_acc, status="ok", profile="quick", batch_size=128,
             "val_size": val_size,
             "train_subset": train_subset,
             "warmup_epochs": 0,
-        },  # fmt: skip
+        },
         "history": hist,
         "test_acc": None if status == "diverged" else test_acc,
         "test_loss": None if status == "diverged" else 1 - test_acc,
@@ -232,8 +254,10 @@ def test_summarize_rows() -> None:
 
 
 def test_all_diverged_row() -> None:
-    res = {"baseline": fake_grid()["baseline"],
-           "lr_huge": [fake_run("lr_huge", s, None, status="diverged") for s in range(2)]}  # fmt: skip
+    res = {
+        "baseline": fake_grid()["baseline"],
+        "lr_huge": [fake_run("lr_huge", s, None, status="diverged") for s in range(2)],
+    }
     row = summarize(res)[1]
     assert row["status"] == {"ok": 0, "diverged": 2} and row["test_acc"]["n"] == 0
     assert row["verdict"] == "n too small" and row["vs_baseline"]["diff"] is None
@@ -257,13 +281,18 @@ def test_summarize_without_baseline_and_mixed_profiles() -> None:
 
 def test_batch_table_synthetic() -> None:
     res = {
-        "bs_512": [fake_run("bs_512", s, 0.78, batch_size=512, seconds=(5.0, 2.0, 2.2),
-                            peak_mem_mb=900.0 + s) for s in range(2)],
+        "bs_512": [
+            fake_run(
+                "bs_512", s, 0.78, batch_size=512, seconds=(5.0, 2.0, 2.2), peak_mem_mb=900.0 + s
+            )
+            for s in range(2)
+        ],
         "baseline": [fake_run("baseline", s, 0.8, peak_mem_mb=400.0) for s in range(2)],
-        "bs_32_scaled": [fake_run("bs_32_scaled", 0, 0.81, batch_size=32, lr=0.0125,
-                                  seconds=(9.0,))],
+        "bs_32_scaled": [
+            fake_run("bs_32_scaled", 0, 0.81, batch_size=32, lr=0.0125, seconds=(9.0,))
+        ],
         "norm_minmax": [fake_run("norm_minmax", 0, 0.8)],  # not a batch run
-    }  # fmt: skip
+    }
     rows = batch_table(res)
     assert [r["name"] for r in rows] == ["bs_32_scaled", "baseline", "bs_512"]
     small, base, big = rows
@@ -322,8 +351,17 @@ def smoke_results(cifar, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     for name, seeds in (("baseline", 3), ("bs_512", 2)):
         for seed in range(seeds):
-            run_experiment(name, "smoke", cifar, seed=seed, out=out, ckpt_root=out / "ckpt",
-                           device="cpu", progress=False, echo=lambda line: None)  # fmt: skip
+            run_experiment(
+                name,
+                "smoke",
+                cifar,
+                seed=seed,
+                out=out,
+                ckpt_root=out / "ckpt",
+                device="cpu",
+                progress=False,
+                echo=lambda line: None,
+            )
     return load_results("smoke", out)
 
 

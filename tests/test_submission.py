@@ -19,15 +19,25 @@ REPO = Path(__file__).resolve().parents[1]
 SID = "312551001"
 
 
-def write_notebook(path: Path, executed: bool = True, profile: str = "full",
-                   test_line: str = "Test loss: 0.2712 | Test acc: 0.9312", error: bool = False,
-                   code: str = "import experiments") -> Path:  # fmt: skip
+def write_notebook(
+    path: Path,
+    executed: bool = True,
+    profile: str = "full",
+    test_line: str = "Test loss: 0.2712 | Test acc: 0.9312",
+    error: bool = False,
+    code: str = "import experiments",
+) -> Path:
     nb = nbformat.v4.new_notebook()
     imports = nbformat.v4.new_code_cell(code, execution_count=1 if executed else None)
     run = nbformat.v4.new_code_cell("run('final')", execution_count=2 if executed else None)
     if executed:
-        run.outputs = [nbformat.v4.new_output(
-            "stream", name="stdout", text=f"[final seed 0, profile {profile}]\nEpoch: 1\n{test_line}\n")]  # fmt: skip
+        run.outputs = [
+            nbformat.v4.new_output(
+                "stream",
+                name="stdout",
+                text=f"[final seed 0, profile {profile}]\nEpoch: 1\n{test_line}\n",
+            )
+        ]
     if error:
         run.outputs.append(
             nbformat.v4.new_output("error", ename="NameError", evalue="x", traceback=[])
@@ -59,8 +69,15 @@ def test_zip_holds_the_three_renamed_files_and_the_code(files):
     with zipfile.ZipFile(target) as z:
         names = set(z.namelist())
         assert {f"{SID}_lab3.ipynb", "resnet18.py", f"{SID}_lab3.pdf"} <= names
-        assert {"train_utils.py", "engine/__init__.py", "engine/grid.py", "engine/data.py",
-                "requirements.txt", "README.md", "experiments.py"} <= names  # fmt: skip
+        assert {
+            "train_utils.py",
+            "engine/__init__.py",
+            "engine/grid.py",
+            "engine/data.py",
+            "requirements.txt",
+            "README.md",
+            "experiments.py",
+        } <= names
         # The grader's README, not the project's; the results files the notebook replays.
         assert "Lab 3 hand-in of 王小明 (312551001)" in z.read("README.md").decode()
         saved = {f"results/full/{p.name}" for p in (REPO / "results" / "full").glob("*.json")}
@@ -88,7 +105,11 @@ def test_local_modules_follow_imports(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell("%matplotlib inline\nimport os\nfrom pkg import a")]
     nbformat.write(nb, tmp_path / "n.ipynb")
     assert ms.local_modules(tmp_path / "n.ipynb", tmp_path) == [
-        "helper.py", "pkg/__init__.py", "pkg/a.py", "pkg/b.py"]  # fmt: skip
+        "helper.py",
+        "pkg/__init__.py",
+        "pkg/a.py",
+        "pkg/b.py",
+    ]
 
 
 def test_the_notebooks_modules_are_packed_and_import_from_the_copy(files, tmp_path):
@@ -96,8 +117,16 @@ def test_the_notebooks_modules_are_packed_and_import_from_the_copy(files, tmp_pa
     copy unpacked into an empty folder imports them (no path back to this checkout)."""
     notebook = REPO / "student_lab3.ipynb"
     modules = ms.local_modules(notebook)
-    tops = {"train_utils.py", "resnet18.py", "engine/grid.py", "engine/notebook.py",
-            "engine/stats.py", "engine/data.py", "engine/augment.py", "engine/schedules.py"}  # fmt: skip
+    tops = {
+        "train_utils.py",
+        "resnet18.py",
+        "engine/grid.py",
+        "engine/notebook.py",
+        "engine/stats.py",
+        "engine/data.py",
+        "engine/augment.py",
+        "engine/schedules.py",
+    }
     assert tops <= set(modules)
     # Every `import x` / `from x import` of the notebook that names a local file is covered.
     for src in ms.notebook_code(notebook):
@@ -115,22 +144,43 @@ def test_the_notebooks_modules_are_packed_and_import_from_the_copy(files, tmp_pa
     with zipfile.ZipFile(target) as z:
         assert set(modules) <= set(z.namelist())
         z.extractall(unpacked)
-    names = sorted(m.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
-                   for m in modules)  # fmt: skip
-    code = ("import importlib, os, sys\n"
-            f"for n in {names!r}:\n"
-            "    f = os.path.realpath(importlib.import_module(n).__file__)\n"
-            "    assert f.startswith(os.path.realpath(os.getcwd())), (n, f)\n"
-            "print('ok', len(sys.modules))\n")  # fmt: skip
+    names = sorted(
+        m.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for m in modules
+    )
+    code = (
+        "import importlib, os, sys\n"
+        f"for n in {names!r}:\n"
+        "    f = os.path.realpath(importlib.import_module(n).__file__)\n"
+        "    assert f.startswith(os.path.realpath(os.getcwd())), (n, f)\n"
+        "print('ok', len(sys.modules))\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=unpacked, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=unpacked,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("ok")
 
 
-@pytest.mark.parametrize("bad", ["", "31255", "3125510012345", "312 551001", "312-551001",
-                                 "３１２５５１００１", "312551001\n", "../312551001", "學號312551"])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "31255",
+        "3125510012345",
+        "312 551001",
+        "312-551001",
+        "３１２５５１００１",
+        "312551001\n",
+        "../312551001",
+        "學號312551",
+    ],
+)
 def test_bad_ids_refused(files, bad):
     with pytest.raises(LabError, match="6 to 12 ASCII letters or digits"):
         ms.make_submission(bad, **files)
@@ -207,8 +257,12 @@ def test_failed_write_leaves_no_zip(files, monkeypatch):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, str(REPO / "make_submission.py"), *args],
-                          capture_output=True, text=True, cwd=cwd)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(REPO / "make_submission.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
 
 
 def test_cli_errors_are_one_line(files, tmp_path):
@@ -224,8 +278,19 @@ def test_cli_errors_are_one_line(files, tmp_path):
 
 
 def test_cli_packs(files, tmp_path):
-    proc = _cli("--student-id", SID, "--name", "王小明", "--notebook", str(files["notebook"]), "--pdf",
-                str(files["report"]), "--out", str(files["out"]), cwd=REPO)  # fmt: skip
+    proc = _cli(
+        "--student-id",
+        SID,
+        "--name",
+        "王小明",
+        "--notebook",
+        str(files["notebook"]),
+        "--pdf",
+        str(files["report"]),
+        "--out",
+        str(files["out"]),
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"{SID}_lab3.zip" in proc.stdout and "Test acc: 0.9312" in proc.stdout
 

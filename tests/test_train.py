@@ -12,8 +12,17 @@ from engine.errors import LabError
 from train_utils import RunConfig, train
 
 # A run small enough for two CPU cores: 2,000 training images, a width-8 ResNet18.
-SMALL = dict(width=8, train_subset=2000, val_size=500, test_subset=500, epochs=3, batch_size=32,
-             norm="standard_exact", schedule="constant", lr=0.02)  # fmt: skip
+SMALL = dict(
+    width=8,
+    train_subset=2000,
+    val_size=500,
+    test_subset=500,
+    epochs=3,
+    batch_size=32,
+    norm="standard_exact",
+    schedule="constant",
+    lr=0.02,
+)
 
 
 @pytest.fixture(scope="module")

@@ -50,8 +50,13 @@ def workload(names: list[str] | None = None, profile: str = "full", seeds: int =
         n = train_size(dataclasses.asdict(cfg))
         images += cfg.epochs * n
         steps += cfg.epochs * math.ceil(n / cfg.batch_size)
-    return {"profile": profile, "experiments": len(runs), "seeds": seeds,
-            "train_images": images * seeds, "steps": steps * seeds}  # fmt: skip
+    return {
+        "profile": profile,
+        "experiments": len(runs),
+        "seeds": seeds,
+        "train_images": images * seeds,
+        "steps": steps * seeds,
+    }
 
 
 # A run's seconds on a launch-bound GPU: a fixed cost per optimizer step (kernel launches, which
@@ -66,8 +71,11 @@ IMAGE_S = 1.6e-5
 def run_cost(name: str, profile: str = "full") -> dict:
     """One run's training images, optimizer steps and estimated seconds (STEP_S, IMAGE_S)."""
     w = workload([name], profile)
-    return {"images": w["train_images"], "steps": w["steps"],
-            "est_units": w["steps"] * STEP_S + w["train_images"] * IMAGE_S}  # fmt: skip
+    return {
+        "images": w["train_images"],
+        "steps": w["steps"],
+        "est_units": w["steps"] * STEP_S + w["train_images"] * IMAGE_S,
+    }
 
 
 def grid_projection(rate: dict[str, float], flops_per_image: float) -> dict:
@@ -79,10 +87,12 @@ def grid_projection(rate: dict[str, float], flops_per_image: float) -> dict:
         w = workload(profile="full", seeds=seeds)
         out[f"seeds_{seeds}"] = {
             **w,
-            "tflops_for_target": w["train_images"] * flops_per_image
-            / (GRID_TARGET_MINUTES * 60) / 1e12,
+            "tflops_for_target": w["train_images"]
+            * flops_per_image
+            / (GRID_TARGET_MINUTES * 60)
+            / 1e12,
             **{f"minutes_{k}": w["train_images"] / r / 60 for k, r in rate.items()},
-        }  # fmt: skip
+        }
     return out
 
 
@@ -94,10 +104,13 @@ def loop_rates(bench_file: str | Path) -> dict[str, float]:
     except (json.JSONDecodeError, KeyError, TypeError):
         raise LabError(f"{bench_file} is not a bench.py results file; run bench.py") from None
     if width != 64:
-        raise LabError(f"{bench_file} was measured at width {width}; the full profile trains "
-                       "width 64: rerun bench.py without --width")  # fmt: skip
-    return {k: figures[k]["images_per_s"] for k in ("loop_fast", "loop_fast_compiled")
-            if k in figures}  # fmt: skip
+        raise LabError(
+            f"{bench_file} was measured at width {width}; the full profile trains "
+            "width 64: rerun bench.py without --width"
+        )
+    return {
+        k: figures[k]["images_per_s"] for k in ("loop_fast", "loop_fast_compiled") if k in figures
+    }
 
 
 def measure_rate(profile: str, device=None, steps: int | None = None) -> float:
@@ -168,8 +181,12 @@ def projected_cost(
         f"steps of the baseline's batch on random images) -> about {_duration(images / rate)}, "
         "one run at a time"
     )
-    return {"runs": len(todo), "images": images, "images_per_s": rate,
-            "minutes": images / rate / 60}  # fmt: skip
+    return {
+        "runs": len(todo),
+        "images": images,
+        "images_per_s": rate,
+        "minutes": images / rate / 60,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key} in {args.bench}: {r:,.0f} images/s = {r * flops / 1e12:.1f} TFLOP/s")
     for g in grid_projection(rate, flops).values():
         minutes = "".join(f"; {g[f'minutes_{k}']:.1f} min at {k}, one run at a time" for k in rate)
-        print(f"full grid, {g['experiments']} experiments x {g['seeds']} seed(s): "
-              f"{g['train_images'] / 1e6:.2f}M training images, {g['steps']:,} steps; under "
-              f"{GRID_TARGET_MINUTES} min takes {g['tflops_for_target']:.0f} TFLOP/s{minutes}")  # fmt: skip
+        print(
+            f"full grid, {g['experiments']} experiments x {g['seeds']} seed(s): "
+            f"{g['train_images'] / 1e6:.2f}M training images, {g['steps']:,} steps; under "
+            f"{GRID_TARGET_MINUTES} min takes {g['tflops_for_target']:.0f} TFLOP/s{minutes}"
+        )
     return 0
 
 
