@@ -55,7 +55,7 @@ pre, code, .highlight pre, .jp-OutputArea-output pre, .CodeMirror pre {
   overflow-wrap: anywhere !important; word-break: break-all;
   font-family: "DejaVu Sans Mono", "Noto Sans Mono CJK TC", monospace !important;
   font-size: 8pt !important; }
-/* The classic template pins <body> with position: absolute to fill a browser window; an
+/* The classic template pins the body element with position: absolute to fill a browser window; an
    absolutely positioned box is not split across pages, so all but page 1 was lost. */
 body { position: static !important; overflow: visible !important; }
 #notebook, #notebook-container, main { overflow: visible !important; height: auto !important;
@@ -189,9 +189,11 @@ def notebook_html(nb, title: str = "") -> str:
     # No scripts: a printed page runs none, and the template's load MathJax, require.js and
     # mermaid from CDNs, which an offline Chromium would wait for.
     body = re.sub(r"<script\b.*?</script>", "", body, flags=re.DOTALL | re.IGNORECASE)
+    if title:  # the body tag after the head: styles and comments above may mention "<body>"
+        head, sep, rest = body.partition("</head>")
+        rest = re.sub(r"(<body\b[^>]*>)", lambda m: m.group(1) + "\n" + title, rest, count=1)
+        body = head + sep + rest
     body = body.replace("</head>", f"<style>{PRINT_CSS}</style>\n</head>", 1)
-    if title:
-        body = re.sub(r"(<body\b[^>]*>)", lambda m: m.group(1) + "\n" + title, body, count=1)
     return body
 
 

@@ -130,6 +130,8 @@ def test_title_page(tmp_path):
     for text in ("312551001", "王小明 &lt;Wang&gt;", "2026-12-01", "Deep Learning, Lab 3"):
         assert text in title, text
     assert html.index("lab3-title") < html.index("實驗 Lab 3")  # page 1, before the notebook
+    # in the document's body, not inside the head's styles (which mention "<body>" too)
+    assert html.index("</head>") < html.index('<div class="lab3-title">')
     plain = export_notebook.export(path, tmp_path / "plain.html").read_text()
     assert '<div class="lab3-title">' not in plain
 
