@@ -57,6 +57,7 @@ from engine.runtime import (
     PRECISIONS,
     Precision,
     choose_precision,
+    command_line,
     compile_for_training,
     environment,
     hardware_name,
@@ -464,7 +465,8 @@ def bench(args: argparse.Namespace) -> dict:
         "device": device_record(device),
         "versions": {k: environment(device).get(k) for k in ("torch", "torchvision", "python")},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        # without machine paths, as every result records it (runtime.command_line)
+        "command": command_line(["python -m tools.bench", *sys.argv[1:]]),
         "settings": {**settings, "cudnn_benchmark": device.type == "cuda"},
         "data": {
             "source": source,
