@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -261,7 +262,7 @@ def provenance_lines(runs: dict) -> list[str]:
             lines.append(
                 f"{name} seed {r['seed']}: {r['status']} on {env.get('device')} "
                 f"{env.get('gpu') or env.get('cpu', '')}, {precision_of(r)}, "
-                f"torch {env.get('torch')}, "
+                f"torch {env.get('torch')}, data: {r.get('data', 'not recorded')}, "
                 f"finished {r.get('finished_at', '?')}{note}"
             )
     return lines
@@ -353,6 +354,11 @@ def describe_setup(lab: Lab) -> list[str]:
         f"results: {sum(map(len, saved.values()))} saved runs of {len(saved)} experiments "
         f"in profile {lab.profile}",
     ]
+    # The data each saved run trained on: a replay shows that copy's figures, not this one's.
+    trained_on = Counter(r.get("data", "not recorded") for rs in saved.values() for r in rs)
+    for source, n in trained_on.items():
+        other = "" if source == data.source else " (not the copy loaded above)"
+        lines.append(f"         {n} trained on {source}{other}")
     if lab.compile_mode:
         lines.append(f"compile: {lab.compile_mode!r} for the training step (engine/runtime.py)")
     if lab.force:

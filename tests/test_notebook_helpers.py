@@ -50,7 +50,10 @@ def test_provenance_and_test_line():
         "env": {"device": "cuda", "gpu": "NVIDIA H200", "torch": "2.11", "note": "shared"},
     }
     (line,) = notebook.provenance_lines({"final": [run]})
-    assert line == "final seed 1: ok on cuda NVIDIA H200, bf16, torch 2.11, finished T; shared"
+    assert (
+        line
+        == "final seed 1: ok on cuda NVIDIA H200, bf16, torch 2.11, data: not recorded, finished T; shared"
+    )
     assert notebook.test_line(run) == "Test loss: 0.3000 | Test acc: 0.9000  (seed 1)"
     failed = dict(run, test_acc=None, status="diverged", message="loss nan at epoch 1")
     assert notebook.test_line(failed) == "seed 1: diverged: loss nan at epoch 1"
