@@ -2,7 +2,8 @@
 
 Below train_utils (imported by it):
     errors      one-line user errors and the CLI wrapper
-    data        CIFAR-10 loading (image folders, tarballs, torchvision), the split, normalization
+    copies      CIFAR-10's copies (image folders, tarballs, torchvision): found, decoded, cached
+    data        CIFAR-10 loading, the split, normalization
     augment     augmentation presets, applied to whole batches
     loader      batches cut and augmented on the device
     schedules   learning-rate strategies as pure functions of the step

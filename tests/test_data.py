@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import engine.copies
 import engine.data
 from engine.data import (
     CLASSES,
@@ -293,7 +294,7 @@ def test_a_tarball_loads_whatever_its_top_folder(first_images, tmp_path):
         d = load_cifar10(tarball, cache_dir=tmp_path / "cache", download=False)
         assert torch.equal(d.train_images, train_x) and torch.equal(d.train_labels, train_y)
         assert torch.equal(d.test_images, test_x) and torch.equal(d.test_labels, test_y)
-        digest = engine.data._sha256_cached(tarball, tmp_path / "cache")
+        digest = engine.copies._sha256_cached(tarball, tmp_path / "cache")
         assert d.source == f"CIFAR-10 PNG copy (lossless), sha256 {digest[:8]}…"
     # the tarball's sha256 is kept beside the cache, not hashed on every load
     assert len(list((tmp_path / "cache").glob("sha256-*.txt"))) == 3

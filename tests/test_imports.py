@@ -8,6 +8,7 @@ from conftest import REPO
 
 BELOW = [
     "errors",
+    "copies",
     "data",
     "augment",
     "loader",
