@@ -16,6 +16,7 @@ Profiles scale the same grid to the hardware:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from engine.errors import LabError, run_cli
 from engine.grid import (
     GROUPS,
     PROFILES,
+    RunOptions,
     default_profile,
     default_seeds,
     expand,
@@ -142,28 +144,27 @@ def _overview(sub: argparse._SubParsersAction) -> str:
     return "\n".join(lines)
 
 
-def run_in_step(world: World, name: str, profile: str, data, seed: int, **kw) -> dict | None:
+def run_in_step(
+    world: World, name: str, profile: str, data, seed: int, options: RunOptions
+) -> dict | None:
     """One experiment trained by every rank of a DDP group. Rank 0 decides whether it trains
     (a finished run is replayed) and tells the others before anything starts; then it runs the
     experiment as one process would (replay, resume, checkpoints, results file) while the others
     train beside it and touch no file. Returns rank 0's results dict (None elsewhere)."""
-    decided = world.is_main and will_train(
-        name, profile, seed, kw["out"], kw["force"], kw["overrides"]
-    )
-    trains = world.from_main(decided)
+    trains = world.from_main(world.is_main and will_train(name, profile, seed, options))
     if world.is_main:  # (on an error rank 0 exits, and torchrun stops the others)
-        return run_experiment(name, profile, data, seed=seed, world=world, **kw)
+        return run_experiment(name, profile, data, seed, options, world)
     if trains:
-        cfg = make_config(name, profile, seed, kw["overrides"])
+        cfg = make_config(name, profile, seed, options.overrides)
         train(
             cfg,
             data,
-            device=kw["device"],
+            device=options.device,
             world=world,
             progress=False,
             log=lambda line: None,
-            compile_mode=kw["compile_mode"],
-            precision=kw["precision"],
+            compile_mode=options.compile_mode,
+            precision=options.precision,
         )
     return None
 
@@ -258,30 +259,31 @@ def main(argv: list[str] | None = None) -> int:
             "torchrun, or use --distribute runs under it"
         )
     data = load_cifar10(args.data_dir)  # also fills the data cache the workers read
+    options = RunOptions(
+        out=args.out,
+        ckpt_root=args.checkpoints,
+        force=args.force,
+        resume=args.resume,
+        device=device,
+        progress=not args.no_progress,
+        data_dir=args.data_dir,
+        ckpt_every=args.ckpt_every,
+        overrides=overrides,
+        compile_mode=args.compile_mode,
+        precision=args.precision,
+    )
     if parallel:
         deadline = None if args.deadline is None else started + args.deadline
-        return _run_parallel(args, names, profile, overrides, device, deadline)
+        return _run_parallel(args, names, profile, options, deadline)
     runs = [(name, seed) for name in names for seed in range(args.seeds)]
     if not world.ddp:  # --distribute runs: rank r takes runs r, r+N, ... (all of them alone)
         runs = engine.distributed.my_runs(runs, world)
     summary = []
     for name, seed in runs:
-        kw = dict(
-            out=args.out,
-            ckpt_root=args.checkpoints,
-            force=args.force,
-            resume=args.resume,
-            device=device,
-            progress=not args.no_progress,
-            ckpt_every=args.ckpt_every,
-            overrides=overrides,
-            compile_mode=args.compile_mode,
-            precision=args.precision,
-        )
         if world.ddp:  # every rank trains this run; rank 0 reads and writes its files
-            r = run_in_step(world, name, profile, data, seed, **kw)
+            r = run_in_step(world, name, profile, data, seed, options)
         else:
-            r = run_experiment(name, profile, data, seed=seed, **kw)
+            r = run_experiment(name, profile, data, seed, options)
         if r is not None:
             summary.append((r["name"], seed, r["status"], r["test_acc"]))
     engine.distributed.stop()
@@ -296,44 +298,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_parallel(args, names, profile, overrides, device, deadline) -> int:
+def _run_parallel(args, names, profile, options: RunOptions, deadline) -> int:
     """--parallel N / --deadline S: the missing runs, seed by seed in the grid's order, in N
     worker processes (engine/parallel.py); a summary of every selected run at the end."""
     queue, saved = [], {}
     for seed in range(args.seeds):
         for name in names:
-            cfg = make_config(name, profile, seed, overrides)
+            cfg = make_config(name, profile, seed, options.overrides)
             path = result_path(Path(args.out), profile, cfg.name, seed)
             r = None if args.force else read_result(path)[0]
             if r is not None:
                 saved[name, seed] = r
             else:
                 queue.append({"name": name, "seed": seed, "images": run_images(cfg)})
-    kw = dict(
-        out=args.out,
-        ckpt_root=args.checkpoints,
-        force=args.force,
-        resume=args.resume,
-        device=str(device),
-        progress=False,
-        ckpt_every=args.ckpt_every,
-        overrides=overrides,
-        compile_mode=args.compile_mode,
-        precision=args.precision,
-    )
     left = f", {deadline - time.time():.0f}s to the deadline" if deadline else ""
     print(
         f"{len(queue)} run(s) to train in {min(args.parallel, len(queue))} worker(s) on "
-        f"{device}, {len(saved)} already saved{left}"
+        f"{options.device}, {len(saved)} already saved{left}"
     )
     state = Path(args.checkpoints) / profile
-    done = run_parallel(queue, profile, args.parallel, deadline, args.data_dir, state, kw)
+    # the workers get the options as JSON (engine/parallel.py): the device by name, no bars
+    plain = dataclasses.replace(options, device=str(options.device), progress=False)
+    done = run_parallel(queue, profile, args.parallel, deadline, state, plain)
     outcome = {(r["name"], r["seed"]): r["outcome"] for r in done}
     print("\nSummary:")
     failed = False
     for seed in range(args.seeds):
         for name in names:
-            cfg = make_config(name, profile, seed, overrides)
+            cfg = make_config(name, profile, seed, options.overrides)
             r = (
                 saved.get((name, seed))
                 or read_result(result_path(Path(args.out), profile, cfg.name, seed))[0]

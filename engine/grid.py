@@ -276,23 +276,56 @@ def result_path(out: Path, profile: str, name: str, seed: int) -> Path:
     return Path(out) / profile / f"{name}__seed{seed}.json"
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How runs are carried out, the same for every run of one command (the CLI's flags, the
+    notebook's Lab); what a run trains is its RunConfig."""
+
+    out: str | Path = "results"  # results folder: <out>/<profile>/<name>__seed<k>.json
+    ckpt_root: str | Path = "checkpoints"  # checkpoints: <ckpt_root>/<profile>/<name>__seed<k>/
+    force: bool = False  # rerun finished runs (a kept result and old checkpoints are discarded)
+    resume: bool = False  # continue an interrupted run from its newest checkpoint
+    device: object = None  # a torch.device or its name; None: cuda if available, else cpu
+    progress: bool = True  # progress bars (off when the output goes to a log file)
+    data_dir: str | Path | None = None  # CIFAR-10's location, when no data is handed in
+    echo: typing.Callable[[str], None] = print  # where the run's lines go
+    ckpt_every: int = 1  # epochs between checkpoints (0: never)
+    overrides: dict | None = None  # RunConfig settings changed (--set); they name the run
+    compile_mode: str | None = None  # torch.compile the training step (None: off)
+    precision: str | None = "auto"  # auto | bf16 | fp32 (engine/runtime.py choose_precision)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFiles:
+    """One run's identity and the files it reads and writes, worked out once per run."""
+
+    name: str  # the experiment (a key of EXPERIMENTS)
+    cfg: RunConfig  # its configuration under the profile, the overrides applied
+    profile: str
+    seed: int
+    path: Path  # the results file
+    ckpt_dir: Path  # its checkpoints while it trains (deleted once the results are saved)
+    locks: list[Path]  # RunLock's files, beside the results file and the checkpoint folder
+    model: Path  # where a final-group run's weights are kept for the student
+
+    @classmethod
+    def of(cls, name: str, profile: str, seed: int, options: RunOptions) -> RunFiles:
+        cfg = make_config(name, profile, seed, options.overrides)
+        path = result_path(Path(options.out), profile, cfg.name, seed)
+        ckpt_dir = Path(options.ckpt_root) / profile / f"{cfg.name}__seed{seed}"
+        # --out X --checkpoints X: one lock file, not two (a second flock on it would block itself)
+        locks = [path.parent / f".{path.stem}.lock", ckpt_dir.parent / f".{ckpt_dir.name}.lock"]
+        locks = list(dict.fromkeys(locks))
+        model = ckpt_dir.parent / f"{cfg.name}__seed{seed}_model.pt"
+        return cls(name, cfg, profile, seed, path, ckpt_dir, locks, model)
+
+
 def run_experiment(
     name: str,
     profile: str,
     data=None,
     seed: int = 0,
-    out: str | Path = "results",
-    ckpt_root: str | Path = "checkpoints",
-    force: bool = False,
-    resume: bool = False,
-    device=None,
-    progress: bool = True,
-    data_dir=None,
-    echo=print,
-    ckpt_every: int = 1,
-    overrides: dict | None = None,
-    compile_mode: str | None = None,
-    precision: str | None = "auto",
+    options: RunOptions | None = None,
     world=None,
 ) -> dict:
     """Run one experiment (or replay its saved results) and return its results dict.
@@ -300,60 +333,29 @@ def run_experiment(
     While it trains, the run holds a lock (`RunLock`) on its results file and its checkpoint
     folder: a second process on the same run stops with one line instead of deleting the first
     one's checkpoints. Both folders are checked to be writable before any training."""
-    cfg = make_config(name, profile, seed, overrides)
-    path = result_path(Path(out), profile, cfg.name, seed)
-    ckpt_dir = Path(ckpt_root) / profile / f"{cfg.name}__seed{seed}"
-    locks = [path.parent / f".{path.stem}.lock", ckpt_dir.parent / f".{ckpt_dir.name}.lock"]
-    model = ckpt_dir.parent / f"{cfg.name}__seed{seed}_model.pt"
+    options = options or RunOptions()
+    run = RunFiles.of(name, profile, seed, options)
+    path, ckpt_dir = run.path, run.ckpt_dir
     _refuse_links(
-        [path.parent, ckpt_dir.parent, path, ckpt_dir, *locks, ckpt_dir / path.name, model]
+        [path.parent, ckpt_dir.parent, path, ckpt_dir, *run.locks, ckpt_dir / path.name, run.model]
     )
-    if not force and (result := _replayable(path, cfg, echo, profile=profile)) is not None:
+    if not options.force and (result := _replayable(run, options.echo)) is not None:
         return result
     check_writable(path.parent, "--out")
     check_writable(ckpt_dir.parent, "--checkpoints")
-    # --out X --checkpoints X: one lock file, not two (a second flock on it would block itself)
-    lock = RunLock(list(dict.fromkeys(locks)), f"run {cfg.name} seed {seed} (profile {profile})")
-    with lock:
+    with RunLock(run.locks, f"run {run.cfg.name} seed {seed} (profile {profile})"):
         # another process may have finished it while this one waited for data or the lock
-        if (
-            not force
-            and (result := _replayable(path, cfg, echo, quiet=True, profile=profile)) is not None
-        ):
+        if not options.force and (result := _replayable(run, options.echo, quiet=True)) is not None:
             return result
-        return _train_and_save(
-            name,
-            cfg,
-            profile,
-            seed,
-            path,
-            ckpt_dir,
-            data,
-            data_dir,
-            force,
-            resume,
-            device,
-            progress,
-            echo,
-            ckpt_every,
-            compile_mode,
-            precision,
-            world,
-        )
+        return _train_and_save(run, data, options, world)
 
 
-def will_train(
-    name: str,
-    profile: str,
-    seed: int = 0,
-    out: str | Path = "results",
-    force: bool = False,
-    overrides: dict | None = None,
-) -> bool:
-    """Whether `run_experiment` with these settings trains (True) or replays a saved result
+def will_train(name: str, profile: str, seed: int = 0, options: RunOptions | None = None) -> bool:
+    """Whether `run_experiment` with these options trains (True) or replays a saved result
     (False): decided before training, so that the ranks of a DDP group can be told."""
-    cfg = make_config(name, profile, seed, overrides)
-    return force or read_result(result_path(Path(out), profile, cfg.name, seed))[0] is None
+    options = options or RunOptions()
+    path = RunFiles.of(name, profile, seed, options).path
+    return options.force or read_result(path)[0] is None
 
 
 def _refuse_links(paths) -> None:
@@ -368,14 +370,15 @@ def _refuse_links(paths) -> None:
             )
 
 
-def _replayable(path: Path, cfg: RunConfig, echo, quiet: bool = False, profile=None) -> dict | None:
-    """The saved result at `path`, replayed through `echo`; None when there is none. A file that
+def _replayable(run: RunFiles, echo, quiet: bool = False) -> dict | None:
+    """The saved result of `run`, replayed through `echo`; None when there is none. A file that
     cannot be used is moved aside to <file>.bad (kept, never deleted) with one line, and the run
     is trained again."""
+    path, cfg, profile = run.path, run.cfg, run.profile
     if not path.exists():
         return None
     result, problem = read_result(path)
-    if result is not None and profile and result.get("profile", profile) != profile:
+    if result is not None and result.get("profile", profile) != profile:
         result, problem = None, f"a {result.get('profile')!r} result, not {profile!r}"
     if result is None:
         bad, n = path.with_name(path.name + ".bad"), 1
@@ -408,89 +411,73 @@ def stale_settings(cfg: RunConfig, result: dict) -> list[str]:
     return sorted(k for k in saved if k != "name" and now.get(k) != saved.get(k))
 
 
-def _clean_temp_files(path: Path, ckpt_dir: Path, echo) -> None:
+def _clean_temp_files(run: RunFiles, echo) -> None:
     """Delete the temporary files an interrupted save of this run left (atomic_write's
     .<name>.*.tmp); only this run's, which the run lock protects from other processes."""
-    stray = temp_files(path.parent, path.name) + temp_files(ckpt_dir)
+    stray = temp_files(run.path.parent, run.path.name) + temp_files(run.ckpt_dir)
     for p in stray:
         p.unlink(missing_ok=True)
     if stray:
         echo(f"[removed {len(stray)} temporary file(s) left by an interrupted save]")
 
 
-def _train_and_save(
-    name,
-    cfg,
-    profile,
-    seed,
-    path,
-    ckpt_dir,
-    data,
-    data_dir,
-    force,
-    resume,
-    device,
-    progress,
-    echo,
-    ckpt_every,
-    compile_mode,
-    precision,
-    world,
-) -> dict:
-    _clean_temp_files(path, ckpt_dir, echo)
-    if not force and (result := _kept_result(path, ckpt_dir, echo)) is not None:
+def _train_and_save(run: RunFiles, data, options: RunOptions, world) -> dict:
+    cfg, seed, ckpt_dir, echo = run.cfg, run.seed, run.ckpt_dir, options.echo
+    _clean_temp_files(run, echo)
+    if not options.force and (result := _kept_result(run, echo)) is not None:
         return result
     if data is None:
-        data = load_cifar10(data_dir)
-    if force or not resume:
+        data = load_cifar10(options.data_dir)
+    resume = options.resume
+    if options.force or not resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     elif latest_checkpoint(ckpt_dir) is None:
         resume = False
-    header = f"[{cfg.name} seed {seed}, profile {profile}]"
+    header = f"[{cfg.name} seed {seed}, profile {run.profile}]"
     echo(header)
     res = train(
         cfg,
         data,
-        device=device,
+        device=options.device,
         ckpt_dir=ckpt_dir,
         resume=resume,
-        progress=progress,
+        progress=options.progress,
         log=echo,
-        ckpt_every=ckpt_every,
-        compile_mode=compile_mode,
-        precision=precision,
+        ckpt_every=options.ckpt_every,
+        compile_mode=options.compile_mode,
+        precision=options.precision,
         world=world,
     )
     result = res.to_dict()
     result.update(
         name=cfg.name,
-        experiment=name,
-        group=GROUP_OF[name],
-        profile=profile,
+        experiment=run.name,
+        group=GROUP_OF[run.name],
+        profile=run.profile,
         seed=seed,
         data=data.source,
         log=[header, *res.log],  # the whole run's lines, across resumes
         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         command=command_line(),
     )
-    _save_result(result, path, ckpt_dir)
-    if GROUP_OF[name] == "final" and (ckpt_dir / "model.pt").exists():
+    _save_result(result, run)
+    if GROUP_OF[run.name] == "final" and (ckpt_dir / "model.pt").exists():
         # keep the final model's weights for the student (state_dict, weights_only-loadable)
-        model = ckpt_dir.parent / f"{cfg.name}__seed{seed}_model.pt"
         try:
-            shutil.copy(ckpt_dir / "model.pt", model)
+            shutil.copy(ckpt_dir / "model.pt", run.model)
         except OSError as e:
             raise LabError(
-                f"cannot write {model} ({e.strerror or e}); the results are saved in "
-                f"{path} and the weights stay in {ckpt_dir / 'model.pt'}"
+                f"cannot write {run.model} ({e.strerror or e}); the results are saved in "
+                f"{run.path} and the weights stay in {ckpt_dir / 'model.pt'}"
             ) from None
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return result
 
 
-def _kept_result(path: Path, ckpt_dir: Path, echo) -> dict | None:
+def _kept_result(run: RunFiles, echo) -> dict | None:
     """The finished result a failed save kept in the checkpoint folder (see _save_result), moved
     into place and replayed; None when there is none. Only --force discards it."""
+    path, ckpt_dir = run.path, run.ckpt_dir
     kept = ckpt_dir / path.name
     if not kept.is_file():
         return None
@@ -515,9 +502,10 @@ def _kept_result(path: Path, ckpt_dir: Path, echo) -> dict | None:
     return result
 
 
-def _save_result(result: dict, path: Path, ckpt_dir: Path) -> None:
+def _save_result(result: dict, run: RunFiles) -> None:
     """Save a finished run; when its folder fails (disk full, folder gone or read-only), keep
     the result in the checkpoint folder and say where, in one line. Nothing finished is lost."""
+    path, ckpt_dir = run.path, run.ckpt_dir
     try:
         save_json(result, path)
         return

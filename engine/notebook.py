@@ -63,6 +63,16 @@ class Lab:
             "(each epoch's 'learning rate' is the rate it trained with; the handout's log "
             "prints it after scheduler.step(), i.e. the next epoch's)"
         )
+        options = grid.RunOptions(
+            out=self.results_dir,
+            ckpt_root=self.checkpoints_dir,
+            force=self.force,
+            resume=self.resume,
+            device=self.device,
+            echo=echo,
+            compile_mode=self.compile_mode,
+            precision=self.precision,
+        )
         out = {}
         for name in names:
             readable = {r["seed"] for r in saved.get(name, [])}  # bad files: skipped, reported
@@ -70,22 +80,7 @@ class Lab:
             done = []
             for seed in seeds:
                 if seed in readable or self.train_missing or self.force:
-                    done.append(
-                        grid.run_experiment(
-                            name,
-                            self.profile,
-                            self.data,
-                            seed=seed,
-                            out=self.results_dir,
-                            ckpt_root=self.checkpoints_dir,
-                            force=self.force,
-                            resume=self.resume,
-                            device=self.device,
-                            echo=echo,
-                            compile_mode=self.compile_mode,
-                            precision=self.precision,
-                        )
-                    )
+                    done.append(grid.run_experiment(name, self.profile, self.data, seed, options))
             if done:
                 out[name] = self.runs[name] = done
             else:

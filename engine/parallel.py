@@ -74,7 +74,7 @@ def worker(spec_path: str, index: int) -> int:
 
     from engine.checkpoint import save_json
     from engine.data import load_cifar10
-    from engine.grid import run_experiment
+    from engine.grid import RunOptions, run_experiment
 
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
@@ -82,18 +82,17 @@ def worker(spec_path: str, index: int) -> int:
     state = Path(spec["state"])
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
-    data = load_cifar10(spec["data_dir"])
 
     def echo(line: str) -> None:
         print(f"[{index}] {line}", flush=True)
 
+    options = RunOptions(**spec["options"], echo=echo)
+    data = load_cifar10(options.data_dir)
     while (run := next_run(state, spec["queue"], spec["deadline"], time.time())) is not None:
         t0 = time.time()
         outcome = {"images": run["images"]}
         try:
-            r = run_experiment(
-                run["name"], spec["profile"], data, seed=run["seed"], echo=echo, **spec["kw"]
-            )
+            r = run_experiment(run["name"], spec["profile"], data, run["seed"], options)
             outcome.update(seconds=time.time() - t0, status=r["status"])
         except KeyboardInterrupt:
             return 130  # the deadline: nothing written, checkpoints kept
@@ -109,13 +108,13 @@ def run_parallel(
     profile: str,
     parallel: int,
     deadline: float | None,
-    data_dir: str | None,
     state_root: Path,
-    kw: dict,
+    options,
 ) -> list[dict]:
     """Train `runs` ({"name", "seed", "images"}, in order) in `parallel` worker processes and
     return each with its "outcome": ok | diverged | failed | cut short | not started.
-    `deadline` is a time.time() value, None for none."""
+    `deadline` is a time.time() value, None for none; `options` (grid.RunOptions) go to the
+    workers as JSON, all but echo (each worker prefixes its lines with its number)."""
     if not runs:
         return []
     state_root.mkdir(parents=True, exist_ok=True)
@@ -123,7 +122,8 @@ def run_parallel(
     for sub in ("claims", "done"):
         (state / sub).mkdir()
     threads = 0 if "OMP_NUM_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // parallel)
-    spec = dict(queue=runs, profile=profile, deadline=deadline, data_dir=data_dir, kw=kw)
+    plain = {k: v for k, v in vars(options).items() if k != "echo"}
+    spec = dict(queue=runs, profile=profile, deadline=deadline, options=plain)
     (state / "spec.json").write_text(json.dumps({**spec, "state": str(state), "threads": threads}))
     root = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))

@@ -379,16 +379,14 @@ def test_default_location_is_data_then_the_copy_beside_the_checkout(tmp_path, mo
 
 
 def test_results_name_their_data_without_a_path(cifar, tmp_path, one_thread_per_module):
-    from engine.grid import run_experiment
+    from engine.grid import RunOptions, run_experiment
 
-    result = run_experiment(
-        "baseline",
-        "smoke",
-        data=cifar,
+    options = RunOptions(
         out=tmp_path / "results",
         ckpt_root=tmp_path / "ck",
         progress=False,
         echo=lambda *a: None,
         overrides={"epochs": 1},
     )
+    result = run_experiment("baseline", "smoke", data=cifar, options=options)
     assert result["data"] == cifar.source and "/" not in result["data"]

@@ -113,12 +113,9 @@ def test_resume_in_another_precision_is_refused_in_one_line(cifar, tmp_path) -> 
 
 
 def test_the_results_file_names_its_precision(cifar, tmp_path) -> None:
-    from engine.grid import run_experiment
+    from engine.grid import RunOptions, run_experiment
 
-    r = run_experiment(
-        "baseline",
-        "smoke",
-        cifar,
+    options = RunOptions(
         out=tmp_path / "r",
         ckpt_root=tmp_path / "c",
         device="cpu",
@@ -126,6 +123,7 @@ def test_the_results_file_names_its_precision(cifar, tmp_path) -> None:
         echo=lambda s: None,
         precision="fp32",
     )
+    r = run_experiment("baseline", "smoke", cifar, options=options)
     saved = json.loads((tmp_path / "r" / "smoke" / "baseline__seed0.json").read_text())
     assert r["env"]["precision"] == saved["env"]["precision"] == "fp32"
     assert saved["env"]["precision_reason"]

@@ -416,11 +416,13 @@ def test_27_1_resume_on_other_data_is_refused_and_runs_of_other_data_are_not_poo
             "baseline",
             "smoke",
             other,
-            out=tmp_path / "res",
-            ckpt_root=tmp_path / "ck",
-            resume=True,
-            progress=False,
-            echo=lambda s: None,
+            options=grid.RunOptions(
+                out=tmp_path / "res",
+                ckpt_root=tmp_path / "ck",
+                resume=True,
+                progress=False,
+                echo=lambda s: None,
+            ),
         )
     assert "\n" not in str(e.value) and (ck / "epoch_001.pt").exists()
 
@@ -514,12 +516,13 @@ def test_27_3b_a_failed_final_weights_save_keeps_the_test_figures_and_results(
 
 
 def test_27_3c_a_second_unusable_results_file_does_not_overwrite_the_first(tmp_path):
-    path = tmp_path / "smoke" / "baseline__seed0.json"
+    run = grid.RunFiles.of("baseline", "smoke", 0, grid.RunOptions(out=tmp_path))
+    path = run.path
+    assert path == tmp_path / "smoke" / "baseline__seed0.json"
     path.parent.mkdir()
-    cfg = make_config("baseline", "smoke")
     for text in ("{first", "{second"):
         path.write_text(text)
-        assert grid._replayable(path, cfg, lambda s: None) is None
+        assert grid._replayable(run, lambda s: None) is None
     assert (tmp_path / "smoke" / "baseline__seed0.json.bad").read_text() == "{first"
     assert (tmp_path / "smoke" / "baseline__seed0.json.2.bad").read_text() == "{second"
 
@@ -672,15 +675,10 @@ def test_27_8_an_image_copy_missing_a_class_is_warned_about(cifar, tmp_path):
         source="a partial copy",
     )
     lines = []
-    r = grid.run_experiment(
-        "baseline",
-        "smoke",
-        partial,
-        out=tmp_path / "res",
-        ckpt_root=tmp_path / "ck",
-        progress=False,
-        echo=lines.append,
+    options = grid.RunOptions(
+        out=tmp_path / "res", ckpt_root=tmp_path / "ck", progress=False, echo=lines.append
     )
+    r = grid.run_experiment("baseline", "smoke", partial, options=options)
     warning = [ln for ln in lines if ln.startswith("warning: the training images have no")]
     assert len(warning) == 1 and cifar.classes[3] in warning[0], lines
     assert warning[0] in r["log"]

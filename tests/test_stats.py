@@ -346,22 +346,15 @@ def _one_thread(one_thread_per_module):
 @pytest.fixture(scope="module")
 def smoke_results(cifar, tmp_path_factory):
     """baseline x 3 seeds and bs_512 x 2 seeds on the smoke profile, loaded back from disk."""
-    from engine.grid import load_results, run_experiment
+    from engine.grid import RunOptions, load_results, run_experiment
 
     out = tmp_path_factory.mktemp("results")
+    options = RunOptions(
+        out=out, ckpt_root=out / "ckpt", device="cpu", progress=False, echo=lambda line: None
+    )
     for name, seeds in (("baseline", 3), ("bs_512", 2)):
         for seed in range(seeds):
-            run_experiment(
-                name,
-                "smoke",
-                cifar,
-                seed=seed,
-                out=out,
-                ckpt_root=out / "ckpt",
-                device="cpu",
-                progress=False,
-                echo=lambda line: None,
-            )
+            run_experiment(name, "smoke", cifar, seed=seed, options=options)
     return load_results("smoke", out)
 
 
