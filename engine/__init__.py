@@ -16,6 +16,7 @@ Below train_utils (imported by it):
 On top of train_utils (they train or read what it writes):
     grid        the baseline, its named changes, the profiles, the results files
     lr_finder   the LR range test (python -m engine.lr_finder)
-    stats       tables over seeds: mean, std, Welch intervals, verdicts (python -m engine.stats)
+    stats       rows over seeds: mean, std, Welch intervals, verdicts (python -m engine.stats)
+    tables      those rows as markdown or csv
     notebook    the notebook's helpers: run or replay a group, overlay, compare
 """

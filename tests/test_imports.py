@@ -19,7 +19,7 @@ BELOW = [
     "progress",
     "plotting",
 ]
-ABOVE = ["grid", "lr_finder", "stats", "notebook"]
+ABOVE = ["grid", "lr_finder", "stats", "tables", "notebook"]
 
 
 def modules() -> dict[str, Path]:
