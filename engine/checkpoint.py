@@ -8,6 +8,10 @@ strings, lists and dicts only, never pickled code. Each also stores the sha256 o
 (every tensor's bytes, dtype and shape, and every other value), checked on load, so a file
 changed after it was written (a flipped bit, a bad copy) is refused instead of resumed from.
 
+A training run's checkpoint (`run_state`) holds its weights, optimizer, scaler, random
+generators, history and log; `resume_run` continues from one only when it was written by the same
+configuration, in the same precision and on the same data.
+
 Files are created with the user's umask (as `open` would), not mkstemp's private 0600. A run
 holds a `RunLock` while it trains, so a second process on the same run stops with one line
 instead of deleting the first one's checkpoints.
@@ -223,6 +227,75 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
     found = list_checkpoints(ckpt_dir)
     return found[-1] if found else None
+
+
+def run_state(
+    model, opt, scaler, *, epoch, config, history, log, wall_seconds, precision, data
+) -> dict:
+    """A training run's checkpoint after `epoch` epochs: what `resume_run` checks and restores,
+    and the run's history, log lines and wall time so far."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "epoch": epoch,
+        "config": config,
+        "history": history,
+        "rng": rng_state(),
+        "log": log,
+        "wall_seconds": wall_seconds,
+        "precision": precision,
+        "data": data,
+    }
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    return state
+
+
+def save_run_state(state: dict, ckpt_dir: str | os.PathLike, epoch: int) -> None:
+    """save_checkpoint; a full disk or a vanished folder becomes one line saying what is kept."""
+    try:
+        save_checkpoint(state, ckpt_dir, epoch)
+    except OSError as e:
+        raise LabError(
+            f"cannot write a checkpoint in {ckpt_dir} ({e.strerror or e}); the epochs saved "
+            "before are kept: free space or fix the folder, then rerun with --resume"
+        ) from None
+
+
+def resume_run(state: dict, path, model, opt, scaler, *, config, precision, data) -> None:
+    """Continue a run from checkpoint `state` (read from `path`): a LabError unless it was written
+    by the same configuration (the name aside), in `precision` and on `data` (a source as
+    Cifar10.source names it); then the weights, the optimizer's and scaler's state and every
+    random generator are those of the checkpoint."""
+
+    def comparable(cfg: dict) -> dict:
+        return {k: v for k, v in cfg.items() if k != "name"}
+
+    saved, mine = comparable(state["config"]), comparable(config)
+    diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+    saved_prec = state.get("precision", "fp32")  # checkpoints older than the field: fp32
+    if not diff and saved_prec != precision:
+        raise LabError(
+            f"checkpoint {path} was trained in {saved_prec}, this run would continue in "
+            f"{precision}; rerun with --precision {saved_prec} to resume, or --force to start "
+            "over"
+        )
+    if diff:
+        raise LabError(
+            f"checkpoint {path} was written by a different configuration ({', '.join(diff)} "
+            "differ); delete its folder or rerun with --force to start over"
+        )
+    saved_data = state.get("data")  # checkpoints older than the field: not checked
+    if saved_data is not None and saved_data != data:
+        raise LabError(
+            f"checkpoint {path} was trained on other data ({saved_data}), this run has "
+            f"{data}; point --data-dir at that copy to resume, or --force to start over"
+        )
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
 
 
 class RunLock:
