@@ -35,12 +35,12 @@ from engine.grid import (
     expand,
     make_config,
     parse_overrides,
-    read_result,
     result_path,
     run_experiment,
     will_train,
 )
 from engine.parallel import run_images, run_parallel
+from engine.results import read_result
 from engine.runtime import COMPILE_MODES, PRECISIONS, choose_precision, pick_device
 from train_utils import train
 

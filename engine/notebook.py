@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from engine import grid, stats
+from engine import grid, results, stats
 from engine.errors import LabError
 from engine.plotting import plot_overlay
 from engine.runtime import precision_of
@@ -54,7 +54,7 @@ class Lab:
 
     def run(self, names, echo: Callable[[str], None] = print) -> dict[str, list[dict]]:
         """Replay the saved seeds of each experiment; train the missing ones when allowed."""
-        saved = grid.load_results(self.profile, self.results_dir)
+        saved = results.load_results(self.profile, self.results_dir)
         # One header per call, so that a headless run's log (papermill --log-output) says which
         # section of the lab is running.
         groups = ", ".join(dict.fromkeys(grid.GROUP_OF.get(n, n) for n in names))
@@ -338,7 +338,7 @@ def describe_setup(lab: Lab) -> list[str]:
     dev, data = pick_device(lab.device), lab.data
     where = f"{dev} ({hardware_name(dev)})"
     prec = choose_precision(dev, lab.precision)
-    saved = grid.load_results(lab.profile, lab.results_dir)
+    saved = results.load_results(lab.profile, lab.results_dir)
     lines = [
         f"device:  {where}",
         f"precision: {prec.name}{' + channels_last' if prec.channels_last else ''} ({prec.reason})",
@@ -410,7 +410,7 @@ def lr_range(lab: Lab, base_cfg) -> dict | None:
     from engine.checkpoint import save_json
 
     path = Path(lab.results_dir) / lab.profile / "lr_range.json"
-    result, problem = grid.read_json(path, ("suggestion", "env", "lrs"))
+    result, problem = results.read_json(path, ("suggestion", "env", "lrs"))
     if path.exists() and result is None:
         print(f"warning: skipping {path}: {problem}; delete it to run the test again")
     if result is not None and not lab.force:

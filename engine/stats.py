@@ -353,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from engine.checkpoint import atomic_write
-    from engine.grid import PROFILES, load_results
+    from engine.grid import PROFILES
+    from engine.results import load_results
 
     if args.profile not in PROFILES:
         raise LabError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")

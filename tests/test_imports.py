@@ -16,6 +16,7 @@ BELOW = [
     "runtime",
     "distributed",
     "checkpoint",
+    "results",
     "epoch",
     "progress",
     "plotting",

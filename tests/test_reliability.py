@@ -17,9 +17,10 @@ import make_submission
 import train_utils
 from engine import grid, notebook, stats
 from engine.checkpoint import RunLock, atomic_write, latest_checkpoint, load_checkpoint
-from engine.grid import load_results, make_config, parse_overrides
+from engine.grid import make_config, parse_overrides
 from engine.notebook import Lab
 from engine.plotting import plot_overlay
+from engine.results import load_results
 from experiments import cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -346,7 +346,8 @@ def _one_thread(one_thread_per_module):
 @pytest.fixture(scope="module")
 def smoke_results(cifar, tmp_path_factory):
     """baseline x 3 seeds and bs_512 x 2 seeds on the smoke profile, loaded back from disk."""
-    from engine.grid import RunOptions, load_results, run_experiment
+    from engine.grid import RunOptions, run_experiment
+    from engine.results import load_results
 
     out = tmp_path_factory.mktemp("results")
     options = RunOptions(
