@@ -24,16 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import time
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from engine.augment import check_preset
 from engine.checkpoint import (
     atomic_write,
     latest_checkpoint,
@@ -43,7 +40,6 @@ from engine.checkpoint import (
     save_run_state,
 )
 from engine.data import (
-    NORM_MODES,
     Cifar10,
     get_mean_std,
     load_cifar10,
@@ -68,6 +64,7 @@ from engine.runtime import (  # noqa: F401  (pick_device, optimizer_step re-expo
     train_step,
 )
 from engine.schedules import Schedule, lr_at, scaled_peak
+from engine.settings import check_settings
 from resnet18 import resnet18
 
 __all__ = [
@@ -141,76 +138,8 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Every setting's type and range, checked before any data is loaded or trained on; a
-        LabError naming the first bad one."""
-        if not isinstance(self.name, str) or not _PLAIN_NAME.fullmatch(self.name):
-            raise LabError(
-                f"run name {self.name!r} must be a plain file name (letters, digits and "
-                "._+=,- ; no / and not starting with a dot)"
-            )
-        for name, kind in typing.get_type_hints(RunConfig).items():
-            value = getattr(self, name)
-            kinds = typing.get_args(kind) or (kind,)
-            ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-            if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-                ok = math.isfinite(value)
-            if isinstance(value, float):
-                ok = ok and math.isfinite(value)
-            if not ok:
-                raise LabError(f"{name} must be of type {_type_name(kind)}, got {value!r}")
-        for name in (
-            "epochs",
-            "batch_size",
-            "lr",
-            "width",
-            "val_size",
-            "step_epochs",
-            "cycle_epochs",
-            "gamma",
-        ):
-            if getattr(self, name) <= 0:
-                raise LabError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("train_subset", "test_subset", "max_lr", "lr_batch"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise LabError(
-                    f"{name} must be positive (or None for all), got {getattr(self, name)}"
-                )
-        for name in (
-            "weight_decay",
-            "min_lr",
-            "warmup_epochs",
-            "split_seed",
-            "seed",
-            "min_rise_steps",
-            "tta_shift",
-        ):
-            if getattr(self, name) < 0:
-                raise LabError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name, top in _UPPER_BOUNDS.items():  # beyond these a run overflows or cannot fit
-            value = getattr(self, name)
-            if value is not None and value > top:
-                raise LabError(f"{name} must be at most {top:g}, got {value:g}")
-        if self.val_size >= TRAIN_IMAGES:  # before any data is loaded
-            raise LabError(
-                f"val_size {self.val_size} does not fit in the {TRAIN_IMAGES} training "
-                "images with any left to train on; choose a smaller val_size"
-            )
-        if self.train_subset is not None and self.train_subset > TRAIN_IMAGES - self.val_size:
-            raise LabError(
-                f"train_subset must be at most {TRAIN_IMAGES - self.val_size} (the training "
-                f"images less val_size), got {self.train_subset}"
-            )
-        for name in ("momentum", "label_smoothing"):
-            if not 0 <= getattr(self, name) < 1:
-                raise LabError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not 0 < self.pct_start < 1:
-            raise LabError(f"pct_start must be in (0, 1), got {self.pct_start}")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise LabError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
-        if self.norm not in NORM_MODES:
-            raise LabError(
-                f"unknown normalization {self.norm!r}; choose one of {', '.join(NORM_MODES)}"
-            )
-        check_preset(self.augment)
+        LabError naming the first bad one (engine/settings.py)."""
+        check_settings(self)
         self.make_schedule(1)  # raises on a bad schedule name or missing max_lr
         return self
 
@@ -241,42 +170,6 @@ class RunConfig:
             )
         except ValueError as e:
             raise LabError(str(e)) from None
-
-
-TRAIN_IMAGES = 50_000  # CIFAR-10's training images; validation is split from them
-
-# The largest value each setting may take (issue #27: lr=1e308 or width=100000 passed the checks
-# and crashed after the data loaded): generous for any real run, far below an overflow.
-_UPPER_BOUNDS = {
-    "width": 1024,
-    "test_subset": 10_000,
-    "epochs": 10_000,
-    "batch_size": TRAIN_IMAGES,
-    "lr": 1000,  # issue #17 reproduced divergence with lr 1000
-    "max_lr": 1000,
-    "min_lr": 1000,
-    "weight_decay": 1,
-    "step_epochs": 10_000,
-    "gamma": 1,
-    "cycle_epochs": 10_000,
-    "warmup_epochs": 10_000,
-    "lr_batch": TRAIN_IMAGES,
-    "min_rise_steps": 10_000_000,
-    "min_steps_per_epoch": 10_000_000,
-    "tta_shift": 16,
-    "split_seed": 2**32 - 1,
-    "seed": 2**32 - 1,
-}
-
-# A run's name becomes a file name (results/<profile>/<name>__seed<k>.json, its checkpoint
-# folder): no path separators, no leading dot, so it can never point outside those folders.
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=,-]{0,199}")
-
-
-def _type_name(kind) -> str:
-    return " or ".join(
-        "None" if k is type(None) else k.__name__ for k in (typing.get_args(kind) or (kind,))
-    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ Below train_utils (imported by it):
     augment     augmentation presets, applied to whole batches
     loader      batches cut and augmented on the device
     schedules   learning-rate strategies as pure functions of the step
+    settings    a run's settings checked against their types and bounds
     runtime     device, seeding, autocast, torch.compile, the machine record
     distributed torchrun's ranks: one run over several GPUs (DDP), or the grid's runs dealt out
     checkpoint  atomic writes, per-epoch checkpoints, resume

@@ -27,7 +27,8 @@ from engine.errors import LabError
 from engine.results import read_result
 from engine.runtime import command_line
 from engine.schedules import fitted_batch
-from train_utils import TRAIN_IMAGES, RunConfig, train
+from engine.settings import TRAIN_IMAGES
+from train_utils import RunConfig, train
 
 # The handout's run: inputs in [0, 1], no augmentation, SGD lr 0.05 halved every 10 epochs,
 # 20 epochs, batch 128 (momentum 0.9 and weight decay 5e-4 as in the handout's optimizer).
@@ -42,7 +43,6 @@ MIN_RISE_STEPS = 40
 # The anchor's batch of 500 makes this many steps an epoch of 45,000 images; on a subset the
 # final recipe keeps about as many, with a smaller batch (schedules.fitted_batch).
 ANCHOR_STEPS_PER_EPOCH = 45_000 // 500  # 90
-# CIFAR-10's training set, before the validation split: train_utils.TRAIN_IMAGES (imported)
 
 # Each experiment is the baseline plus the change written here. Order = priority.
 GROUPS: dict[str, dict[str, dict]] = {

@@ -30,11 +30,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from scipy.stats import t as student_t
 
 from engine.errors import LabError, run_cli
+from engine.settings import TRAIN_IMAGES
 from engine.tables import format_table  # main()'s, and still stats.format_table to callers
 
 VERDICTS = ("better", "worse", "within noise", "n too small", "no spread measured")
-# CIFAR-10 has 50,000 training images; the validation split comes out of them (RunConfig).
-CIFAR10_TRAIN_IMAGES = 50_000
 
 
 # ---------------------------------------------------------------- numbers
@@ -185,7 +184,7 @@ def val_stability(result: Mapping, last_k: int = 5) -> float | None:
 
 def train_size(config: Mapping) -> int:
     """Training images of a run: CIFAR-10's 50,000 less the validation split, or the subset."""
-    n = CIFAR10_TRAIN_IMAGES - config["val_size"]
+    n = TRAIN_IMAGES - config["val_size"]
     subset = config.get("train_subset")
     return min(n, subset) if subset is not None else n
 

@@ -13,6 +13,7 @@ BELOW = [
     "augment",
     "loader",
     "schedules",
+    "settings",
     "runtime",
     "distributed",
     "checkpoint",

@@ -1,0 +1,117 @@
+"""A run's settings checked against their types and bounds, before any data is loaded: each bad
+value is one LabError naming it and what it may be (train_utils.RunConfig.validate calls this)."""
+
+from __future__ import annotations
+
+import math
+import re
+import typing
+
+from engine.augment import check_preset
+from engine.data import NORM_MODES
+from engine.errors import LabError
+
+TRAIN_IMAGES = 50_000  # CIFAR-10's training images; validation is split from them
+
+# The largest value each setting may take (issue #27: lr=1e308 or width=100000 passed the checks
+# and crashed after the data loaded): generous for any real run, far below an overflow.
+_UPPER_BOUNDS = {
+    "width": 1024,
+    "test_subset": 10_000,
+    "epochs": 10_000,
+    "batch_size": TRAIN_IMAGES,
+    "lr": 1000,  # issue #17 reproduced divergence with lr 1000
+    "max_lr": 1000,
+    "min_lr": 1000,
+    "weight_decay": 1,
+    "step_epochs": 10_000,
+    "gamma": 1,
+    "cycle_epochs": 10_000,
+    "warmup_epochs": 10_000,
+    "lr_batch": TRAIN_IMAGES,
+    "min_rise_steps": 10_000_000,
+    "min_steps_per_epoch": 10_000_000,
+    "tta_shift": 16,
+    "split_seed": 2**32 - 1,
+    "seed": 2**32 - 1,
+}
+
+# A run's name becomes a file name (results/<profile>/<name>__seed<k>.json, its checkpoint
+# folder): no path separators, no leading dot, so it can never point outside those folders.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=,-]{0,199}")
+
+
+def _type_name(kind) -> str:
+    return " or ".join(
+        "None" if k is type(None) else k.__name__ for k in (typing.get_args(kind) or (kind,))
+    )
+
+
+def check_settings(cfg) -> None:
+    """Raise a LabError for the first setting of the RunConfig `cfg` of the wrong type or out
+    of its range."""
+    if not isinstance(cfg.name, str) or not _PLAIN_NAME.fullmatch(cfg.name):
+        raise LabError(
+            f"run name {cfg.name!r} must be a plain file name (letters, digits and "
+            "._+=,- ; no / and not starting with a dot)"
+        )
+    for name, kind in typing.get_type_hints(type(cfg)).items():
+        value = getattr(cfg, name)
+        kinds = typing.get_args(kind) or (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            ok = math.isfinite(value)
+        if isinstance(value, float):
+            ok = ok and math.isfinite(value)
+        if not ok:
+            raise LabError(f"{name} must be of type {_type_name(kind)}, got {value!r}")
+    for name in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "width",
+        "val_size",
+        "step_epochs",
+        "cycle_epochs",
+        "gamma",
+    ):
+        if getattr(cfg, name) <= 0:
+            raise LabError(f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("train_subset", "test_subset", "max_lr", "lr_batch"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
+            raise LabError(f"{name} must be positive (or None for all), got {getattr(cfg, name)}")
+    for name in (
+        "weight_decay",
+        "min_lr",
+        "warmup_epochs",
+        "split_seed",
+        "seed",
+        "min_rise_steps",
+        "tta_shift",
+    ):
+        if getattr(cfg, name) < 0:
+            raise LabError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name, top in _UPPER_BOUNDS.items():  # beyond these a run overflows or cannot fit
+        value = getattr(cfg, name)
+        if value is not None and value > top:
+            raise LabError(f"{name} must be at most {top:g}, got {value:g}")
+    if cfg.val_size >= TRAIN_IMAGES:  # before any data is loaded
+        raise LabError(
+            f"val_size {cfg.val_size} does not fit in the {TRAIN_IMAGES} training "
+            "images with any left to train on; choose a smaller val_size"
+        )
+    if cfg.train_subset is not None and cfg.train_subset > TRAIN_IMAGES - cfg.val_size:
+        raise LabError(
+            f"train_subset must be at most {TRAIN_IMAGES - cfg.val_size} (the training "
+            f"images less val_size), got {cfg.train_subset}"
+        )
+    for name in ("momentum", "label_smoothing"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise LabError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if not 0 < cfg.pct_start < 1:
+        raise LabError(f"pct_start must be in (0, 1), got {cfg.pct_start}")
+    if cfg.optimizer not in ("sgd", "adamw"):
+        raise LabError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+    if cfg.norm not in NORM_MODES:
+        raise LabError(f"unknown normalization {cfg.norm!r}; choose one of {', '.join(NORM_MODES)}")
+    check_preset(cfg.augment)
