@@ -53,11 +53,11 @@ from pathlib import Path
 
 import torch
 
-from engine import augment, data, lr_finder, notebook, plotting, schedules, stats
-from engine.notebook import Lab, brief, describe_setup, n_params, provenance, stem_table
+from engine import augment, data, lr_finder, notebook, plotting, runtime, schedules, stats
+from engine.notebook import Lab, brief, describe_setup, n_params, provenance, show_code, stem_table
 from engine.notebook import lr_range as run_lr_range
 from engine.runtime import check_compile_mode, pick_device
-from resnet18 import resnet18
+from resnet18 import BasicBlock, ResNet18, resnet18
 from tools.cost import projected_cost
 from train_utils import RunConfig
 
@@ -143,6 +143,14 @@ print("\nThe first block of layer2, with its projection shortcut (`downsample`):
 print(cifar.layer2[0])
 
 # %% [markdown]
+# The two pieces of the skeleton I completed, as `resnet18.py` has them: the block's forward
+# pass reads one operation a line, from `identity = x` to `out += identity`, and `make_layer`
+# hands the first block of a stage its stride and, when the shape changes, the projection.
+
+# %%
+show_code(BasicBlock, ResNet18.make_layer)
+
+# %% [markdown]
 # ## 3. Baseline
 #
 # The handout's run: inputs scaled to [0, 1] and not normalized, no augmentation, SGD with
@@ -154,6 +162,16 @@ print(cifar.layer2[0])
 # %%
 for key, value in dataclasses.asdict(BASE).items():
     print(f"  {key:<20} {value}")
+
+# %% [markdown]
+# **How a step is implemented.** For every batch `train()` (`train_utils.py`) sets the
+# learning rate the schedule gives for that step, then takes one step: the forward pass
+# under the precision's autocast, the cross-entropy loss, the backward pass and the
+# optimizer's update. After each epoch it scores the validation split with the network in
+# evaluation mode (BatchNorm's running statistics, no gradients) and writes a checkpoint.
+
+# %%
+show_code(runtime.train_step, runtime.optimizer_step)
 
 # %%
 baseline = lab.run(["baseline"])
@@ -263,8 +281,6 @@ notebook.show_markdown(text)
 # (`engine/data.py`); the loader then applies `(x - mean) / std` to every batch.
 
 # %%
-from engine.notebook import show_code
-
 show_code(data.normalization_stats, data.get_mean_std)
 
 # %% [markdown]
