@@ -29,13 +29,13 @@ from engine.errors import LabError, run_cli
 from engine.grid import (
     GROUPS,
     PROFILES,
+    RunFiles,
     RunOptions,
     default_profile,
     default_seeds,
     expand,
     make_config,
     parse_overrides,
-    result_path,
     run_experiment,
     will_train,
 )
@@ -304,13 +304,12 @@ def _run_parallel(args, names, profile, options: RunOptions, deadline) -> int:
     queue, saved = [], {}
     for seed in range(args.seeds):
         for name in names:
-            cfg = make_config(name, profile, seed, options.overrides)
-            path = result_path(Path(args.out), profile, cfg.name, seed)
-            r = None if args.force else read_result(path)[0]
+            run = RunFiles.of(name, profile, seed, options)
+            r = None if args.force else read_result(run.path)[0]
             if r is not None:
                 saved[name, seed] = r
             else:
-                queue.append({"name": name, "seed": seed, "images": run_images(cfg)})
+                queue.append({"name": name, "seed": seed, "images": run_images(run.cfg)})
     left = f", {deadline - time.time():.0f}s to the deadline" if deadline else ""
     print(
         f"{len(queue)} run(s) to train in {min(args.parallel, len(queue))} worker(s) on "
@@ -325,16 +324,13 @@ def _run_parallel(args, names, profile, options: RunOptions, deadline) -> int:
     failed = False
     for seed in range(args.seeds):
         for name in names:
-            cfg = make_config(name, profile, seed, options.overrides)
-            r = (
-                saved.get((name, seed))
-                or read_result(result_path(Path(args.out), profile, cfg.name, seed))[0]
-            )
+            run = RunFiles.of(name, profile, seed, options)
+            r = saved.get((name, seed)) or read_result(run.path)[0]
             what = outcome.get((name, seed), "replayed")
             failed |= what == "failed"
             acc = f"test acc {r['test_acc']:.4f}" if r and r.get("test_acc") is not None else ""
             status = r["status"] if r and what != "failed" else what
-            print(f"  {cfg.name:<18} seed {seed}  {status:<11} {acc}".rstrip())
+            print(f"  {run.cfg.name:<18} seed {seed}  {status:<11} {acc}".rstrip())
     for what, why in (
         ("cut short", "no results file, checkpoints kept: rerun with --resume to continue"),
         ("not started", "too little time left before the deadline: rerun to run them"),

@@ -503,7 +503,7 @@ print("final = baseline +", grid.EXPERIMENTS["final"])
 for setting, why in grid.FINAL_WHY.items():
     print(f"  {setting:<28} {why}")
 cfg = grid.make_config("final", PROFILE)
-steps = math.ceil((cfg.train_subset or 50_000 - cfg.val_size) / cfg.batch_size)
+steps = math.ceil(stats.train_size(dataclasses.asdict(cfg)) / cfg.batch_size)
 print(
     f"in profile {PROFILE}: batch {cfg.batch_size}, {cfg.epochs} epochs of {steps} steps, peak lr "
     f"{cfg.make_schedule(steps).max_lr:.3g} (the recipe's {cfg.max_lr} from a rise of "

@@ -27,7 +27,7 @@ from engine.errors import LabError
 from engine.results import read_result
 from engine.runtime import command_line
 from engine.schedules import fitted_batch
-from engine.settings import TRAIN_IMAGES
+from engine.settings import train_size
 from train_utils import RunConfig, train
 
 # The handout's run: inputs in [0, 1], no augmentation, SGD lr 0.05 halved every 10 epochs,
@@ -198,7 +198,7 @@ def make_config(
     # The user's overrides come last: what you set is what runs, whatever the profile.
     cfg = dataclasses.replace(cfg, **{**p, **(overrides or {})})
     if cfg.min_steps_per_epoch and "batch_size" not in (overrides or {}):
-        images = cfg.train_subset or TRAIN_IMAGES - cfg.val_size
+        images = train_size(dataclasses.asdict(cfg))
         cfg.batch_size = fitted_batch(cfg.batch_size, images, cfg.min_steps_per_epoch)
     return cfg.validate()
 

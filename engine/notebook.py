@@ -17,6 +17,7 @@ from engine import grid, results, stats
 from engine.errors import LabError
 from engine.plotting import plot_overlay
 from engine.runtime import precision_of
+from engine.settings import train_size
 
 # What each verdict of stats.summarize means, in the words the notebook prints.
 VERDICTS = {
@@ -147,7 +148,7 @@ def preview_banner(lab: Lab) -> str:
     base, final = (grid.make_config(n, lab.profile) for n in ("baseline", "final"))
     full_base, full_final = (grid.make_config(n, "full") for n in ("baseline", "final"))
     shrink = (
-        f"{base.train_subset or 50_000 - base.val_size:,} training images, "
+        f"{train_size(dataclasses.asdict(base)):,} training images, "
         f"{base.val_size:,} for validation, {base.test_subset or 10_000:,} test images, "
         f"ResNet18 width {base.width} ({full_base.width} in the lab), {base.epochs} epochs "
         f"for the baseline ({full_base.epochs} in the lab) and {final.epochs} for the final "

@@ -63,7 +63,7 @@ def next_run(state: Path, queue: list[dict], deadline: float | None, now: float)
 
 def run_images(cfg) -> int:
     """A run's training images over all its epochs: what its time is estimated from."""
-    from engine.stats import train_size
+    from engine.settings import train_size
 
     return cfg.epochs * train_size({"val_size": cfg.val_size, "train_subset": cfg.train_subset})
 

@@ -6,12 +6,21 @@ from __future__ import annotations
 import math
 import re
 import typing
+from collections.abc import Mapping
 
 from engine.augment import check_preset
 from engine.data import NORM_MODES
 from engine.errors import LabError
 
 TRAIN_IMAGES = 50_000  # CIFAR-10's training images; validation is split from them
+
+
+def train_size(config: Mapping) -> int:
+    """Training images of a run: CIFAR-10's 50,000 less the validation split, or the subset."""
+    n = TRAIN_IMAGES - config["val_size"]
+    subset = config.get("train_subset")
+    return min(n, subset) if subset is not None else n
+
 
 # The largest value each setting may take (issue #27: lr=1e308 or width=100000 passed the checks
 # and crashed after the data loaded): generous for any real run, far below an overflow.

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from scipy.stats import t as student_t
 
 from engine.errors import LabError, run_cli
-from engine.settings import TRAIN_IMAGES
+from engine.settings import train_size  # also stats.train_size to the notebook
 from engine.tables import format_table  # main()'s, and still stats.format_table to callers
 
 VERDICTS = ("better", "worse", "within noise", "n too small", "no spread measured")
@@ -180,13 +180,6 @@ def val_stability(result: Mapping, last_k: int = 5) -> float | None:
     the curve still jumps from one epoch to the next (None with fewer than 2 epochs)."""
     tail = _curve(result, "val_acc")[-last_k:]
     return mean_std(tail)[1] if len(tail) >= 2 else None
-
-
-def train_size(config: Mapping) -> int:
-    """Training images of a run: CIFAR-10's 50,000 less the validation split, or the subset."""
-    n = TRAIN_IMAGES - config["val_size"]
-    subset = config.get("train_subset")
-    return min(n, subset) if subset is not None else n
 
 
 def _stat(values: Iterable[float | None]) -> dict:

@@ -152,9 +152,10 @@ def bench(args: argparse.Namespace) -> dict:
     loops = {k: rate[k] for k in ("loop_fast", "loop_fast_compiled") if k in rate}
     settings = {**cfg, "workers": args.workers, "pil_aug_batches": PIL_AUG_BATCHES}
     settings.update(main.record(), channels_last=main.channels_last)
+    env = environment(device)
     return {
         "device": device_record(device),
-        "versions": {k: environment(device).get(k) for k in ("torch", "torchvision", "python")},
+        "versions": {k: env.get(k) for k in ("torch", "torchvision", "python")},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         # without machine paths, as every result records it (runtime.command_line)
         "command": command_line(["python -m tools.bench", *sys.argv[1:]]),

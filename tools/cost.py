@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from engine.errors import LabError, run_cli
 from engine.grid import expand, make_config
-from engine.stats import train_size
+from engine.settings import train_size
 from resnet18 import resnet18
 
 GRID_TARGET_MINUTES = 8  # issue #5: the full grid in under 8 minutes on one H200
