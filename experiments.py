@@ -9,7 +9,8 @@ device, library versions, wall time). A finished run is replayed, not rerun, unl
 
 Profiles scale the same grid to the hardware:
 - full:  the real thing (50,000 images less 5,000 for validation, ResNet18 width 64) for a GPU;
-- quick: a preview of the whole grid on two CPU cores (subsets, a width-16 net, fewer epochs);
+- quick: a preview of the whole grid on two CPU cores, in minutes (2,000 images, a width-8
+  net, 3 epochs);
 - smoke: seconds, for tests.
 """
 

@@ -184,7 +184,8 @@ HANDOUT_BASELINE = 0.866  # the test accuracy the handout reports for this run
 print(f"the handout's baseline: Test acc: {HANDOUT_BASELINE:.4f}")
 
 # %% [markdown]
-# **Discussion.** The log shows the two phases of the step schedule. While the learning rate is
+# **Discussion of the committed `full` results** (`results/full/`, one GPU, the JPEG copy).
+# The log shows the two phases of the step schedule. While the learning rate is
 # 0.05 (epochs 1 to 10) the training loss falls steadily, but the validation loss is lowest
 # around epoch 5 and then drifts up with large jumps from one epoch to the next, while the
 # validation accuracy hovers between 0.7430 and 0.7694: the network is already fitting its
@@ -264,7 +265,8 @@ norm_rows, text = lab.compare(norm)
 notebook.show_markdown(text)
 
 # %% [markdown]
-# **Discussion.** The three normalizations end within a few tenths of a point of each other
+# **Discussion of the committed `full` results** (`results/full/`, one GPU, the JPEG copy).
+# The three normalizations end within a few tenths of a point of each other
 # and of the baseline (test accuracy 82.31%, 82.50% and 82.45% against the baseline's
 # 82.47 ± 0.16% over two seeds), one seed each, so the table rightly gives no verdict. This is
 # what the principle predicts for this network: the first convolution is followed by
@@ -332,7 +334,8 @@ aug_rows, text = lab.compare(aug)
 notebook.show_markdown(text)
 
 # %% [markdown]
-# **Discussion.** This group surprised me. Augmentation is supposed to reduce overfitting,
+# **Discussion of the committed `full` results** (`results/full/`, one GPU, the JPEG copy).
+# This group surprised me. Augmentation is supposed to reduce overfitting,
 # yet with one seed each only colour jitter (0.8372) ends above the baseline (82.47% over two
 # seeds), while crop and flip alone ends at 0.8060. Two things in the set-up explain why this
 # does not contradict the principle. First, the baseline's schedule never goes below half its
@@ -409,7 +412,8 @@ lr_rows, text = lab.compare(lr)
 notebook.show_markdown(text)
 
 # %% [markdown]
-# **Discussion.** None of the six learning-rate runs has been trained on the full profile yet
+# **Discussion of the committed `full` results** (`results/full/`, one GPU, the JPEG copy).
+# None of the six learning-rate runs has been trained on the full profile yet
 # (the list above says "not run"), so this section has no result to discuss: the schedule
 # figure and the LR range test are all it shows. The range test already says something useful:
 # its suggested peak lies below the baseline's 0.05, which is consistent with the baseline's
@@ -460,7 +464,8 @@ batch_rows, text = lab.compare(batch)
 notebook.show_markdown(text)
 
 # %% [markdown]
-# **Discussion.** As for the learning rate, none of the batch-size runs has been trained on
+# **Discussion of the committed `full` results** (`results/full/`, one GPU, the JPEG copy).
+# As for the learning rate, none of the batch-size runs has been trained on
 # the full profile yet, so there is nothing measured to discuss here.
 
 # %% [markdown]
@@ -515,7 +520,8 @@ final = lab.run(["final"])
 lab.show(final, "final")
 
 # %% [markdown]
-# **Discussion.** The final run saved for this profile is not yet the recipe described above:
+# **Discussion of the committed `full` results** (`results/full/`, one GPU, the JPEG copy).
+# The final run saved for this profile is not yet the recipe described above:
 # the warning printed with its log says so, and its configuration (batch 512, a one-cycle
 # schedule, 50 epochs, a 16x16 cutout with label smoothing) is an earlier recipe of mine. It
 # reached a test accuracy of 0.9144 on the JPEG copy, above the lab's 90% target and about 9
@@ -581,7 +587,9 @@ if finished:
             " the target applies to `full`."
         )
     notebook.show_markdown(text)
-print(f"figures saved in {PLOTS}: {', '.join(sorted(p.name for p in PLOTS.glob('*.png')))}")
+saved = sorted(Path(RESULTS_DIR, PROFILE).glob("*.json"))
+print(f"results of profile {PROFILE}: {len(saved)} files in {Path(RESULTS_DIR, PROFILE)}/")
+print(f"figures saved in {PLOTS}/: {', '.join(sorted(p.name for p in PLOTS.glob('*.png')))}")
 
 # %% [markdown]
 # ## 6. Difficulties met, and how I solved them

@@ -59,6 +59,7 @@ from engine.runtime import (  # noqa: F401  (pick_device, optimizer_step re-expo
     environment,
     optimizer_step,
     pick_device,
+    probe_compile,
     seed_everything,
     set_lr,
     train_step,
@@ -382,6 +383,11 @@ class _Run:
                     f"missing from {data.source}?); the figures are not CIFAR-10's: fix the copy"
                 )
         self.model = world.prepare(make_model(cfg, device, prec))  # SyncBatchNorm on request
+        if compile_mode and device.type == "cpu":  # a crash there is one line, not a dead kernel
+            image = tuple(data.train_images.shape[1:])
+            sizes = self.train_dl.batch_sizes()
+            shapes = [(n, *image) for n in sizes[:1] + sizes]
+            probe_compile(self.model, shapes, compile_mode, prec)
         self.step_model = compile_for_training(world.wrap(self.model), compile_mode)
         self.opt = make_optimizer(cfg, self.model)
         self.scaler = prec.scaler()

@@ -299,6 +299,9 @@ def torchvision_transform(preset: str, mean, std, pil: bool = False):
     With `pil=True` the geometric and colour steps run on a PIL Image, as in most lab handouts
     that use `torchvision.datasets.CIFAR10(transform=...)`.
     """
+    from engine.runtime import torchvision
+
+    torchvision()  # one line where torch and torchvision mismatch
     from torchvision.transforms import v2
 
     check_preset(preset)

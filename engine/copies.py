@@ -327,7 +327,9 @@ def _sha256_cached(path: Path, cache: Path) -> str:
 def read_torchvision(root: Path, download: bool) -> dict:
     """The official batches in root/cifar-10-batches-py (downloaded there if allowed), as the
     arrays an image copy decodes to (not cached: the pickles already hold decoded pixels)."""
-    from torchvision.datasets import CIFAR10
+    from engine.runtime import torchvision
+
+    CIFAR10 = torchvision().datasets.CIFAR10  # one line where torch and torchvision mismatch
 
     have = (root / "cifar-10-batches-py").is_dir()
     if not have and not download:

@@ -5,7 +5,8 @@ device, library versions, wall time). A finished run is replayed, not rerun, unl
 
 Profiles scale the same grid to the hardware:
 - full:  the real thing (50,000 images less 5,000 for validation, ResNet18 width 64) for a GPU;
-- quick: a preview of the whole grid on two CPU cores (subsets, a width-16 net, fewer epochs);
+- quick: a preview of the whole grid on two CPU cores, in minutes (2,000 images, a width-8
+  net, 3 epochs);
 - smoke: seconds, for tests.
 
 The command line over it is experiments.py at the repository root.
@@ -140,7 +141,7 @@ GROUP_OF = {name: group for group, runs in GROUPS.items() for name in runs}
 # length, so a schedule keeps its shape.
 PROFILES: dict[str, dict] = {
     "full": dict(epochs_scale=1.0),
-    "quick": dict(epochs_scale=0.15, width=16, val_size=1000, train_subset=5000, test_subset=2000),
+    "quick": dict(epochs_scale=0.15, width=8, val_size=500, train_subset=2000, test_subset=1000),
     "smoke": dict(epochs_scale=0.1, width=4, val_size=200, train_subset=400, test_subset=400),
 }
 

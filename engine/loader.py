@@ -102,6 +102,11 @@ class DeviceLoader:
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
 
+    def batch_sizes(self) -> list[int]:
+        """This rank's batch sizes in an epoch, each once, in order (full, then a last one)."""
+        parts = (self._part(i * self.batch_size) for i in range(len(self)))
+        return list(dict.fromkeys(p.stop - p.start for p in parts))
+
     @property
     def num_images(self) -> int:
         return len(self.labels)

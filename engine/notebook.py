@@ -112,6 +112,7 @@ class Lab:
             {n: [r["history"] for r in rs] for n, rs in lines.items() if rs},
             title=f"{title} ({self.profile})",
             path=Path(self.plots_dir) / file,
+            diverged={n for n, rs in lines.items() if any(r["status"] == "diverged" for r in rs)},
         )
 
     def compare(self, runs: dict) -> tuple[list[dict], str]:
@@ -160,7 +161,8 @@ def preview_banner(lab: Lab) -> str:
         f"> Data: {getattr(lab.data, 'source', '?')}.  \n"
         f"> Hardware: {hardware_name(device)}, precision {prec.name} ({prec.reason}).  \n"
         "> Every figure and table below is a preview of the method; only the `full` profile "
-        "answers the lab's questions."
+        "answers the lab's questions. The written discussions describe the committed `full` "
+        "results (`results/full/`), not the numbers this preview prints."
     )
 
 

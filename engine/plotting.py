@@ -7,7 +7,7 @@ given a path. Nothing here trains or reads results files.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -84,26 +84,44 @@ def _mean_band(histories: Sequence[Mapping], key: str):
     return curves[0][0][:n], ys.mean(0), ys.std(0, ddof=1) if len(ys) > 1 else np.zeros(n)
 
 
-def plot_overlay(runs: Mapping[str, Sequence[Mapping] | Mapping], title: str = "", path=None):
+def plot_overlay(
+    runs: Mapping[str, Sequence[Mapping] | Mapping],
+    title: str = "",
+    path=None,
+    diverged: Collection[str] = (),
+):
     """Train/val loss and accuracy of several runs on a 2x2 grid.
 
     `runs` maps a label to one history or to a list of histories (seeds): several seeds are
-    drawn as their mean with a +-1 std band.
+    drawn as their mean with a +-1 std band. The runs named in `diverged` are drawn dashed and
+    do not set the loss axes: a run whose validation loss reached 1e4 would otherwise put every
+    panel on a log scale and flatten the others (#31); its curve leaves the top of the panel.
     """
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for (key, label), ax in zip(CURVES, axes.flat):
-        drawn = []
+        healthy = []  # the curves that set the loss axis
         for name, hs in runs.items():
             hs = [hs] if isinstance(hs, Mapping) else list(hs)
             x, mean, std = _mean_band(hs, key)
-            drawn += list(mean)
-            (line,) = ax.plot(x, mean, label=f"{name} (n={len(hs)})" if len(hs) > 1 else name)
+            off = name in diverged
+            healthy += [] if off else [v for v in mean if np.isfinite(v)]
+            shown = f"{name} (n={len(hs)})" if len(hs) > 1 else name
+            (line,) = ax.plot(
+                x,
+                mean,
+                linestyle="--" if off else "-",
+                label=f"{shown}, diverged" if off else shown,
+            )
             if len(hs) > 1:
                 ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set_title(label)
         ax.grid(alpha=0.3)
         if key.endswith("loss"):
-            _loss_axis(ax, drawn)
+            _loss_axis(ax, healthy)
+            if diverged and healthy:
+                low, high = min(healthy), max(healthy)
+                pad = 0.1 * (high - low) if ax.get_yscale() == "linear" else 0.0
+                ax.set_ylim(low - pad if pad else low / 1.2, high + pad if pad else high * 1.2)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     axes[0, 0].legend(fontsize=8)

@@ -39,17 +39,40 @@ def environment(device: torch.device) -> dict:
     }
     if os.environ.get("LAB3_RUN_NOTE"):  # e.g. how many runs shared the device
         env["note"] = os.environ["LAB3_RUN_NOTE"]
-    try:
-        import torchvision
-
-        env["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
+    try:  # recorded, never needed: a broken torchvision must not stop a run
+        env["torchvision"] = torchvision().__version__
+    except LabError:
+        env["torchvision"] = None
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     else:
         env["cpu"] = platform.processor() or platform.machine()
     return env
+
+
+def torchvision():
+    """torchvision, imported where it is needed (torchvision's own CIFAR-10 files, the v2
+    reference augmentations, the bench), or one line that says how to fix the install.
+
+    A torchvision built for another torch (pip mixing indexes: a CPU torch beside a CUDA
+    torchvision) fails on import with "operator torchvision::nms does not exist"; training never
+    needs torchvision, so only these callers see it."""
+    try:
+        import torchvision as tv
+
+        return tv
+    except Exception as e:  # noqa: BLE001  (ImportError, or RuntimeError from a mismatched build)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    version = torch.__version__.split("+")[0]
+    major, minor = (int(x) for x in version.split(".")[:2])
+    index = ""
+    if "+cpu" in torch.__version__:
+        index = " --index-url https://download.pytorch.org/whl/cpu"
+    raise LabError(
+        f"torchvision cannot be used with torch {torch.__version__} ({reason}); install a "
+        f"matching pair from one source: pip install --force-reinstall torch=={version} "
+        f"'torchvision=={major - 2}.{minor + 15}.*'{index}"
+    )
 
 
 def command_line(argv: list[str] | None = None) -> str:
@@ -109,6 +132,75 @@ def compile_for_training(model: torch.nn.Module, mode: str | None) -> torch.nn.M
     if check_compile_mode(mode) is None:
         return model
     return torch.compile(model, mode=mode)
+
+
+# The compiled training steps of a model in a child process (see probe_compile): forward,
+# backward and update on each input in turn, as the run's epochs meet them.
+_PROBE = """
+import sys, torch, torch.nn.functional as F
+path, mode, prec, channels_last = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+model, xs = torch.load(path, weights_only=False)
+fmt = torch.channels_last if channels_last else torch.contiguous_format
+model = model.to(memory_format=fmt)
+opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+step = torch.compile(model, mode=mode)
+for x in xs:
+    x = x.to(memory_format=fmt)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
+        logits = step(x)
+        loss = F.cross_entropy(logits, torch.arange(len(x)) % logits.shape[1])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+"""
+_PROBED: set = set()
+
+
+def probe_compile(model: torch.nn.Module, shapes: list[tuple], mode: str, precision) -> None:
+    """Compile `model`'s training step in a child process first, on a CPU: one step on an input
+    of each of `shapes` (a run's full batch twice, then its last, smaller one if any, which
+    makes torch.compile compile again with dynamic shapes).
+
+    torch.compile's CPU backend (inductor, generated C++) has crashed with a segmentation fault
+    in the lab's ResNet18 backward pass on an AVX2-only processor (torch 2.14.1, gcc 12): in the
+    run itself that kills the process, a notebook's kernel included, without a word. In a child
+    it becomes this one line. The probe compiles the same graph as the run (same model, batch
+    shape, precision and memory layout), so the run then reads it from inductor's cache and the
+    probe costs little more than the compile it precedes. Once per process and graph."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    key = (repr(model), tuple(shapes), mode, precision.name, precision.channels_last)
+    if key in _PROBED:
+        return
+    module = sys.modules[type(model).__module__]
+    where = os.path.dirname(os.path.abspath(module.__file__ or "."))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([where, os.environ.get("PYTHONPATH", "")])}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.pt")
+        torch.save((model, [torch.randn(shape) for shape in shapes]), path)
+        args = [path, mode, precision.name, "1" if precision.channels_last else "0"]
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, *args], env=env, capture_output=True, text=True
+        )
+    if done.returncode < 0:
+        sig = signal.Signals(-done.returncode).name
+        raise LabError(
+            f"torch.compile crashed ({sig}) compiling one training step in a child process on "
+            "this CPU: a fault of its compiler backend (inductor), not of the lab's code (a stale "
+            "compile cache can do it too: delete TORCHINDUCTOR_CACHE_DIR, by default "
+            "/tmp/torchinductor_<user>); run without --compile (or LAB3_COMPILE): eager mode "
+            "trains the same run"
+        )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise LabError(
+            f"torch.compile failed on one training step in a child process ({last}); run "
+            "without --compile (or LAB3_COMPILE), eager mode trains the same run"
+        )
+    _PROBED.add(key)
 
 
 def check_compile_mode(mode: str | None) -> str | None:
@@ -174,9 +266,11 @@ def choose_precision(
     """The one precision decision for every step (training, evaluation, LR range test, bench).
 
     - CUDA: bf16 autocast where the GPU supports it, else fp16 with a GradScaler; channels_last.
-    - CPU: bf16 autocast with channels_last where the processor runs bf16 natively (2x the
-      float32 rate on an AVX512-BF16 EPYC: `python -m tools.bench --device cpu`), float32
-      elsewhere: an emulated bf16 is slower than float32.
+    - CPU: bf16 autocast where the processor runs bf16 natively (2x the float32 rate on an
+      AVX512-BF16 EPYC: `python -m tools.bench --device cpu`), float32 elsewhere: an emulated
+      bf16 is slower than float32. channels_last in both: it stepped the lab's ResNet18 in
+      float32 1.2-1.3x faster on an AVX2-only EPYC and 1.4-1.5x on an AVX-512 Xeon (widths
+      16-64, batch 128), and bf16 1.05x (the bench's `*_channels_last_vs_not` ratios).
     - `requested` "bf16" or "fp32" forces one (`native_bf16` stands in for the CPU's answer in
       tests)."""
     requested = requested or "auto"
@@ -196,13 +290,13 @@ def choose_precision(
     if device.type != "cpu":
         raise LabError(f"device {device.type!r} is not supported; use cuda or cpu")
     if requested == "fp32":
-        return Precision("fp32", "cpu", False, "forced (--precision fp32)")
+        return Precision("fp32", "cpu", True, "forced (--precision fp32)")
     if requested == "bf16":
         return Precision("bf16", "cpu", True, "forced (--precision bf16)")
     native = cpu_native_bf16() if native_bf16 is None else native_bf16
     if native:
         return Precision("bf16", "cpu", True, "CPU has native bf16 (AVX512-BF16 or AMX)")
-    return Precision("fp32", "cpu", False, "CPU lacks native bf16 (it would be emulated)")
+    return Precision("fp32", "cpu", True, "CPU lacks native bf16 (it would be emulated)")
 
 
 def precision_of(result: dict) -> str:
@@ -258,3 +352,19 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
             group["lr"].fill_(lr)
         else:
             group["lr"] = lr
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.runtime`: the set-up's last check (README), before anything trains."""
+    device = pick_device()
+    tv = torchvision()  # a torchvision of another build: one line and exit code 2
+    prec = choose_precision(device)
+    print(f"torch {torch.__version__} and torchvision {tv.__version__}: a working pair")
+    print(f"device {hardware_name(device)}: trains in {prec.name} ({prec.reason})")
+    return 0
+
+
+if __name__ == "__main__":
+    from engine.errors import run_cli
+
+    raise SystemExit(run_cli(main))

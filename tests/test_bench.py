@@ -55,7 +55,8 @@ def test_bench_compares_precisions_and_the_cpus_peak(tmp_path, capsys, one_threa
     s = res["settings"]
     assert s["precision"] in ("bf16", "fp32") and s["precision_reason"]
     for kind in ("model", "loop"):
-        for key in (f"{kind}_bf16_vs_fp32", f"{kind}_channels_last_vs_not"):
+        keys = ("bf16_vs_fp32", "channels_last_vs_not", "fp32_channels_last_vs_not")
+        for key in (f"{kind}_{k}" for k in keys):
             assert res["ratios"][key]["value"] > 0, key
     # bf16 with and without channels_last and fp32: the main step is one of them.
     models = [f for k, f in res["figures"].items() if k.startswith("model")]
@@ -95,8 +96,21 @@ def test_bad_settings_fail_with_one_line(tmp_path, capsys):
 @pytest.mark.skipif(
     shutil.which("cc") is None, reason="torch.compile on the CPU needs a C compiler"
 )
-def test_bench_compile_reports_its_cost(tmp_path, capsys, one_thread_per_module):
-    res, printed = run_bench(tmp_path, capsys, "--compile", "default")
+def test_bench_compile_reports_its_cost(tmp_path):
+    # In a child process: where torch.compile's CPU backend crashes on this processor, the bench
+    # says so in one line (its probe) and this test skips with it; the process never dies.
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, "-m", "tools.bench", *TINY, "--compile", "default", "--out", str(out)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    if done.returncode < 0 or "torch.compile crashed" in done.stderr:
+        pytest.skip(f"torch.compile's CPU backend crashed on this processor: {done.stderr[-300:]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    res, printed = json.loads(out.read_text()), done.stdout
     assert res["compile"]["mode"] == "default" and res["compile"]["compile_seconds"] >= 0
     assert res["compile"]["break_even_images"] is None or res["compile"]["break_even_images"] > 0
     assert res["ratios"]["model_compiled_vs_eager"]["value"] > 0

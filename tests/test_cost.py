@@ -53,7 +53,7 @@ def test_workload_counts_epochs_times_training_images():
     assert grid["experiments"] == len(EXPERIMENTS)
     assert grid["train_images"] == 3 * workload()["train_images"]
     quick = workload(["baseline"], profile="quick")
-    assert quick["train_images"] == make_config("baseline", "quick").epochs * 5000
+    assert quick["train_images"] == make_config("baseline", "quick").epochs * 2000
 
 
 def test_cli_prints_the_arithmetic():
@@ -100,10 +100,13 @@ def test_run_cost_counts_steps_and_images_of_one_run():
 
 def test_projected_cost_counts_only_runs_without_results(tmp_path):
     lines = []
-    whole = workload(profile="smoke")["train_images"]
+    w = workload(profile="smoke")
+    whole = w["train_images"]
     res = projected_cost("smoke", 1, tmp_path, "cpu", rate=1000.0, echo=lines.append)
     assert res["runs"] == len(EXPERIMENTS) and res["images"] == whole
-    assert res["minutes"] == pytest.approx(whole / 1000 / 60)
+    # evaluation counted too: a forward pass is a third of a training step (#31)
+    assert w["eval_images"] == sum(make_config(n, "smoke").epochs * 200 + 400 for n in EXPERIMENTS)
+    assert res["minutes"] == pytest.approx((whole + w["eval_images"] / 3) / 1000 / 60)
     assert f"{len(EXPERIMENTS)} runs" in lines[0] and "one run at a time" in lines[0]
     (tmp_path / "smoke").mkdir()
     (tmp_path / "smoke" / "baseline__seed0.json").write_text("{}")

@@ -118,8 +118,11 @@ def ghost_batch_run(cfg, data, parts: int = 2):
     every rank before each forward pass, so the running statistics kept are part 0's."""
     seed_everything(cfg.seed)
     device = torch.device("cpu")
-    (train_dl, val_dl, test_dl), _ = build_loaders(cfg, data, device, channels_last=False)
+    (train_dl, val_dl, test_dl), _ = build_loaders(
+        cfg, data, device, channels_last=FP32.channels_last
+    )
     model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
+    model = model.to(memory_format=FP32.memory_format)  # the layout the DDP ranks train in
     opt = make_optimizer(cfg, model)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     sched = cfg.make_schedule(len(train_dl))

@@ -77,9 +77,11 @@ def test_fitted_batch_keeps_the_recipes_steps_per_epoch() -> None:
 
 
 def test_final_on_a_subset_trains_smaller_batches_at_a_scaled_lr() -> None:
-    quick = grid.make_config("final", "quick")  # 5,000 images: 500 -> 250 -> 125 -> 62
-    assert quick.batch_size == 62 and steps_per_epoch(quick) == 81
-    assert peak_of(quick) == pytest.approx(0.2 * 62 / 500)  # linear scaling, no cap needed
+    quick = grid.make_config("final", "quick")  # 2,000 images: 500 -> 250 -> 125 -> 62
+    assert quick.batch_size == 62 and steps_per_epoch(quick) == 33  # 31 is below the floor
+    # linear scaling, and a 26-step rise (20% of 4 x 33 steps) under the 40-step cap peaks lower
+    rise = round(0.2 * quick.epochs * 33)
+    assert peak_of(quick) == pytest.approx(0.2 * 62 / 500 * rise / grid.MIN_RISE_STEPS)
     # what the user sets is what runs
     assert grid.make_config("final", "quick", overrides={"batch_size": 512}).batch_size == 512
 

@@ -30,6 +30,10 @@ def test_readme_gives_set_up_main_job_and_tests() -> None:
     # without a GPU: the CPU build of torch first, before requirements.txt would pull CUDA's (#22)
     assert "download.pytorch.org/whl/cpu" in cpu
     assert cpu.index("whl/cpu") < cpu.index("-r requirements.txt")
+    # torch and torchvision in one command from one index, and the pair checked at once (#31)
+    assert re.search(r"pip install torch torchvision --index-url \S+/whl/cpu", cpu)
+    for set_up in (gpu, cpu):
+        assert set_up.endswith("&& python -m engine.runtime")
     argv = shlex.split(main_job)
     assert argv[:2] == ["papermill", "student_lab3.ipynb"] and "--log-output" in argv
     # the executed copy goes apart from the committed reference run, into a folder in the repo
@@ -86,3 +90,51 @@ def test_pytest_config_silences_weasyprints_harfbuzz_warning() -> None:
         warnings.warn(message, DeprecationWarning, stacklevel=1)
         warnings.warn("something else", DeprecationWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something else"]
+
+
+def test_a_mismatched_torchvision_is_one_line_and_training_needs_none(tmp_path) -> None:
+    """#31: pip paired a CPU torch with a CUDA torchvision, whose import fails with "operator
+    torchvision::nms does not exist". Training never needs torchvision: a run goes on and records
+    it as missing; where it is needed (set-up check, torchvision's files, the v2 reference) one
+    line names the fix."""
+    fake = tmp_path / "fake" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n'
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": f"{fake.parent}:{REPO}"}
+    train = """
+import torch
+from engine.data import Cifar10
+from train_utils import RunConfig, train
+g = torch.Generator().manual_seed(0)
+x = lambda n: torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+y = lambda n: torch.arange(n) % 10
+data = Cifar10(x(300), y(300), x(100), y(100), "random pixels")
+cfg = RunConfig(width=4, train_subset=200, val_size=100, epochs=1, batch_size=50)
+r = train(cfg, data, progress=False, log=lambda s: None, device="cpu")
+print(r.status, r.env["torchvision"])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", train], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.split() == ["ok", "None"]
+    for argv in (
+        ["-m", "engine.runtime"],
+        ["-c", "from engine.augment import torchvision_transform as t; t('none', [0], [1])"],
+    ):
+        done = subprocess.run(
+            [sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        assert done.returncode != 0
+        last = done.stderr.strip().splitlines()[-1]
+        assert "torchvision cannot be used with torch" in last and "nms does not exist" in last
+        assert "pip install --force-reinstall torch==" in last
+    assert len(done.stderr.strip().splitlines()) > 1  # a library call raises (LabError) ...
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.runtime"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert (
+        done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    )  # ... a command says one line

@@ -178,6 +178,12 @@ def test_loss_axes_turn_logarithmic_when_one_run_explodes():
     axes = plot_overlay({"calm": calm, "wild": wild}).axes
     assert [ax.get_yscale() for ax in axes] == ["linear", "log", "linear", "linear"]
     assert "log scale" in axes[1].get_ylabel()
+    # a run that diverged (status "diverged") is drawn dashed and leaves the axes to the rest (#31)
+    axes = plot_overlay({"calm": calm, "wild": wild}, diverged={"wild"}).axes
+    assert [ax.get_yscale() for ax in axes] == ["linear"] * 4
+    assert axes[1].get_ylim()[1] < 2.0  # calm's 1.6..1.9 fills the panel; wild leaves the top
+    wild_line = [ln for ln in axes[1].lines if "diverged" in ln.get_label()]
+    assert len(wild_line) == 1 and wild_line[0].get_linestyle() == "--"
 
 
 # ------------------------------------------------------------ 3, 4, 7. --set

@@ -12,8 +12,8 @@ two figures timed side by side in the same repeat.
 
 1. model step: the hand-written resnet18.py against torchvision's resnet18 with the CIFAR stem
    swapped in; forward + backward + SGD step on a synthetic batch already on the device.
-2. precision: the model step and the whole loop in bf16 against fp32, and bf16 with
-   channels_last against bf16 without it (not on a GPU without bf16).
+2. precision: the model step and the whole loop in bf16 against fp32, and each of them with
+   channels_last against itself without it (not on a GPU without bf16).
 3. training loop: the same step fed by the fast path (loader.DeviceLoader: uint8 data on the
    device, batched crop_flip) and by the textbook path (a DataLoader with per-image PIL
    transforms in worker processes), each against the model step alone.

@@ -16,7 +16,14 @@ from torch import nn
 
 from engine.augment import torchvision_transform
 from engine.loader import DeviceLoader, torchvision_loader
-from engine.runtime import Precision, choose_precision, compile_for_training, train_step
+from engine.runtime import (
+    Precision,
+    choose_precision,
+    compile_for_training,
+    probe_compile,
+    torchvision,
+    train_step,
+)
 from train_utils import RunConfig, make_model, make_optimizer
 
 PIL_AUG_BATCHES = 4  # per-image PIL augmentation timed on this many batches per repeat
@@ -24,9 +31,7 @@ PIL_AUG_BATCHES = 4  # per-image PIL augmentation timed on this many batches per
 
 def torchvision_cifar_resnet18(num_classes: int = 10) -> nn.Module:
     """torchvision's resnet18 with the CIFAR stem (3x3 stride-1 conv, no max-pool)."""
-    import torchvision
-
-    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    model = torchvision().models.resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model
@@ -92,13 +97,13 @@ def loop_candidate(key, label, step, new_epoch, cfg, bs, device, prec) -> Candid
 
 
 def precision_variants(device: torch.device) -> dict[str, Precision]:
-    """The precisions compared: bf16 with and without channels_last, and fp32 (none on a GPU
-    without bf16). The one equal to `main` is timed as the main step itself."""
+    """The precisions compared: bf16 and fp32, each with and without channels_last (on a GPU
+    without bf16, none). The one equal to `main` is timed as the main step itself."""
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return {}
-    bf16 = choose_precision(device, "bf16")
-    nchw = dataclasses.replace(bf16, channels_last=False)
-    return {"bf16": bf16, "bf16_nchw": nchw, "fp32": choose_precision(device, "fp32")}
+    bf16, fp32 = choose_precision(device, "bf16"), choose_precision(device, "fp32")
+    nchw = {f"{p.name}_nchw": dataclasses.replace(p, channels_last=False) for p in (bf16, fp32)}
+    return {"bf16": bf16, "fp32": fp32, **nchw}
 
 
 def variant_keys(device: torch.device, main: Precision) -> dict[str, str]:
@@ -167,7 +172,10 @@ def candidates(args, cfg: dict, device, main: Precision, data, skip: set) -> lis
 
         inductor_config.force_disable_caches = True
         warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")  # says just that
-        compiled = compile_for_training(make_model(run_cfg, device, main), args.compile)
+        model = make_model(run_cfg, device, main)
+        if device.type == "cpu":  # a crash of the backend is one line (runtime.probe_compile)
+            probe_compile(model, [(bs, *images.shape[1:])] * 2, args.compile, main)
+        compiled = compile_for_training(model, args.compile)
         what = f"torch.compile {args.compile}, {main.name}"  # its warm-up compiles: >= 1 step
         cands += pair(("model_compiled", "loop_fast_compiled"), main, compiled, what, max(1, warm))
     pil = torchvision_loader(

@@ -30,6 +30,12 @@ RATIOS = {
     "loop_bf16_vs_fp32": ("loop_bf16", "loop_fp32", "bf16 / fp32 (DeviceLoader)"),
     "model_channels_last_vs_not": ("model_bf16", "model_bf16_nchw", "bf16, channels_last / not"),
     "loop_channels_last_vs_not": ("loop_bf16", "loop_bf16_nchw", "bf16, channels_last / not"),
+    "model_fp32_channels_last_vs_not": (
+        "model_fp32",
+        "model_fp32_nchw",
+        "fp32, channels_last / not",
+    ),
+    "loop_fp32_channels_last_vs_not": ("loop_fp32", "loop_fp32_nchw", "fp32, channels_last / not"),
     "model_compiled_vs_eager": ("model_compiled", "model_hand", "torch.compile / eager"),
     "loop_fast_compiled_vs_eager": ("loop_fast_compiled", "loop_fast", "torch.compile / eager"),
 }

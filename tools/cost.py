@@ -41,22 +41,31 @@ def train_flops_per_image(width: int = 64) -> float:
 
 
 def workload(names: list[str] | None = None, profile: str = "full", seeds: int = 1) -> dict:
-    """What the grid (or `names`) costs in training images and optimizer steps. Evaluation is
-    left out (forward only, ~5,000 validation images an epoch: under 5% of an epoch's work)."""
+    """What the grid (or `names`) costs in training images and optimizer steps, and the images
+    evaluated (the validation split every epoch, the test set once; test-time augmentation's
+    extra views left out)."""
     runs = expand(names or [])
-    images = steps = 0
+    images = steps = evaluated = 0
     for name in runs:
         cfg = make_config(name, profile)
         n = train_size(dataclasses.asdict(cfg))
         images += cfg.epochs * n
         steps += cfg.epochs * math.ceil(n / cfg.batch_size)
+        evaluated += cfg.epochs * cfg.val_size + (cfg.test_subset or TEST_IMAGES)
     return {
         "profile": profile,
         "experiments": len(runs),
         "seeds": seeds,
         "train_images": images * seeds,
         "steps": steps * seeds,
+        "eval_images": evaluated * seeds,
     }
+
+
+# An evaluated image costs a forward pass, about a third of a training step's forward and
+# backward (the backward pass computes two products per layer, the forward one).
+EVAL_COST = 1 / 3
+TEST_IMAGES = 10_000
 
 
 # A run's seconds on a launch-bound GPU: a fixed cost per optimizer step (kernel launches, which
@@ -170,7 +179,9 @@ def projected_cost(
         for n in names
         if force or (train_missing and not result_path(results_dir, profile, n, s).exists())
     ]
-    images = sum(workload([n], profile)["train_images"] for n, _ in todo)
+    loads = [workload([n], profile) for n, _ in todo]
+    images = sum(w["train_images"] for w in loads)
+    work = images + EVAL_COST * sum(w["eval_images"] for w in loads)  # in training images
     if not todo:
         echo("cost:    nothing to train here: every run shown is replayed from its results file")
         return {"runs": 0, "images": 0, "images_per_s": None, "minutes": 0.0}
@@ -178,14 +189,14 @@ def projected_cost(
     echo(
         f"cost:    to train now: {len(todo)} runs, {images / 1e6:.2f}M training images (seeds "
         f"0..{seeds - 1}; saved runs are replayed); measured here: {rate:,.0f} images/s (a few "
-        f"steps of the baseline's batch on random images) -> about {_duration(images / rate)}, "
-        "one run at a time"
+        f"steps of the baseline's batch on random images) -> about {_duration(work / rate)} "
+        "with their evaluation, one run at a time"
     )
     return {
         "runs": len(todo),
         "images": images,
         "images_per_s": rate,
-        "minutes": images / rate / 60,
+        "minutes": work / rate / 60,
     }
 
 
