@@ -58,10 +58,10 @@ def test_bench_compares_precisions_and_the_cpus_peak(tmp_path, capsys, one_threa
         keys = ("bf16_vs_fp32", "channels_last_vs_not", "fp32_channels_last_vs_not")
         for key in (f"{kind}_{k}" for k in keys):
             assert res["ratios"][key]["value"] > 0, key
-    # bf16 with and without channels_last and fp32: the main step is one of them.
+    # bf16 and fp32, each with and without channels_last: the main step is one of them.
     models = [f for k, f in res["figures"].items() if k.startswith("model")]
     steps = {(f["precision"], f["label"].endswith("channels_last")) for f in models}
-    assert steps == {("bf16", True), ("bf16", False), ("fp32", False)}
+    assert steps == {("bf16", True), ("bf16", False), ("fp32", True), ("fp32", False)}
     peak = res["cpu_peak"]
     assert peak["gflops"]["fp32"] > 0 and peak["gflops"]["bf16"] >= peak["gflops"]["fp32"]
     loop = res["figures"]["loop_fast"]
