@@ -4,23 +4,15 @@ A write goes to a temporary file in the same folder, is flushed and fsync'ed, th
 `os.replace`d over the final name, so a crash mid-save leaves the previous file intact and never
 a half-written one under the final name (the guarantee Lightning and torchtitan give).
 Checkpoints are loaded with `torch.load(..., weights_only=True)`: they hold tensors, numbers,
-strings, lists and dicts only, never pickled code. Each also stores the sha256 of its content
-(every tensor's bytes, dtype and shape, and every other value), checked on load, so a file
-changed after it was written (a flipped bit, a bad copy) is refused instead of resumed from.
+strings, lists and dicts only, never pickled code.
 
 A training run's checkpoint (`run_state`) holds its weights, optimizer, scaler, random
 generators, history and log; `resume_run` continues from one only when it was written by the same
 configuration, in the same precision and on the same data.
-
-Files are created with the user's umask (as `open` would), not mkstemp's private 0600. A run
-holds a `RunLock` while it trains, so a second process on the same run stops with one line
-instead of deleting the first one's checkpoints.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import math
 import os
@@ -38,38 +30,20 @@ _CKPT = re.compile(r"^epoch_(\d+)\.pt$")
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call write(file_object) on a temp file beside `path`, then move it into place."""
+    """Call write(file_object) on a temp file beside `path`, then move it into place. The temp
+    file is opened like any other (so it gets the user's umask) under a name of this process."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        os.chmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a results file is shared work
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only portable way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-def temp_files(folder: str | os.PathLike, name: str = "") -> list[Path]:
-    """The temporary files atomic_write leaves behind when killed mid-save, for files named
-    `name*` in `folder` (all of them when name is empty)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    # exactly atomic_write's names: ".<name>.<mkstemp's random part>.tmp", never another run's
-    # file whose name merely starts with this one's
-    own = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]+\.tmp" if name else r"\..+\.tmp")
-    return sorted(p for p in folder.glob(f".{glob.escape(name)}*.tmp") if own.fullmatch(p.name))
 
 
 def check_writable(folder: str | os.PathLike, what: str, keep: bool = True) -> Path:
@@ -150,39 +124,10 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def checksum(obj) -> str:
-    """sha256 over a checkpoint's content: each tensor's dtype, shape and bytes, and the repr of
-    every other value, in the dict's order. It is the same after a save and load round trip
-    (weights_only keeps types and order), and changes when any byte of any tensor changes."""
-    h = hashlib.sha256()
-
-    def walk(o) -> None:
-        if isinstance(o, torch.Tensor):
-            t = o.detach().cpu().contiguous()
-            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(o, dict):
-            h.update(b"{%d" % len(o))
-            for k, v in o.items():
-                h.update(repr(k).encode())
-                walk(v)
-        elif isinstance(o, (list, tuple)):
-            h.update(b"[%d" % len(o))
-            for v in o:
-                walk(v)
-        else:
-            h.update(f"{type(o).__name__}:{o!r};".encode())
-
-    walk(obj)
-    return h.hexdigest()
-
-
 def save_checkpoint(state: dict, ckpt_dir: str | os.PathLike, epoch: int, keep: int = 2) -> Path:
-    """Write epoch_<epoch>.pt atomically, with the checksum of its content, and delete all but
-    the newest `keep` checkpoints."""
+    """Write epoch_<epoch>.pt atomically and delete all but the newest `keep` checkpoints."""
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / f"epoch_{epoch:03d}.pt"
-    state = {**state, "sha256": checksum(state)}
     atomic_write(path, lambda f: torch.save(state, f))
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
@@ -199,7 +144,7 @@ def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint safely; a truncated, foreign or altered file is a LabError naming it."""
+    """Load a checkpoint safely; a truncated or foreign file is a LabError naming it."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -210,17 +155,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         ) from None
     if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "config"} <= state.keys():
         raise LabError(f"{path} is not a checkpoint written by this lab; delete it or pick another")
-    stored = state.pop("sha256", None)
-    if stored is None:
-        raise LabError(
-            f"checkpoint {path} has no checksum (written by an older version of the lab); "
-            "delete it to restart that run"
-        )
-    if checksum(state) != stored:
-        raise LabError(
-            f"checkpoint {path} fails its sha256 check (its content changed after it was "
-            "written); delete it to restart that run or restore a good copy"
-        )
+    state.pop("sha256", None)  # written by earlier versions of the lab, no longer checked
     return state
 
 
@@ -296,50 +231,3 @@ def resume_run(state: dict, path, model, opt, scaler, *, config, precision, data
     if scaler is not None and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-
-
-class RunLock:
-    """An exclusive `filelock.FileLock` on each of `paths` (lock files, created as needed), held
-    from `acquire` to `release`. The operating system drops it when the process dies, so a
-    killed run never leaves a stale lock. The holder writes its pid into `<lock file>.pid`, which
-    a process that finds the lock taken names in its one-line error."""
-
-    def __init__(self, paths, what: str) -> None:
-        self.paths = [Path(p) for p in paths]
-        self.what = what
-        self._locks: list = []
-
-    def acquire(self) -> RunLock:
-        import filelock
-
-        for path in self.paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lock = filelock.FileLock(path, timeout=0)
-            pid_file = path.with_name(path.name + ".pid")
-            try:
-                lock.acquire()
-            except filelock.Timeout:
-                try:
-                    pid = pid_file.read_text().strip() or "unknown"
-                except OSError:
-                    pid = "unknown"
-                self.release()
-                raise LabError(
-                    f"{self.what} is already running (pid {pid}); wait for it to finish or "
-                    "stop that process"
-                ) from None
-            self._locks.append((lock, pid_file))
-            pid_file.write_text(str(os.getpid()))
-        return self
-
-    def release(self) -> None:
-        for lock, pid_file in self._locks:
-            pid_file.unlink(missing_ok=True)
-            lock.release()
-        self._locks = []
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()

@@ -22,7 +22,7 @@ import types
 import typing
 from pathlib import Path
 
-from engine.checkpoint import RunLock, check_writable, latest_checkpoint, save_json, temp_files
+from engine.checkpoint import check_writable, latest_checkpoint, save_json
 from engine.data import load_cifar10
 from engine.errors import LabError
 from engine.results import read_result
@@ -305,7 +305,6 @@ class RunFiles:
     seed: int
     path: Path  # the results file
     ckpt_dir: Path  # its checkpoints while it trains (deleted once the results are saved)
-    locks: list[Path]  # RunLock's files, beside the results file and the checkpoint folder
     model: Path  # where a final-group run's weights are kept for the student
 
     @classmethod
@@ -313,11 +312,8 @@ class RunFiles:
         cfg = make_config(name, profile, seed, options.overrides)
         path = result_path(Path(options.out), profile, cfg.name, seed)
         ckpt_dir = Path(options.ckpt_root) / profile / f"{cfg.name}__seed{seed}"
-        # --out X --checkpoints X: one lock file, not two (a second flock on it would block itself)
-        locks = [path.parent / f".{path.stem}.lock", ckpt_dir.parent / f".{ckpt_dir.name}.lock"]
-        locks = list(dict.fromkeys(locks))
         model = ckpt_dir.parent / f"{cfg.name}__seed{seed}_model.pt"
-        return cls(name, cfg, profile, seed, path, ckpt_dir, locks, model)
+        return cls(name, cfg, profile, seed, path, ckpt_dir, model)
 
 
 def run_experiment(
@@ -328,26 +324,15 @@ def run_experiment(
     options: RunOptions | None = None,
     world=None,
 ) -> dict:
-    """Run one experiment (or replay its saved results) and return its results dict.
-
-    While it trains, the run holds a lock (`RunLock`) on its results file and its checkpoint
-    folder: a second process on the same run stops with one line instead of deleting the first
-    one's checkpoints. Both folders are checked to be writable before any training."""
+    """Run one experiment (or replay its saved results) and return its results dict. Both
+    folders are checked to be writable before any training."""
     options = options or RunOptions()
     run = RunFiles.of(name, profile, seed, options)
-    path, ckpt_dir = run.path, run.ckpt_dir
-    _refuse_links(
-        [path.parent, ckpt_dir.parent, path, ckpt_dir, *run.locks, ckpt_dir / path.name, run.model]
-    )
     if not options.force and (result := _replayable(run, options.echo)) is not None:
         return result
-    check_writable(path.parent, "--out")
-    check_writable(ckpt_dir.parent, "--checkpoints")
-    with RunLock(run.locks, f"run {run.cfg.name} seed {seed} (profile {profile})"):
-        # another process may have finished it while this one waited for data or the lock
-        if not options.force and (result := _replayable(run, options.echo, quiet=True)) is not None:
-            return result
-        return _train_and_save(run, data, options, world)
+    check_writable(run.path.parent, "--out")
+    check_writable(run.ckpt_dir.parent, "--checkpoints")
+    return _train_and_save(run, data, options, world)
 
 
 def will_train(name: str, profile: str, seed: int = 0, options: RunOptions | None = None) -> bool:
@@ -358,22 +343,10 @@ def will_train(name: str, profile: str, seed: int = 0, options: RunOptions | Non
     return options.force or read_result(path)[0] is None
 
 
-def _refuse_links(paths) -> None:
-    """Refuse, in one line, a symbolic link planted where the run creates, replaces or deletes
-    files (its profile folders, results file, lock files, checkpoint folder): the run would
-    write or delete outside its folders through it."""
-    for p in paths:
-        if Path(p).is_symlink():
-            raise LabError(
-                f"{p} is a symbolic link; the run writes and deletes files only in its own "
-                "folders: remove the link (or use other --out/--checkpoints)"
-            )
-
-
-def _replayable(run: RunFiles, echo, quiet: bool = False) -> dict | None:
+def _replayable(run: RunFiles, echo) -> dict | None:
     """The saved result of `run`, replayed through `echo`; None when there is none. A file that
-    cannot be used is moved aside to <file>.bad (kept, never deleted) with one line, and the run
-    is trained again."""
+    cannot be used is reported in one line and the run is trained again (its new result
+    replaces the file)."""
     path, cfg, profile = run.path, run.cfg, run.profile
     if not path.exists():
         return None
@@ -381,15 +354,8 @@ def _replayable(run: RunFiles, echo, quiet: bool = False) -> dict | None:
     if result is not None and result.get("profile", profile) != profile:
         result, problem = None, f"a {result.get('profile')!r} result, not {profile!r}"
     if result is None:
-        bad, n = path.with_name(path.name + ".bad"), 1
-        while bad.exists() or bad.is_symlink():  # an earlier unusable file is kept too
-            n += 1
-            bad = path.with_name(f"{path.name}.{n}.bad")
-        path.replace(bad)
-        echo(f"warning: {path} cannot be used ({problem}); moved to {bad.name}, training again")
+        echo(f"warning: {path} cannot be used ({problem}); training the run again")
         return None
-    if quiet:
-        return result
     echo(f"[{cfg.name} seed {cfg.seed}: replaying {path}]")
     for line in result.get("log", []):
         echo(line)
@@ -411,19 +377,8 @@ def stale_settings(cfg: RunConfig, result: dict) -> list[str]:
     return sorted(k for k in saved if k != "name" and now.get(k) != saved.get(k))
 
 
-def _clean_temp_files(run: RunFiles, echo) -> None:
-    """Delete the temporary files an interrupted save of this run left (atomic_write's
-    .<name>.*.tmp); only this run's, which the run lock protects from other processes."""
-    stray = temp_files(run.path.parent, run.path.name) + temp_files(run.ckpt_dir)
-    for p in stray:
-        p.unlink(missing_ok=True)
-    if stray:
-        echo(f"[removed {len(stray)} temporary file(s) left by an interrupted save]")
-
-
 def _train_and_save(run: RunFiles, data, options: RunOptions, world) -> dict:
     cfg, seed, ckpt_dir, echo = run.cfg, run.seed, run.ckpt_dir, options.echo
-    _clean_temp_files(run, echo)
     if not options.force and (result := _kept_result(run, echo)) is not None:
         return result
     if data is None:

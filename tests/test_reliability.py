@@ -7,16 +7,14 @@ import os
 import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 import make_submission
 import train_utils
 from engine import grid, notebook, stats
-from engine.checkpoint import RunLock, atomic_write, latest_checkpoint, load_checkpoint
+from engine.checkpoint import atomic_write, latest_checkpoint, load_checkpoint
 from engine.grid import make_config, parse_overrides
 from engine.notebook import Lab
 from engine.plotting import plot_overlay
@@ -249,58 +247,20 @@ def test_a_failed_results_save_keeps_the_finished_run(cifar, tmp_path, capsys, m
     assert r["status"] == "ok" and len(r["history"]["epoch"]) == r["config"]["epochs"]
 
 
-# ------------------------------------------------------------ 6. checkpoint checksum
+# ------------------------------------------------------------ 6. a damaged checkpoint
 
 
-def _flip_tensor_bytes(path: Path, n: int = 64) -> None:
-    """Flip n bytes in the middle of the largest tensor record of a torch zip checkpoint."""
-    with zipfile.ZipFile(path) as z:
-        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
-    raw = bytearray(path.read_bytes())
-    name_len = int.from_bytes(raw[info.header_offset + 26 : info.header_offset + 28], "little")
-    extra_len = int.from_bytes(raw[info.header_offset + 28 : info.header_offset + 30], "little")
-    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
-    raw[start : start + n] = bytes(b ^ 0xFF for b in raw[start : start + n])
-    path.write_bytes(bytes(raw))
-
-
-def test_a_corrupted_checkpoint_is_refused_not_resumed(cifar, tmp_path, capsys):
+def test_a_truncated_checkpoint_is_refused_not_resumed(cifar, tmp_path, capsys):
     ck = tmp_path / "ck" / "smoke" / "baseline__seed0"
     train_utils.train(
         make_config("baseline", "smoke"), cifar, ckpt_dir=ck, progress=False, log=lambda s: None
     )  # fmt: skip  (an interrupted run's checkpoints)
     path = latest_checkpoint(ck)
     load_checkpoint(path)  # intact: loads
-    _flip_tensor_bytes(path)
-    torch.load(path, weights_only=True)  # torch itself does not notice
+    path.write_bytes(path.read_bytes()[:1000])  # a bad copy
     code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"), "--resume")
-    one_error_line(code, err, f"{path} fails its sha256 check")
+    one_error_line(code, err, f"checkpoint {path} cannot be loaded")
     assert path.exists() and not (tmp_path / "res" / "smoke" / "baseline__seed0.json").exists()
-
-
-# ------------------------------------------------------------ 8. concurrency
-
-
-def test_a_second_process_on_a_running_run_stops_in_one_line(cifar, tmp_path, capsys):
-    ck = tmp_path / "ck" / "smoke" / "baseline__seed0"
-    ck.mkdir(parents=True)
-    (ck / "epoch_001.pt").write_bytes(b"the first process's checkpoint")
-    # the first process's locks (this test holds them as that process would)
-    first = RunLock(
-        [
-            tmp_path / "res" / "smoke" / ".baseline__seed0.lock",
-            tmp_path / "ck" / "smoke" / ".baseline__seed0.lock",
-        ],
-        "x",
-    ).acquire()
-    try:
-        code, _, err = run(capsys, *smoke_args(tmp_path, "baseline"))
-    finally:
-        first.release()
-    one_error_line(
-        code, err, f"run baseline seed 0 (profile smoke) is already running (pid {os.getpid()})"
-    )
-    assert (ck / "epoch_001.pt").exists()  # not deleted under the first process
 
 
 # ------------------------------------------------------------ 9 and 10: a log file, the rest
@@ -332,7 +292,7 @@ def test_a_logged_run_keeps_the_labs_lines_whole(cifar, tmp_path):
     assert data_location() is not None
 
 
-def test_resume_keeps_the_whole_runs_log_and_time_and_cleans_temp_files(cifar, tmp_path, capsys):
+def test_resume_keeps_the_whole_runs_log_and_time_past_temp_files(cifar, tmp_path, capsys):
     ck = tmp_path / "ck" / "smoke" / "baseline__seed0"
     train_utils.train(
         make_config("baseline", "smoke"), cifar, ckpt_dir=ck, progress=False, log=lambda s: None
@@ -350,8 +310,6 @@ def test_resume_keeps_the_whole_runs_log_and_time_and_cleans_temp_files(cifar, t
     log = "\n".join(r["log"])
     assert "Epoch: 1\n" in log and "Epoch: 2\n" in log and "Normalization none" in log
     assert r["wall_seconds"] > first["wall_seconds"] > 0
-    assert not (res / ".baseline__seed0.json.k1ll3d.tmp").exists()
-    assert (res / ".norm_minmax__seed0.json.other.tmp").exists()  # not this run's: left alone
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/full/.a.json.x.tmp"], cwd=REPO)
     assert ignored.returncode in (0, 128)  # git never shows them (128: not a git checkout)
 
@@ -522,37 +480,18 @@ def test_27_3b_a_failed_final_weights_save_keeps_the_test_figures_and_results(
     assert r["status"] == "ok" and r["test_acc"] is not None
 
 
-def test_27_3c_a_second_unusable_results_file_does_not_overwrite_the_first(tmp_path):
+def test_27_3c_an_unusable_results_file_is_trained_again_and_replaced(tmp_path):
     run = grid.RunFiles.of("baseline", "smoke", 0, grid.RunOptions(out=tmp_path))
     path = run.path
     assert path == tmp_path / "smoke" / "baseline__seed0.json"
     path.parent.mkdir()
-    for text in ("{first", "{second"):
-        path.write_text(text)
-        assert grid._replayable(run, lambda s: None) is None
-    assert (tmp_path / "smoke" / "baseline__seed0.json.bad").read_text() == "{first"
-    assert (tmp_path / "smoke" / "baseline__seed0.json.2.bad").read_text() == "{second"
+    path.write_text("{half")
+    lines = []
+    assert grid._replayable(run, lines.append) is None
+    assert len(lines) == 1 and "cannot be used" in lines[0] and "training the run again" in lines[0]
 
 
-def test_27_4_links_planted_in_the_runs_folders_are_refused(cifar, tmp_path, capsys):
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "precious.txt").write_text("keep me")
-    (outside / ".x.abc.tmp").write_text("someone's temp file")
-    (tmp_path / "res" / "smoke").mkdir(parents=True)
-    (tmp_path / "res" / "smoke" / ".baseline__seed0.lock").symlink_to(outside / "precious.txt")
-    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"))
-    one_error_line(code, err, ".baseline__seed0.lock is a symbolic link")
-    assert (outside / "precious.txt").read_text() == "keep me" and "Epoch" not in out
-    (tmp_path / "res" / "smoke" / ".baseline__seed0.lock").unlink()
-    (tmp_path / "ck" / "smoke").mkdir(parents=True)
-    (tmp_path / "ck" / "smoke" / "baseline__seed0").symlink_to(outside, target_is_directory=True)
-    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"))
-    one_error_line(code, err, "baseline__seed0 is a symbolic link")
-    assert sorted(p.name for p in outside.iterdir()) == [".x.abc.tmp", "precious.txt"]
-
-
-def test_27_6_collisions_same_folder_name_setting_and_temp_files(cifar, tmp_path, capsys):
+def test_27_6_collisions_same_folder_and_name_setting(cifar, tmp_path, capsys):
     from conftest import data_location
 
     code, _, err = run(capsys, *smoke_args(tmp_path, "norm_minmax", "--set", "name=baseline"))
@@ -560,9 +499,6 @@ def test_27_6_collisions_same_folder_name_setting_and_temp_files(cifar, tmp_path
     both = tmp_path / "both"
     smoke = both / "smoke"
     smoke.mkdir(parents=True)
-    (smoke / ".baseline__seed0.json.k1ll3d.tmp").write_text("{half")  # this run's
-    (smoke / ".baseline__seed0.json.bad.x1.tmp").write_text("not this run's")
-    (smoke / ".baseline__seed0.jsonx.y.tmp").write_text("not this run's")
     code, out, err = run(
         capsys,
         "run",
@@ -579,9 +515,6 @@ def test_27_6_collisions_same_folder_name_setting_and_temp_files(cifar, tmp_path
     )
     assert code == 0 and "Test loss" in out, err
     assert (smoke / "baseline__seed0.json").exists()
-    assert not (smoke / ".baseline__seed0.json.k1ll3d.tmp").exists()
-    assert (smoke / ".baseline__seed0.json.bad.x1.tmp").exists()
-    assert (smoke / ".baseline__seed0.jsonx.y.tmp").exists()
 
 
 def test_27_5_one_line_for_bad_values_devices_results_files_and_outputs(tmp_path, capsys):
@@ -589,12 +522,9 @@ def test_27_5_one_line_for_bad_values_devices_results_files_and_outputs(tmp_path
 
     data = data_location() or tmp_path
     for setting, words in [
-        ("width=100000", "width must be at most"),
-        ("lr=1e308", "lr must be at"),
-        ("gamma=1e308", "gamma must be at most"),
-        ("epochs=100000000000000000000", "epochs must"),
-        ("warmup_epochs=1e308", "warmup_epochs must be at most"),
-        ("split_seed=100000000000000000000000", "split_seed must be at most"),
+        ("width=0", "width must be positive"),
+        ("lr=inf", "lr must be a finite number"),
+        ("gamma=-1", "gamma must be positive"),
         ("val_size=50000", "does not fit"),
     ]:
         code, _, err = run(
