@@ -2,7 +2,7 @@
 
     python experiments.py list
     python experiments.py run [NAME|GROUP ...] --profile full --seeds 3 --data-dir D --out results
-    python experiments.py run --parallel 4 --deadline 3600    # 4 runs at a time, for an hour
+    python experiments.py run --shard 1/4     # every 4th experiment from the second: see README
 
 Each run writes results/<profile>/<name>__seed<k>.json (config, history, test figures, log,
 device, library versions, wall time). A finished run is replayed, not rerun, unless --force.
@@ -17,9 +17,7 @@ Profiles scale the same grid to the hardware:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import engine.distributed
@@ -30,7 +28,6 @@ from engine.errors import LabError, run_cli
 from engine.grid import (
     GROUPS,
     PROFILES,
-    RunFiles,
     RunOptions,
     default_profile,
     default_seeds,
@@ -40,8 +37,6 @@ from engine.grid import (
     run_experiment,
     will_train,
 )
-from engine.parallel import run_images, run_parallel
-from engine.results import read_result
 from engine.runtime import COMPILE_MODES, PRECISIONS, choose_precision, pick_device
 from train_utils import train
 
@@ -87,20 +82,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="override a RunConfig setting, e.g. --set lr=0.1 (repeatable)",
-    )
-    run.add_argument(
-        "--parallel",
-        type=int,
-        default=1,
-        metavar="N",
-        help="N worker processes on the one device, each taking the next missing run",
-    )
-    run.add_argument(
-        "--deadline",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="start no run that would not finish SECONDS from now; stop the rest then",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars (logs to files)")
     run.add_argument(
@@ -199,7 +180,6 @@ def _check_data_dir(data_dir: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    started = time.time()
     args = _parse(argv)
     if args.cmd == "list":
         _check_profile(args.profile)
@@ -224,16 +204,6 @@ def main(argv: list[str] | None = None) -> int:
         raise LabError(
             f"--ckpt-every must be 0 (never) or a positive number of epochs, got {args.ckpt_every}"
         )
-    if args.parallel < 1:
-        raise LabError(f"--parallel must be at least 1, got {args.parallel}")
-    if args.deadline is not None and not args.deadline > 0:
-        raise LabError(f"--deadline must be a positive number of seconds, got {args.deadline}")
-    parallel = args.parallel > 1 or args.deadline is not None
-    if parallel and args.distribute:
-        raise LabError(
-            "--parallel and --deadline run in one process; under torchrun use "
-            "--distribute runs instead"
-        )
     selected = expand(args.names)
     names = selected[i::n]
     overrides = parse_overrides(args.set)
@@ -254,12 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if not world.helper:  # a DDP helper rank writes nothing
         check_writable(Path(args.out) / profile, "--out", keep=False)
         check_writable(Path(args.checkpoints) / profile, "--checkpoints", keep=False)
-    if parallel and world.size > 1:
-        raise LabError(
-            "--parallel and --deadline start their own processes; run them without "
-            "torchrun, or use --distribute runs under it"
-        )
-    data = load_cifar10(args.data_dir)  # also fills the data cache the workers read
+    data = load_cifar10(args.data_dir)
     options = RunOptions(
         out=args.out,
         ckpt_root=args.checkpoints,
@@ -273,9 +238,6 @@ def main(argv: list[str] | None = None) -> int:
         compile_mode=args.compile_mode,
         precision=args.precision,
     )
-    if parallel:
-        deadline = None if args.deadline is None else started + args.deadline
-        return _run_parallel(args, names, profile, options, deadline)
     runs = [(name, seed) for name in names for seed in range(args.seeds)]
     if not world.ddp:  # --distribute runs: rank r takes runs r, r+N, ... (all of them alone)
         runs = engine.distributed.my_runs(runs, world)
@@ -297,49 +259,6 @@ def main(argv: list[str] | None = None) -> int:
             f"  {name:<18} seed {seed}  {status:<8} test acc {acc if acc is None else f'{acc:.4f}'}"
         )
     return 0
-
-
-def _run_parallel(args, names, profile, options: RunOptions, deadline) -> int:
-    """--parallel N / --deadline S: the missing runs, seed by seed in the grid's order, in N
-    worker processes (engine/parallel.py); a summary of every selected run at the end."""
-    queue, saved = [], {}
-    for seed in range(args.seeds):
-        for name in names:
-            run = RunFiles.of(name, profile, seed, options)
-            r = None if args.force else read_result(run.path)[0]
-            if r is not None:
-                saved[name, seed] = r
-            else:
-                queue.append({"name": name, "seed": seed, "images": run_images(run.cfg)})
-    left = f", {deadline - time.time():.0f}s to the deadline" if deadline else ""
-    print(
-        f"{len(queue)} run(s) to train in {min(args.parallel, len(queue))} worker(s) on "
-        f"{options.device}, {len(saved)} already saved{left}"
-    )
-    state = Path(args.checkpoints) / profile
-    # the workers get the options as JSON (engine/parallel.py): the device by name, no bars
-    plain = dataclasses.replace(options, device=str(options.device), progress=False)
-    done = run_parallel(queue, profile, args.parallel, deadline, state, plain)
-    outcome = {(r["name"], r["seed"]): r["outcome"] for r in done}
-    print("\nSummary:")
-    failed = False
-    for seed in range(args.seeds):
-        for name in names:
-            run = RunFiles.of(name, profile, seed, options)
-            r = saved.get((name, seed)) or read_result(run.path)[0]
-            what = outcome.get((name, seed), "replayed")
-            failed |= what == "failed"
-            acc = f"test acc {r['test_acc']:.4f}" if r and r.get("test_acc") is not None else ""
-            status = r["status"] if r and what != "failed" else what
-            print(f"  {run.cfg.name:<18} seed {seed}  {status:<11} {acc}".rstrip())
-    for what, why in (
-        ("cut short", "no results file, checkpoints kept: rerun with --resume to continue"),
-        ("not started", "too little time left before the deadline: rerun to run them"),
-    ):
-        these = [f"{r['name']} seed {r['seed']}" for r in done if r["outcome"] == what]
-        if these:
-            print(f"deadline: {len(these)} run(s) {what} ({why}): {', '.join(these)}")
-    return 1 if failed else 0
 
 
 def cli(argv: list[str] | None = None) -> int:
