@@ -25,7 +25,8 @@ from engine.checkpoint import check_writable
 from engine.data import load_cifar10
 from engine.distributed import World
 from engine.errors import LabError, run_cli
-from engine.grid import (
+from engine.runtime import COMPILE_MODES, PRECISIONS, choose_precision, pick_device
+from lab.grid import (
     GROUPS,
     PROFILES,
     RunOptions,
@@ -37,7 +38,6 @@ from engine.grid import (
     run_experiment,
     will_train,
 )
-from engine.runtime import COMPILE_MODES, PRECISIONS, choose_precision, pick_device
 from train_utils import train
 
 

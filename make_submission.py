@@ -44,7 +44,7 @@ PREVIEW_PROFILES = ("smoke", "quick")
 # "[baseline seed 0, profile quick]" (experiments.py), "profile: quick", "PROFILE = 'quick'".
 PROFILE_RE = re.compile(r"\bprofile\b\s*[:=]?\s*['\"]?(full|quick|smoke)\b", re.IGNORECASE)
 TEST_ACC = "Test acc:"
-PREVIEW_BANNER = "PREVIEW: profile"  # engine/notebook.py preview_banner, at the notebook's top
+PREVIEW_BANNER = "PREVIEW: profile"  # lab/notebook.py preview_banner, at the notebook's top
 PLACEHOLDER_IDS = ("123456789", "12345678", "1234567", "123456")
 PLACEHOLDER_NAMES = (
     "student name",

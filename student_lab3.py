@@ -32,7 +32,7 @@
 # %% tags=["parameters"]
 import os
 
-from engine import grid
+from lab import grid
 
 PROFILE = os.environ.get("LAB3_PROFILE") or grid.default_profile()  # full | quick | smoke
 DATA_DIR = os.environ.get("LAB3_DATA_DIR")  # None: ./data (see data.py)
@@ -53,10 +53,11 @@ from pathlib import Path
 
 import torch
 
-from engine import augment, data, lr_finder, notebook, plotting, runtime, schedules, stats
-from engine.notebook import Lab, brief, describe_setup, n_params, provenance, show_code, stem_table
-from engine.notebook import lr_range as run_lr_range
+from engine import augment, data, plotting, runtime, schedules
 from engine.runtime import check_compile_mode, pick_device
+from lab import lr_finder, notebook, stats
+from lab.notebook import Lab, brief, describe_setup, n_params, provenance, show_code, stem_table
+from lab.notebook import lr_range as run_lr_range
 from resnet18 import BasicBlock, ResNet18, resnet18
 from tools.cost import projected_cost
 from train_utils import RunConfig
@@ -386,13 +387,13 @@ print(f"{steps_per_epoch} steps per epoch, {cfg.epochs} epochs in profile {PROFI
 fig = plotting.plot_lr_schedules(curves, steps_per_epoch, path=PLOTS / "lr_schedules.png")
 
 # %% [markdown]
-# **The LR range test** (Smith 2015, section 3.3; `engine/lr_finder.py`) trains the baseline's model
+# **The LR range test** (Smith 2015, section 3.3; `lab/lr_finder.py`) trains the baseline's model
 # from scratch for about a hundred steps while the learning rate grows exponentially from
 # tiny to huge. The loss stays flat while the rate is too small to move it, falls over the
 # useful range, then blows up. The suggested peak (`max_lr`) is the rate at the lowest
 # smoothed loss divided by a safety factor, and the lower bound (`base_lr`) a fraction of the
 # peak (both factors are printed below). The test
-# is saved to `results/<profile>/lr_range.json` (or run with `python -m engine.lr_finder`) and
+# is saved to `results/<profile>/lr_range.json` (or run with `python -m lab.lr_finder`) and
 # replayed like the runs.
 
 # %%
@@ -470,7 +471,7 @@ notebook.show_markdown(text)
 
 # %% [markdown]
 # **How it is implemented**: each batch experiment is the baseline with another `batch_size`
-# and, for the `_scaled` runs, the lr multiplied by batch / 128 (`engine/grid.py`); the warm-up
+# and, for the `_scaled` runs, the lr multiplied by batch / 128 (`lab/grid.py`); the warm-up
 # is part of the schedule that `RunConfig.make_schedule` builds.
 
 # %%
@@ -491,7 +492,7 @@ show_code(RunConfig.make_schedule)
 # Its reported accuracies are printed below; they are means of 200 runs on all 50,000 training
 # images, where this lab trains on 45,000 and keeps 5,000 for validation.
 # Myrtle.ai's recipe (Page 2018), which this section used before, was tuned for Myrtle's own
-# ResNet variant. `FINAL_WHY` in `engine/grid.py`, printed below, names the run of this grid or
+# ResNet variant. `FINAL_WHY` in `lab/grid.py`, printed below, names the run of this grid or
 # the paper behind each setting. The test set is used once, at the end.
 #
 # A recipe tuned for thousands of steps can wreck a network given a few dozen: a preview that

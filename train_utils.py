@@ -128,7 +128,7 @@ class RunConfig:
     # rise is shorter than `min_rise_steps` optimizer steps peaks lower, in proportion.
     lr_batch: int | None = None
     min_rise_steps: int = 0
-    # Set by a recipe, applied by engine.grid.make_config: batch_size is halved (not below 32)
+    # Set by a recipe, applied by lab.grid.make_config: batch_size is halved (not below 32)
     # until an epoch makes at least this many steps, unless the user sets batch_size
     # (schedules.fitted_batch). 0: off.
     min_steps_per_epoch: int = 0

@@ -31,7 +31,7 @@ Presets (each adds to `crop_flip`, the standard CIFAR recipe of He et al. 2015):
 - translate_flip_cutout12: the crop reads an image padded by reflection instead of zeros
                     (airbench's "translate 4"), + cutout with a 12x12 square: the augmentation
                     of airbench's ResNet-18 baseline (Jordan 2024), which the final recipe
-                    follows (engine/grid.py).
+                    follows (lab/grid.py).
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import grid
-from engine.grid import make_config
 from experiments import cli
+from lab import grid
+from lab.grid import make_config
 from tests.test_data import make_folder
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import LabError
-from engine.grid import EXPERIMENTS, make_config
+from lab.grid import EXPERIMENTS, make_config
 from tools.cost import (
     IMAGE_S,
     STEP_S,

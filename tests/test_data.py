@@ -379,7 +379,7 @@ def test_default_location_is_data_then_the_copy_beside_the_checkout(tmp_path, mo
 
 
 def test_results_name_their_data_without_a_path(cifar, tmp_path, one_thread_per_module):
-    from engine.grid import RunOptions, run_experiment
+    from lab.grid import RunOptions, run_experiment
 
     options = RunOptions(
         out=tmp_path / "results",

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from conftest import REPO, data_location
 
 from engine.errors import LabError
-from engine.grid import make_config
 from engine.loader import DeviceLoader
 from engine.runtime import choose_precision, seed_everything
 from engine.schedules import lr_at
+from lab.grid import make_config
 from resnet18 import resnet18
 from train_utils import build_loaders, evaluate, make_optimizer, optimizer_step, train
 
@@ -201,7 +201,7 @@ RESUMER = """
 import json, os, signal, sys
 import engine.distributed
 from engine.data import load_cifar10
-from engine.grid import make_config
+from lab.grid import make_config
 from train_utils import train
 world, _ = engine.distributed.start("ddp", "cpu")
 cfg = make_config("final", "smoke", 0, {"batch_size": 100, "epochs": 2})

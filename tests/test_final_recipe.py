@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from engine import grid
 from engine.augment import CUTOUT, PRESETS, augment_batch, draw, torchvision_transform
 from engine.schedules import fitted_batch, lr_curve, scaled_peak
+from lab import grid
 
 
 def steps_per_epoch(cfg) -> int:

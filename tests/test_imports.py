@@ -1,12 +1,14 @@
-"""The import graph (issue #25): no module imports itself back through others, lazy imports
-inside functions included, and engine/__init__.py's map of the layers is true."""
+"""The import graph (issues #25, #32): no module imports itself back through others, lazy
+imports inside functions included, and the floors go one way down: `engine` imports only
+`engine`; `train_utils` only `resnet18` and `engine`; nothing below `lab` imports it; `resnet18`
+imports nothing local. The package docstrings list their modules."""
 
 import ast
 from pathlib import Path
 
 from conftest import REPO
 
-BELOW = [
+ENGINE = [
     "errors",
     "copies",
     "data",
@@ -17,12 +19,11 @@ BELOW = [
     "runtime",
     "distributed",
     "checkpoint",
-    "results",
     "epoch",
     "progress",
     "plotting",
 ]
-ABOVE = ["grid", "lr_finder", "stats", "tables", "notebook"]
+LAB = ["grid", "results", "stats", "tables", "lr_finder", "notebook"]
 
 
 def modules() -> dict[str, Path]:
@@ -50,7 +51,7 @@ def graph() -> dict[str, set[str]]:
                 targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             else:
                 continue
-            out |= {t for t in targets if t in mods and t != name and t != "engine"}
+            out |= {t for t in targets if t in mods and t != name and t not in ("engine", "lab")}
         edges[name] = out
     return edges
 
@@ -87,13 +88,17 @@ def test_a_cycle_would_be_found():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_the_layers_are_as_engine_init_says():
+def test_the_floors_go_one_way_down():
     edges = graph()
-    doc = (REPO / "engine" / "__init__.py").read_text(encoding="utf-8")
-    for name in BELOW + ABOVE:
-        assert f"    {name} " in doc, f"engine/__init__.py does not list {name}"
-    upper = {"train_utils", *(f"engine.{n}" for n in ABOVE)}
-    for name in BELOW:
-        bad = edges[f"engine.{name}"] & upper
-        assert not bad, f"engine.{name} sits below train_utils but imports {sorted(bad)}"
+    for package, names in (("engine", ENGINE), ("lab", LAB)):
+        doc = (REPO / package / "__init__.py").read_text(encoding="utf-8")
+        for name in names:
+            assert f"    {name} " in doc, f"{package}/__init__.py does not list {name}"
+        on_disk = {p.stem for p in (REPO / package).glob("*.py")} - {"__init__"}
+        assert on_disk == set(names), f"{package}/ holds {sorted(on_disk)}"
+    for name in ENGINE:
+        bad = {m for m in edges[f"engine.{name}"] if not m.startswith("engine.")}
+        assert not bad, f"engine.{name} imports {sorted(bad)}: engine imports only engine"
+    bad = {m for m in edges["train_utils"] if m != "resnet18" and not m.startswith("engine.")}
+    assert not bad, f"train_utils imports {sorted(bad)}: only resnet18 and engine"
     assert not edges["resnet18"], "resnet18.py holds the model and nothing else"

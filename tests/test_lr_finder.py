@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import lr_finder
 from engine.errors import LabError
-from engine.grid import make_config
-from engine.lr_finder import lr_range_test, plot_lr_range, suggest
+from lab import lr_finder
+from lab.grid import make_config
+from lab.lr_finder import lr_range_test, plot_lr_range, suggest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,7 +138,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path) -> None:
         [
             sys.executable,
             "-m",
-            "engine.lr_finder",
+            "lab.lr_finder",
             "--profile",
             "smoke",
             "--steps",

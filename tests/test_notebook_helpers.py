@@ -1,4 +1,4 @@
-"""engine/notebook.py, the notebook's glue, tested without a kernel: the sentences it writes
+"""lab/notebook.py, the notebook's glue, tested without a kernel: the sentences it writes
 follow the verdicts, replay-only mode lists what is missing, stale settings are flagged, and
 the model table measures both stems."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine import grid, notebook, stats
+from lab import grid, notebook, stats
 from resnet18 import resnet18
 from tests.test_stats import fake_grid
 

@@ -116,7 +116,7 @@ def test_resume_in_another_precision_is_refused_in_one_line(cifar, tmp_path) -> 
 
 
 def test_the_results_file_names_its_precision(cifar, tmp_path) -> None:
-    from engine.grid import RunOptions, run_experiment
+    from lab.grid import RunOptions, run_experiment
 
     options = RunOptions(
         out=tmp_path / "r",

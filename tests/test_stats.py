@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-from engine import stats
 from engine.errors import LabError
-from engine.stats import (
+from lab import stats
+from lab.stats import (
     batch_table,
     diff_interval,
     format_table,
@@ -187,7 +187,7 @@ def fake_run(
     train_subset=None,
     val_size=5000,
 ) -> dict:
-    """A results dict with the fields stats.py reads, as engine.grid.run_experiment writes."""
+    """A results dict with the fields stats.py reads, as lab.grid.run_experiment writes."""
     hist = {"epoch": [1, 2, 3], "seconds": list(seconds), "val_acc": list(val_acc)}
     if status == "diverged":
         hist = {"epoch": [1], "seconds": [None], "val_acc": [None]}
@@ -346,8 +346,8 @@ def _one_thread(one_thread_per_module):
 @pytest.fixture(scope="module")
 def smoke_results(cifar, tmp_path_factory):
     """baseline x 3 seeds and bs_512 x 2 seeds on the smoke profile, loaded back from disk."""
-    from engine.grid import RunOptions, run_experiment
-    from engine.results import load_results
+    from lab.grid import RunOptions, run_experiment
+    from lab.results import load_results
 
     out = tmp_path_factory.mktemp("results")
     options = RunOptions(

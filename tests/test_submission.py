@@ -72,7 +72,7 @@ def test_zip_holds_the_three_renamed_files_and_the_code(files):
         assert {
             "train_utils.py",
             "engine/__init__.py",
-            "engine/grid.py",
+            "lab/grid.py",
             "engine/data.py",
             "requirements.txt",
             "README.md",
@@ -120,9 +120,9 @@ def test_the_notebooks_modules_are_packed_and_import_from_the_copy(files, tmp_pa
     tops = {
         "train_utils.py",
         "resnet18.py",
-        "engine/grid.py",
-        "engine/notebook.py",
-        "engine/stats.py",
+        "lab/grid.py",
+        "lab/notebook.py",
+        "lab/stats.py",
         "engine/data.py",
         "engine/augment.py",
         "engine/schedules.py",

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import LabError, run_cli
-from engine.grid import expand, make_config
 from engine.settings import train_size
+from lab.grid import expand, make_config
 from resnet18 import resnet18
 
 GRID_TARGET_MINUTES = 8  # issue #5: the full grid in under 8 minutes on one H200
@@ -170,7 +170,7 @@ def projected_cost(
     """Before anything trains: how many training images the notebook is about to train here
     (runs without a saved results file, or all with `force`), and the minutes that takes at a
     speed measured on this device. Nothing is measured when nothing will train."""
-    from engine.grid import result_path
+    from lab.grid import result_path
 
     names = expand([])
     todo = [

@@ -1,6 +1,6 @@
 """Conclusions that hold: means over seeds, Welch intervals against the baseline, the rows.
 
-Pure functions on results dicts (as `engine.grid.run_experiment` returns and `load_results`
+Pure functions on results dicts (as `lab.grid.run_experiment` returns and `load_results`
 groups them) and on plain lists of numbers; nothing here trains, prints on import or needs a GPU.
 
 Why intervals: two runs of the same configuration with different seeds differ in test accuracy
@@ -14,11 +14,11 @@ The comparison is unpaired (seed k of two experiments shares the initial weights
 test could exploit), which makes it conservative.
 
     rows = summarize(load_results("full"))        # one row per experiment
-    Markdown(format_table(rows))                  # in the notebook (engine.tables)
+    Markdown(format_table(rows))                  # in the notebook (lab.tables)
     Markdown(format_table(batch_table(results)))  # small vs large batches, measured
 
-    python -m engine.stats --profile full --out results            # print both tables
-    python -m engine.stats --profile full --out results --write    # ... and save results/full/summary.md
+    python -m lab.stats --profile full --out results            # print both tables
+    python -m lab.stats --profile full --out results --write    # ... and save results/full/summary.md
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from scipy.stats import t as student_t
 
 from engine.errors import LabError, run_cli
 from engine.settings import train_size  # also stats.train_size to the notebook
-from engine.tables import format_table  # main()'s, and still stats.format_table to callers
+from lab.tables import format_table  # main()'s, and still stats.format_table to callers
 
 VERDICTS = ("better", "worse", "within noise", "n too small", "no spread measured")
 
@@ -345,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from engine.checkpoint import atomic_write
-    from engine.grid import PROFILES
-    from engine.results import load_results
+    from lab.grid import PROFILES
+    from lab.results import load_results
 
     if args.profile not in PROFILES:
         raise LabError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")

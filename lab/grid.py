@@ -25,10 +25,10 @@ from pathlib import Path
 from engine.checkpoint import check_writable, latest_checkpoint, save_json
 from engine.data import load_cifar10
 from engine.errors import LabError
-from engine.results import read_result
 from engine.runtime import command_line
 from engine.schedules import fitted_batch
 from engine.settings import train_size
+from lab.results import read_result
 from train_utils import RunConfig, train
 
 # The handout's run: inputs in [0, 1], no augmentation, SGD lr 0.05 halved every 10 epochs,
@@ -362,7 +362,7 @@ def _replayable(run: RunFiles, echo) -> dict | None:
     stale = stale_settings(cfg, result)
     if stale:
         echo(
-            f"warning: {path.name} was saved with other settings than engine/grid.py now gives "
+            f"warning: {path.name} was saved with other settings than lab/grid.py now gives "
             f"({', '.join(stale)}); --force reruns it"
         )
     return result

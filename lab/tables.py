@@ -1,4 +1,4 @@
-"""Tables of `engine.stats`' rows: markdown for the notebook and the terminal, csv for a
+"""Tables of `lab.stats`' rows: markdown for the notebook and the terminal, csv for a
 spreadsheet. Formatting only: the numbers are computed in stats.py."""
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from engine import grid, results, stats
 from engine.errors import LabError
 from engine.plotting import plot_overlay
 from engine.runtime import precision_of
 from engine.settings import train_size
+from lab import grid, results, stats
 
 # What each verdict of stats.summarize means, in the words the notebook prints.
 VERDICTS = {
@@ -409,8 +409,8 @@ def lr_range(lab: Lab, base_cfg) -> dict | None:
     and saved when training is allowed; its suggestion printed beside the grid's own rates."""
     import datetime as dt
 
-    from engine import lr_finder
     from engine.checkpoint import save_json
+    from lab import lr_finder
 
     path = Path(lab.results_dir) / lab.profile / "lr_range.json"
     result, problem = results.read_json(path, ("suggestion", "env", "lrs"))

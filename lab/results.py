@@ -1,5 +1,5 @@
 """Results files: what every reader relies on (one schema, checked when a file is read) and
-the one reader of a profile's saved runs. engine/grid.py writes them."""
+the one reader of a profile's saved runs. lab/grid.py writes them."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ How the suggestion is read off the smoothed curve (`suggest`):
   after the first tenth of the test (fastai's "steep" suggestion); a safe constant lr, shown as
   a cross-check.
 
-    python -m engine.lr_finder --profile quick --steps 100 --out results
+    python -m lab.lr_finder --profile quick --steps 100 --out results
     -> results/quick/lr_range.json, plots/quick/lr_range.png and one line with the suggestion.
 """
 
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.checkpoint import save_json
     from engine.data import load_cifar10
-    from engine.grid import default_profile, make_config
+    from lab.grid import default_profile, make_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
