@@ -9,6 +9,7 @@ device, library versions, wall time). A finished run is replayed, not rerun, unl
 
 Profiles scale the same grid to the hardware:
 - full:  the real thing (50,000 images less 5,000 for validation, ResNet18 width 64) for a GPU;
+- cpu:   the whole grid with 3 seeds on two CPU cores in hours (7,000 images, width 16, 10 epochs);
 - quick: a preview of the whole grid on two CPU cores, in minutes (2,000 images, a width-8
   net, 3 epochs);
 - smoke: seconds, for tests.
@@ -51,7 +52,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     run = sub.add_parser("run", help="run experiments (all by default)")
     run.add_argument("names", nargs="*", help="experiment or group names (default: all)")
     run.add_argument(
-        "--profile", default=None, help="full | quick | smoke (default: full on CUDA, else quick)"
+        "--profile",
+        default=None,
+        help="full | cpu | quick | smoke (default: full on CUDA, else quick)",
     )
     run.add_argument(
         "--data-dir", default=None, help="CIFAR-10 location (default: $LAB3_DATA_DIR or ./data)"

@@ -34,7 +34,7 @@ import os
 
 from lab import grid
 
-PROFILE = os.environ.get("LAB3_PROFILE") or grid.default_profile()  # full | quick | smoke
+PROFILE = os.environ.get("LAB3_PROFILE") or grid.default_profile()  # full | cpu | quick | smoke
 DATA_DIR = os.environ.get("LAB3_DATA_DIR")  # None: ./data (see data.py)
 RESULTS_DIR = os.environ.get("LAB3_RESULTS_DIR", "results")
 PLOTS_DIR = os.environ.get("LAB3_PLOTS_DIR")  # None: plots/<profile>

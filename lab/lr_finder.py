@@ -56,7 +56,7 @@ DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is 4x its best so far (fasta
 MAX_LR_DIVISOR = 3.0  # max_lr = lowest-loss lr / 3 (see the module docstring)
 BASE_LR_DIVISOR = 4.0  # base_lr = max_lr / 4 (Smith 2015, section 3.3: "1/3 or 1/4")
 # Steps per profile: 100 is fastai's default (num_it=100); the tiny smoke net needs ~40 to dip.
-DEFAULT_STEPS = {"full": 100, "quick": 100, "smoke": 40}
+DEFAULT_STEPS = {"full": 100, "cpu": 100, "quick": 100, "smoke": 40}
 
 
 def _check_range(min_lr: float, max_lr: float, steps: int) -> None:
@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
-        "--profile", default=None, help="full | quick | smoke (default: full on CUDA, else quick)"
+        "--profile",
+        default=None,
+        help="full | cpu | quick | smoke (default: full on CUDA, else quick)",
     )
     ap.add_argument(
         "--experiment", default="baseline", help="whose configuration to test (default: baseline)"

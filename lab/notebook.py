@@ -139,9 +139,19 @@ def show_markdown(text: str) -> None:
 def preview_banner(lab: Lab) -> str:
     """Markdown for the top of the notebook: unless the profile is `full`, a banner naming the
     profile, the data, the hardware and what the preview shrinks, so that no page of the notebook
-    or its PDF can pass for the lab's results. Empty for `full`."""
+    or its PDF can pass for the lab's results. Empty for `full`; for `cpu`, a line naming its
+    scale (its runs are a study of their own, compared with their own baseline)."""
     if lab.profile == "full":
         return ""
+    if lab.profile == "cpu":
+        base = grid.make_config("baseline", "cpu")
+        return (
+            f"> **Profile `cpu`: the lab's grid at a scale two CPU cores train in hours** "
+            f"({train_size(dataclasses.asdict(base)):,} training images, ResNet18 width "
+            f"{base.width}, {base.epochs} epochs for the baseline, {lab.seeds} seeds). Every run "
+            "is compared with the baseline of this scale; the lab's own figures are the `full` "
+            "profile's."
+        )
     from engine.runtime import choose_precision, hardware_name, pick_device
 
     device = pick_device(lab.device)

@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     ap = argparse.ArgumentParser(description="Tables of a profile's saved results.")
-    ap.add_argument("--profile", default="full", help="full | quick | smoke (default: full)")
+    ap.add_argument("--profile", default="full", help="full | cpu | quick | smoke (default: full)")
     ap.add_argument("--out", default="results", help="results folder (default: results)")
     ap.add_argument("--baseline", default="baseline", help="experiment to compare against")
     ap.add_argument("--write", action="store_true", help="also save <out>/<profile>/summary.md")

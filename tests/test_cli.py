@@ -49,6 +49,33 @@ def test_profiles_rescale_the_same_grid():
     assert (base.epochs, base.batch_size, base.norm, base.augment) == (20, 128, "none", "none")
 
 
+def test_the_cpu_profile_keeps_each_groups_lesson():
+    """#33: the whole grid, 3 seeds, on two CPU cores; the step schedule's two phases and the
+    batch group's spread of steps per epoch survive the scale."""
+    from lab.grid import GROUPS, default_seeds
+
+    base = make_config("baseline", "cpu")
+    assert (base.width, base.train_subset, base.val_size, base.test_subset) == (
+        16,
+        7000,
+        1000,
+        None,
+    )
+    assert (base.epochs, base.step_epochs) == (10, 5)  # halved at epoch 5 of 10
+    assert default_seeds("cpu") == 3 and default_seeds("full") == 3 and default_seeds("quick") == 1
+    steps = {n: -(-7000 // make_config(n, "cpu").batch_size) for n in GROUPS["batch"]}
+    assert (steps["bs_32"], steps["bs_512"], steps["bs_2048"]) == (219, 14, 4)
+    assert make_config("lr_cyclical", "cpu").cycle_epochs == 2.5
+    # nothing else of a run changes: the same settings as full, but for the scale
+    scale = {"epochs", "step_epochs", "cycle_epochs", "warmup_epochs", "width", "val_size"}
+    scale |= {"train_subset", "test_subset", "batch_size", "name"}
+    for name in ["baseline", *GROUPS["aug"], *GROUPS["lr"]]:
+        full, cpu = (vars(make_config(name, p)) for p in ("full", "cpu"))
+        assert {k: v for k, v in full.items() if k not in scale} == {
+            k: v for k, v in cpu.items() if k not in scale
+        }, name
+
+
 def test_run_writes_parseable_results_then_replays(cifar, capsys, tmp_path):
     from conftest import data_location
 

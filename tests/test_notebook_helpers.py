@@ -101,3 +101,10 @@ def test_run_log_prints_the_handouts_lines_and_collapses_long_runs():
         echo(line)
     assert [ln for ln in out if ln.startswith("Epoch:")] == ["Epoch: 1", "Epoch: 2", "Epoch: 3"]
     assert not [ln for ln in out if ln.startswith("...")]
+
+
+def test_the_cpu_profile_is_a_study_of_its_own_not_a_preview():
+    banner = notebook.preview_banner(notebook.Lab(profile="cpu", data=None, seeds=3))
+    assert "PREVIEW" not in banner  # make_submission refuses notebooks that say PREVIEW
+    assert "Profile `cpu`" in banner and "7,000 training images" in banner and "3 seeds" in banner
+    assert "baseline of this scale" in banner
