@@ -46,7 +46,7 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     else:
-        env["cpu"] = platform.processor() or platform.machine()
+        env["cpu"] = cpu_model()
     return env
 
 
@@ -95,11 +95,8 @@ def command_line(argv: list[str] | None = None) -> str:
     return " ".join(clean(t) for t in argv)
 
 
-def hardware_name(device: torch.device) -> str:
-    """The machine in words, for banners and results: the GPU's name, or the CPU's model (where
-    Linux tells it) and the threads torch uses."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+def cpu_model() -> str:
+    """The CPU's model name where Linux tells it (/proc/cpuinfo), else the architecture."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -108,7 +105,15 @@ def hardware_name(device: torch.device) -> str:
             )
     except OSError:
         pass
-    return f"CPU ({model}), {torch.get_num_threads()} threads"
+    return model
+
+
+def hardware_name(device: torch.device) -> str:
+    """The machine in words, for banners and results: the GPU's name, or the CPU's model (where
+    Linux tells it) and the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({cpu_model()}), {torch.get_num_threads()} threads"
 
 
 # torch.compile's modes. "reduce-overhead" adds CUDA graphs, which remove the per-kernel launch
