@@ -7,12 +7,7 @@
 Each run writes results/<profile>/<name>__seed<k>.json (config, history, test figures, log,
 device, library versions, wall time). A finished run is replayed, not rerun, unless --force.
 
-Profiles scale the same grid to the hardware:
-- full:  the real thing (50,000 images less 5,000 for validation, ResNet18 width 64) for a GPU;
-- cpu:   the whole grid with 3 seeds on two CPU cores in hours (7,000 images, width 16, 10 epochs);
-- quick: a preview of the whole grid on two CPU cores, in minutes (2,000 images, a width-8
-  net, 3 epochs);
-- smoke: seconds, for tests.
+Profiles (full, cpu, quick, smoke) scale the same grid to the hardware: lab/grid.py says how.
 """
 
 from __future__ import annotations
