@@ -40,6 +40,12 @@ def train_flops_per_image(width: int = 64) -> float:
     return counter.get_total_flops() / len(y)
 
 
+# An evaluated image costs a forward pass, about a third of a training step's forward and
+# backward (the backward pass computes two products per layer, the forward one).
+EVAL_COST = 1 / 3
+TEST_IMAGES = 10_000
+
+
 def workload(names: list[str] | None = None, profile: str = "full", seeds: int = 1) -> dict:
     """What the grid (or `names`) costs in training images and optimizer steps, and the images
     evaluated (the validation split every epoch, the test set once; test-time augmentation's
@@ -60,12 +66,6 @@ def workload(names: list[str] | None = None, profile: str = "full", seeds: int =
         "steps": steps * seeds,
         "eval_images": evaluated * seeds,
     }
-
-
-# An evaluated image costs a forward pass, about a third of a training step's forward and
-# backward (the backward pass computes two products per layer, the forward one).
-EVAL_COST = 1 / 3
-TEST_IMAGES = 10_000
 
 
 # A run's seconds on a launch-bound GPU: a fixed cost per optimizer step (kernel launches, which
