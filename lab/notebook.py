@@ -53,17 +53,22 @@ class Lab:
     runs: dict = dataclasses.field(default_factory=dict)
     not_run: list = dataclasses.field(default_factory=list)
 
-    def run(self, names, echo: Callable[[str], None] = print) -> dict[str, list[dict]]:
-        """Replay the saved seeds of each experiment; train the missing ones when allowed."""
+    def run(self, names, echo: Callable[[str], None] | None = print) -> dict[str, list[dict]]:
+        """Replay the saved seeds of each experiment; train the missing ones when allowed.
+        `echo` gets every line of each run's log; None prints only warnings and each
+        experiment's test accuracies (a study whose table says the rest)."""
         saved = results.load_results(self.profile, self.results_dir)
         # One header per call, so that a headless run's log (papermill --log-output) says which
         # section of the lab is running.
         groups = ", ".join(dict.fromkeys(grid.GROUP_OF.get(n, n) for n in names))
         print(f"== {groups}: {len(names)} experiment(s), profile {self.profile} ==", flush=True)
-        print(
-            "(each epoch's 'learning rate' is the rate it trained with; the handout's log "
-            "prints it after scheduler.step(), i.e. the next epoch's)"
-        )
+        if echo is None:
+            echo = _warnings_only
+        else:
+            print(
+                "(each epoch's 'learning rate' is the rate it trained with; the handout's log "
+                "prints it after scheduler.step(), i.e. the next epoch's)"
+            )
         options = grid.RunOptions(
             out=self.results_dir,
             ckpt_root=self.checkpoints_dir,
@@ -84,6 +89,9 @@ class Lab:
                     done.append(grid.run_experiment(name, self.profile, self.data, seed, options))
             if done:
                 out[name] = self.runs[name] = done
+                if echo is _warnings_only:
+                    accs = " ".join(test_line(r).split("Test acc: ")[-1][:6] for r in done)
+                    print(f"{name:<18} test acc {accs}  (seeds {', '.join(str(s) for s in seeds)})")
             else:
                 self.not_run.append(name)
                 print(f"[{name}: not run: no saved results for profile {self.profile}]")
@@ -177,16 +185,14 @@ def preview_banner(lab: Lab) -> str:
 
 
 class RunLog:
-    """Echo for the groups: each run's log in the handout's form (`Epoch: N`, `learning rate:`,
-    `Train loss: ... | Train acc: ...`, `Val loss: ... | Val acc: ...`, then the test line),
-    collapsed for long runs to the first and last `keep` epochs with a line between naming how
-    many epochs there were and the results file that holds the full log.
+    """Echo for the groups: each run's log in the handout's words (`Epoch: N`, `learning rate:`,
+    `Train loss: ... | Train acc: ...`, `Val loss: ... | Val acc: ...`, then the test line).
 
-    Only replayed runs (announced by grid's "[<name> seed <k>: replaying <file>]" line) are
-    collapsed: a run being trained prints every epoch as it ends, since those lines are its
-    progress in a notebook. Lines outside an epoch's block (headers, warnings, the test line)
-    print at once; the epoch blocks past the first `keep` are held until the run ends (its test
-    line, a divergence, or the next run's header)."""
+    A replayed run (announced by grid's "[<name> seed <k>: replaying <file>]" line) is folded for
+    the report: each epoch on one line, only the first and last `keep` epochs, and a line
+    between naming how many epochs there were and the results file that holds the full log. A
+    run being trained prints every epoch as it ends, since those lines are its progress. Lines
+    outside an epoch (headers, warnings, the test line) print at once."""
 
     HEADER = re.compile(r"^\[(?P<name>\S+) seed (?P<seed>\d+), profile (?P<profile>\w+)\]")
     BLOCK = ("learning rate:", "Train loss:", "Val loss:")
@@ -197,19 +203,25 @@ class RunLog:
         self._reset(None)
 
     def _reset(self, path: str | None) -> None:
-        self.path, self.epochs, self.held, self.in_block = path, 0, [], False
+        self.path, self.epochs, self.block = path, [], None
+
+    def _end_block(self) -> None:
+        if self.block is not None:
+            self.epochs.append(" | ".join(self.block))
+            if len(self.epochs) <= self.keep:
+                self.out(self.epochs[-1])
+            self.block = None
 
     def flush(self) -> None:
-        """Print what is held: the 'N epochs' line, then the last `keep` epochs' blocks."""
-        if self.held:
-            hidden = len(self.held) - self.keep
-            if hidden > 0:
-                where = f", full log in {self.path}" if self.path else ""
-                self.out(f"... ({self.epochs} epochs, {hidden} not shown{where})")
-            for block in self.held[-self.keep :]:
-                for line in block:
-                    self.out(line)
-        self.held, self.in_block = [], False
+        """Print the 'N epochs' line, then the last `keep` epochs not printed yet."""
+        self._end_block()
+        hidden = len(self.epochs) - 2 * self.keep
+        if hidden > 0:
+            where = f", full log in {self.path}" if self.path else ""
+            self.out(f"... ({len(self.epochs)} epochs, {hidden} not shown{where})")
+        for line in self.epochs[max(self.keep, len(self.epochs) - self.keep) :]:
+            self.out(line)
+        self.epochs = []
 
     def __call__(self, line: str) -> None:
         if ": replaying " in line and line.startswith("["):
@@ -224,23 +236,21 @@ class RunLog:
             self._reset(path.as_posix())
             self.out(line)
         elif line.startswith("Epoch:"):
-            self.epochs += 1
-            self.in_block = True
-            if self.epochs <= self.keep:
-                self.out(line)
-            else:
-                self.held.append([line])
-        elif self.in_block and line.startswith(self.BLOCK):
-            if self.held and self.epochs > self.keep:
-                self.held[-1].append(line)
-            else:
-                self.out(line)
+            self._end_block()
+            self.block = [line]
+        elif self.block is not None and line.startswith(self.BLOCK):
+            self.block.append(line)
         else:
-            self.in_block = False
+            self._end_block()
             if line.startswith(("Test", "diverged")):
                 self.flush()
                 self.replaying = False
             self.out(line)
+
+
+def _warnings_only(line: str) -> None:
+    if line.startswith("warning"):
+        print(line)
 
 
 def brief(line: str) -> None:
@@ -261,19 +271,40 @@ def test_line(r: dict) -> str:
 
 
 def provenance_lines(runs: dict) -> list[str]:
-    """Where and when each run was made, from its results file."""
-    lines = []
+    """Where and when the runs were made, from their results files: one line for the runs that
+    share status, hardware, precision, torch, data and note, naming their seeds and dates."""
+    where: dict[str, dict[str, list]] = {}
     for name, rs in runs.items():
         for r in rs:
             env = r.get("env", {})
-            note = f"; {env['note']}" if env.get("note") else ""
-            lines.append(
-                f"{name} seed {r['seed']}: {r['status']} on {env.get('device')} "
-                f"{env.get('gpu') or env.get('cpu', '')}, {precision_of(r)}, "
-                f"torch {env.get('torch')}, data: {r.get('data', 'not recorded')}, "
-                f"finished {r.get('finished_at', '?')}{note}"
+            line = (
+                f"{r['status']} on {env.get('device')} {env.get('gpu') or env.get('cpu', '')}, "
+                f"{precision_of(r)}, torch {env.get('torch')}, "
+                f"data: {r.get('data', 'not recorded')}"
             )
+            seeds = where.setdefault(line + _note(env.get("note")), {}).setdefault(name, [])
+            seeds.append((r["seed"], r.get("finished_at", "?")))
+    lines = []
+    for line, names in where.items():
+        line, sep, note = line.partition("\0")
+        dates = sorted(d for seeds in names.values() for _, d in seeds)
+        when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+        runs_ = ", ".join(
+            f"{n} seed{'s' if len(v) > 1 else ''} {', '.join(str(k) for k, _ in v)}"
+            for n, v in names.items()
+        )
+        lines.append(f"{runs_}: {line}, finished {when}" + (f"; {note}" if sep else ""))
     return lines
+
+
+def _note(note: str | None) -> str:
+    """A results file's note, without the name of a script the repository does not have."""
+    if not note:
+        return ""
+    for path in re.findall(r"\(([\w./-]+\.(?:sh|py))\)", note):
+        if not (Path(__file__).resolve().parents[1] / path).exists():
+            note = note.replace(f" ({path})", "")
+    return "\0" + note
 
 
 def provenance(runs: dict) -> None:
@@ -311,10 +342,7 @@ def conclude(rows: list[dict]) -> str:
             + ", is one reading, not a finding."
         )
     if small:
-        text.append(
-            "- To judge those, add seeds: `LAB3_SEEDS=3` here, or "
-            "`python experiments.py run <group> --seeds 3`."
-        )
+        text.append("- Two more seeds of each run would decide those.")
     return "\n".join(text)
 
 

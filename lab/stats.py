@@ -244,9 +244,9 @@ def _aggregate(name: str, runs: Sequence[Mapping]) -> dict:
         "test_acc": _stat(r["test_acc"] for r in ok),
         "test_loss": _stat(r.get("test_loss") for r in ok),
         "sec_per_epoch": _stat(seconds_per_epoch(r) for r in ok),
-        # Not in the tables (tables.COLUMNS): figures a discussion may quote. The best
-        # epoch is kept apart from the last-epoch figures, which the test set goes with.
+        # The best epoch beside the last one, which the test set goes with.
         "best_val_acc": _stat(best_val_acc(r) for r in ok),
+        # Not in the tables (tables.COLUMNS): figures a discussion may quote.
         "last_train_acc": _stat(last_epoch(r, "train_acc") for r in ok),
         "train_val_gap": _stat(train_val_gap(r) for r in ok),
         "val_stability": _stat(val_stability(r) for r in ok),
@@ -264,8 +264,8 @@ def summarize(
 
     Each row: name, group, profile, n (runs), status {"ok", "diverged"}, seeds, and
     {"mean", "std", "n"} over the runs that finished for last_val_acc (the last epoch's, the
-    model the test set scores), test_acc, test_loss and sec_per_epoch (the table's columns),
-    and best_val_acc, last_train_acc, train_val_gap and val_stability (for the discussion);
+    model the test set scores), best_val_acc, test_acc, test_loss and sec_per_epoch (the
+    table's columns), and last_train_acc, train_val_gap and val_stability (for the discussion);
     vs_baseline (`diff_interval` of `metric`, experiment - baseline, plus "metric") and its
     verdict ("n too small" unless both sides have 2+ seeds); note (diverged runs, missing baseline). The baseline's own row
     has vs_baseline None and verdict "". Rows are JSON-safe (None, never nan).

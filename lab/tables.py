@@ -22,6 +22,7 @@ COLUMNS = {
     "images_per_sec": "images/s",
     "peak_mem_mb": "peak GPU MB",
     "last_val_acc": "val acc, last epoch (%)",
+    "best_val_acc": "val acc, best epoch (%)",
     "test_acc": "test acc (%)",
     "test_loss": "test loss",
     "vs_baseline": "vs baseline [95% CI]",
@@ -33,6 +34,7 @@ _DIGITS = {
     "images_per_sec": 0,
     "peak_mem_mb": 0,
     "last_val_acc": 2,
+    "best_val_acc": 2,
     "test_acc": 2,
     "test_loss": 4,
 }

@@ -1,8 +1,12 @@
-"""The final recipe: airbench's ResNet-18 settings (issue #23), the cutout presets, and a peak lr
-fitted to the run's batch and length (issue #19), so that a CPU preview of a few dozen steps is not wrecked
-by a peak meant for thousands. Pure functions and configurations: no training, milliseconds."""
+"""The two final recipes: `final`, the recipe of the lab's >90% run, exactly as its results file
+records it; `final_airbench`, airbench's ResNet-18 settings with a peak lr fitted to the run's
+batch and length, so that a CPU preview of a few dozen steps is not wrecked by a peak meant for
+thousands. Pure functions and configurations: no training, milliseconds."""
 
+import dataclasses
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +14,8 @@ import torch
 from engine.augment import CUTOUT, PRESETS, augment_batch, draw, torchvision_transform
 from engine.schedules import fitted_batch, lr_curve, scaled_peak
 from lab import grid
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def steps_per_epoch(cfg) -> int:
@@ -47,9 +53,9 @@ def test_scaled_peak_lowers_the_peak_of_a_short_climb_in_proportion() -> None:
 # ---- the final recipe in the grid -----------------------------------------------------------
 
 
-def test_final_is_the_anchors_recipe_on_the_full_profile() -> None:
+def test_final_airbench_is_the_anchors_recipe_on_the_full_profile() -> None:
     # airbench's ResNet-18 baseline (KellerJordan/cifar10-zoo, train_resnet18_94.py)
-    cfg = grid.make_config("final", "full")
+    cfg = grid.make_config("final_airbench", "full")
     assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.max_lr, cfg.pct_start) == (
         500,
         26,
@@ -77,33 +83,45 @@ def test_fitted_batch_keeps_the_recipes_steps_per_epoch() -> None:
 
 
 def test_final_on_a_subset_trains_smaller_batches_at_a_scaled_lr() -> None:
-    quick = grid.make_config("final", "quick")  # 2,000 images: 500 -> 250 -> 125 -> 62
+    quick = grid.make_config("final_airbench", "quick")  # 2,000 images: 500 -> 250 -> 125 -> 62
     assert quick.batch_size == 62 and steps_per_epoch(quick) == 33  # 31 is below the floor
     # linear scaling, and a 26-step rise (20% of 4 x 33 steps) under the 40-step cap peaks lower
     rise = round(0.2 * quick.epochs * 33)
     assert peak_of(quick) == pytest.approx(0.2 * 62 / 500 * rise / grid.MIN_RISE_STEPS)
     # what the user sets is what runs
-    assert grid.make_config("final", "quick", overrides={"batch_size": 512}).batch_size == 512
+    assert (
+        grid.make_config("final_airbench", "quick", overrides={"batch_size": 512}).batch_size == 512
+    )
 
 
 def test_a_short_climb_peaks_lower() -> None:
     # smoke: 400 images, batch 62, 7 steps an epoch, a 4-step climb
-    cfg = grid.make_config("final", "smoke")
+    cfg = grid.make_config("final_airbench", "smoke")
     rise = max(1, round(cfg.pct_start * cfg.epochs * steps_per_epoch(cfg)))
     assert cfg.batch_size == 62 and rise < grid.MIN_RISE_STEPS
     assert peak_of(cfg) == pytest.approx(0.2 * 62 / 500 * rise / grid.MIN_RISE_STEPS, rel=1e-3)
 
 
-def test_final_why_names_a_source_for_every_setting() -> None:
-    keys = " ".join(grid.FINAL_WHY)
-    missing = [k for k in grid.GROUPS["final"]["final"] if f"{k}=" not in keys]
-    assert not missing, f"FINAL_WHY says nothing about {missing}"
-    for setting, why in grid.FINAL_WHY.items():
-        assert why.strip(), setting
-        # each names a run of the grid, an issue or a paper (author and year)
-        runs = any(name in why for name in grid.EXPERIMENTS)
-        paper = any(ch.isdigit() for ch in why)
-        assert runs or paper, setting
+@pytest.mark.parametrize("name, why", [("final", "FINAL_WHY"), ("final_airbench", "AIRBENCH_WHY")])
+def test_each_final_recipe_names_a_source_for_every_setting(name: str, why: str) -> None:
+    table = getattr(grid, why)
+    keys = " ".join(table)
+    missing = [k for k in grid.GROUPS["final"][name] if f"{k}=" not in keys]
+    assert not missing, f"{why} says nothing about {missing}"
+    for setting, text in table.items():
+        # each names a paper (author and year) or a measured figure
+        assert any(ch.isdigit() for ch in text), setting
+
+
+def test_final_replays_the_committed_run_that_reached_90_percent() -> None:
+    # the lab's >90% run was made by the grid's `final`: the same configuration, field by field
+    # (fields added since default to what the run did)
+    saved = json.loads((ROOT / "results" / "full" / "final__seed0.json").read_text())
+    assert saved["test_acc"] > 0.90
+    now = dataclasses.asdict(grid.make_config("final", "full"))
+    assert {k: now[k] for k in saved["config"]} == saved["config"]
+    defaults = dataclasses.asdict(grid.BASELINE)
+    assert all(now[k] == defaults[k] for k in set(now) - set(saved["config"]))
 
 
 # ---- the 8x8 cutout -------------------------------------------------------------------------

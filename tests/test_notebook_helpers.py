@@ -86,21 +86,42 @@ def test_run_log_prints_the_handouts_lines_and_collapses_long_runs():
     out.clear()
     for line in ["[baseline seed 0: replaying results/full/baseline__seed0.json]", *log(20)]:
         echo(line)
-    epochs = [ln for ln in out if ln.startswith("Epoch:")]
+    # a replayed run is folded for the report: one line an epoch, the first and last two
+    epochs = [ln.split(" | ")[0] for ln in out if ln.startswith("Epoch:")]
     assert epochs == ["Epoch: 1", "Epoch: 2", "Epoch: 19", "Epoch: 20"]
+    folded = next(ln for ln in out if ln.startswith("Epoch: 19"))
+    assert folded == (
+        "Epoch: 19 | learning rate: 0.05 | Train loss: 1.0 | Train acc: 0.5 | "
+        "Val loss: 1.1 | Val acc: 0.4"
+    )
     assert "... (20 epochs, 16 not shown, full log in results/full/baseline__seed0.json)" in out
     assert (
-        out.index("Epoch: 2") < out.index("Epoch: 19") < out.index("Test loss: 0.6 | Test acc: 0.8")
+        out.index("Epoch: 2" + folded[9:])
+        < out.index(folded)
+        < out.index("Test loss: 0.6 | Test acc: 0.8")
     )
-    assert out[-1].startswith("Test loss") and len(out) == 1 + 2 + 4 * 4 + 1 + 1
+    assert out[-1].startswith("Test loss") and len(out) == 1 + 2 + 4 + 1 + 1
     out.clear()
     for line in [
         "[baseline seed 0: replaying results/full/baseline__seed0.json]",
         *log(3),
     ]:  # short runs: every epoch, nothing collapsed
         echo(line)
-    assert [ln for ln in out if ln.startswith("Epoch:")] == ["Epoch: 1", "Epoch: 2", "Epoch: 3"]
+    assert [ln[:8] for ln in out if ln.startswith("Epoch:")] == ["Epoch: 1", "Epoch: 2", "Epoch: 3"]
     assert not [ln for ln in out if ln.startswith("...")]
+
+
+def test_provenance_groups_runs_made_alike_and_names_no_missing_script():
+    run = {
+        "seed": 0,
+        "status": "ok",
+        "finished_at": "A",
+        "env": {"device": "cpu", "cpu": "Xeon", "torch": "2.14", "note": "shared (scripts/x.sh)"},
+    }
+    runs = {"a": [run, dict(run, seed=1, finished_at="B")], "b": [dict(run, seed=2)]}
+    (line,) = notebook.provenance_lines(runs)
+    assert line.startswith("a seeds 0, 1, b seed 2: ok on cpu Xeon")
+    assert line.endswith("finished A to B; shared")
 
 
 def test_the_cpu_profile_is_a_study_of_its_own_not_a_preview():
