@@ -15,7 +15,8 @@ Checks before packing, each failure one line on stderr and exit status 2:
   produced output, and the outputs contain the "Test acc:" lines the training prints;
 - its results are not a preview: outputs naming the smoke or quick profile (the training log
   prints "[<run> seed <k>, profile <name>]") are refused unless --allow-preview;
-- results/<profile>/ holds the results files the notebook replays;
+- results/<profile>/ holds the results files the notebook replays, for every profile its outputs
+  show (the lab's own and the `cpu` study beside it);
 - the PDF is built from that notebook by report/export_notebook.py (weasyprint or Chromium),
   or given with --pdf (then it must be a PDF, and where poppler's pdftotext is installed, not a
   preview);
@@ -42,7 +43,8 @@ from engine.errors import LabError, run_cli
 STUDENT_ID = re.compile(r"[A-Za-z0-9]{6,12}")
 PREVIEW_PROFILES = ("smoke", "quick")
 # "[baseline seed 0, profile quick]" (experiments.py), "profile: quick", "PROFILE = 'quick'".
-PROFILE_RE = re.compile(r"\bprofile\b\s*[:=]?\s*['\"]?(full|quick|smoke)\b", re.IGNORECASE)
+PROFILE_RE = re.compile(r"\bprofile\b\s*[:=]?\s*['\"]?(full|cpu|quick|smoke)\b", re.IGNORECASE)
+MAIN_PROFILE_RE = re.compile(r"^profile: (full|cpu|quick|smoke) \{", re.MULTILINE)
 TEST_ACC = "Test acc:"
 PREVIEW_BANNER = "PREVIEW: profile"  # lab/notebook.py preview_banner, at the notebook's top
 PLACEHOLDER_IDS = ("123456789", "12345678", "1234567", "123456")
@@ -142,6 +144,12 @@ def check_notebook(path: Path, allow_preview: bool = False) -> dict:
             f"{path} shows results of the {' and '.join(preview)} profile (a preview, not the "
             "real runs); rerun with --profile full, or pass --allow-preview to pack it anyway"
         )
+    # the set-up cell's "profile: <name> {...}" line names the notebook's own profile: listed
+    # first, before a study shown beside it
+    main = [m.group(1) for t in texts for m in MAIN_PROFILE_RE.finditer(t)]
+    if main and main[0] in profiles:
+        profiles.remove(main[0])
+        profiles.insert(0, main[0])
     return {"profiles": profiles, "test_lines": test_lines}
 
 
@@ -175,6 +183,8 @@ REPO = Path(__file__).resolve().parent
 # How to install it, beside the code (the project's README names paths the zip does not hold;
 # the grader's README is written by grader_readme).
 EXTRAS = ("requirements.txt",)
+# The command line the zip's README tells the grader to train a run with.
+SCRIPTS = ("experiments.py",)
 GRADER_README = "README.md"
 
 
@@ -255,30 +265,36 @@ def local_modules(notebook: str | Path, root: str | Path = REPO, scripts=()) -> 
 
 def results_files(
     notebook_profiles: list[str], results: Path, profile: str | None
-) -> tuple[str, list[Path]]:
-    """The profile the notebook shows and the results files it replays: results/<profile>/*.json
-    (every run's file and lr_range.json)."""
-    if profile is None:
-        if len(notebook_profiles) != 1:
-            shown = ", ".join(notebook_profiles) or "none"
-            raise LabError(
-                f"the notebook's outputs show profile(s) {shown}, not one; pass --profile"
-            )
-        profile = notebook_profiles[0]
-    files = sorted(p for p in (Path(results) / profile).glob("*.json") if p.is_file())
+) -> tuple[list[str], list[Path]]:
+    """The profiles whose results the notebook replays and their files: results/<profile>/*.json
+    (every run's file and lr_range.json) of `profile`, or of every profile the outputs show that
+    has results."""
+    if profile is None and not notebook_profiles:
+        raise LabError("the notebook's outputs show no profile; pass --profile")
+    packed, files = [], []
+    for p in [profile] if profile else notebook_profiles:
+        found = sorted(f for f in (Path(results) / p).glob("*.json") if f.is_file())
+        if found:
+            packed.append(p)
+            files += found
     if not files:
-        raise LabError(
-            f"no results files in {Path(results) / profile}; pass --results, the "
-            "folder the notebook read (its RESULTS_DIR)"
+        where = ", ".join(str(Path(results) / p) for p in [profile] if p) or (
+            ", ".join(str(Path(results) / p) for p in notebook_profiles)
         )
-    return profile, files
+        raise LabError(
+            f"no results files in {where}; pass --results, the folder the notebook read (its "
+            "RESULTS_DIR)"
+        )
+    return packed, files
 
 
 def grader_readme(
-    sid: str, name: str, profile: str, notebook: str, pdf: str, modules: list[str], n_results: int
+    sid: str, name: str, profiles: list[str], notebook: str, pdf: str, modules: list[str], n: int
 ) -> str:
-    """The zip's README: what is where, and how to re-run the notebook in replay mode."""
+    """The zip's README: what is where, how to re-run the notebook in replay mode, and how to
+    train a run again."""
     tops = sorted({m.split("/")[0] for m in modules})
+    main = profiles[0]
     return f"""Lab 3 hand-in of {name} ({sid})
 ================================
 
@@ -286,9 +302,10 @@ What is where
 - {pdf}: the report, the executed notebook exported to PDF (title page first).
 - {notebook}: the executed notebook, with its outputs as the student ran it.
 - resnet18.py: the model.
-- results/{profile}/: the {n_results} results files the notebook replays (one JSON per run and
-  seed, with its per-epoch log; lr_range.json is the LR range test).
-- {", ".join(tops)}: the local modules the notebook imports.
+- results/{{{",".join(profiles)}}}/: the {n} results files the notebook replays (one JSON per run
+  and seed, with its per-epoch log; lr_range.json is the LR range test).
+- experiments.py: the command line that trains any run of the grid.
+- {", ".join(tops)}: the local modules the notebook and experiments.py import.
 - requirements.txt: the Python packages.
 
 Re-running the notebook from its results (replay mode, no training)
@@ -296,10 +313,17 @@ Re-running the notebook from its results (replay mode, no training)
 2. Put a copy of CIFAR-10 anywhere (the notebook's set-up cell says which forms it reads) and
    point LAB3_DATA_DIR at it.
 3. In this folder:
-     LAB3_PROFILE={profile} LAB3_TRAIN_MISSING=0 LAB3_DATA_DIR=/path/to/cifar10 \\
+     LAB3_PROFILE={main} LAB3_TRAIN_MISSING=0 LAB3_DATA_DIR=/path/to/cifar10 \\
        venv/bin/jupyter nbconvert --to notebook --execute {notebook} --output rerun.ipynb
-   Every run is replayed from results/{profile}/ and prints its log and test line; with
+   Every run is replayed from results/ and prints its log and test line; with
    LAB3_TRAIN_MISSING=0 nothing trains (a run without a results file is reported as not run).
+
+Training a run again (e.g. the final model; a GPU for the full profile)
+     venv/bin/python experiments.py list
+     venv/bin/python experiments.py run final --profile {main} --data-dir /path/to/cifar10 \\
+       --out retrained
+   The new results file, retrained/{main}/final__seed0.json, records the same configuration as
+   results/{main}/final__seed0.json; compare their test accuracy and log.
 """
 
 
@@ -325,13 +349,13 @@ def make_submission(
     found = check_notebook(nb, allow_preview)
     check_model(py)
     root = Path(root)
-    profile, result_files = results_files(
+    profiles, result_files = results_files(
         found["profiles"], Path(results or root / "results"), profile
     )
     target = Path(out) / f"{sid}_lab3.zip"
     if target.exists() and not force:
         raise LabError(f"{target} already exists; pass --force to replace it")
-    modules = local_modules(nb, root)
+    modules = local_modules(nb, root, scripts=SCRIPTS)
     nb_name, pdf_name = f"{sid}_lab3.ipynb", f"{sid}_lab3.pdf"
     with tempfile.TemporaryDirectory(prefix="lab3-submission-") as tmp:
         if report is None:
@@ -343,12 +367,12 @@ def make_submission(
             pdf = _need_file(Path(report), "pdf")
             found["report_checked"] = check_report(pdf, allow_preview)
         members: dict[str, Path | str] = {nb_name: nb, "resnet18.py": py, pdf_name: pdf}
-        for rel in [*modules, *(e for e in EXTRAS if (root / e).is_file())]:
+        for rel in [*modules, *(e for e in (*SCRIPTS, *EXTRAS) if (root / e).is_file())]:
             members.setdefault(rel, root / rel)  # resnet18.py: the --model file given
         for f in result_files:
-            members[f"results/{profile}/{f.name}"] = f
+            members[f"results/{f.parent.name}/{f.name}"] = f
         members[GRADER_README] = grader_readme(
-            sid, name, profile, nb_name, pdf_name, modules, len(result_files)
+            sid, name, profiles, nb_name, pdf_name, modules, len(result_files)
         )
 
         def write(f) -> None:
@@ -361,7 +385,7 @@ def make_submission(
 
         atomic_write(target, write)
     found["members"] = list(members)
-    found["profile"] = profile
+    found["profile"] = ", ".join(profiles)
     return target, found
 
 

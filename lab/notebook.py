@@ -91,7 +91,8 @@ class Lab:
                 out[name] = self.runs[name] = done
                 if echo is _warnings_only:
                     accs = " ".join(test_line(r).split("Test acc: ")[-1][:6] for r in done)
-                    print(f"{name:<18} test acc {accs}  (seeds {', '.join(str(s) for s in seeds)})")
+                    done_seeds = ", ".join(str(r["seed"]) for r in done)
+                    print(f"{name:<18} test acc {accs}  (seeds {done_seeds})")
             else:
                 self.not_run.append(name)
                 print(f"[{name}: not run: no saved results for profile {self.profile}]")
@@ -124,7 +125,8 @@ class Lab:
         )
 
     def compare(self, runs: dict) -> tuple[list[dict], str]:
-        """The table of `runs` against the baseline (Markdown) and the sentences it supports."""
+        """The table of `runs` against the baseline (Markdown) under a line naming the scale,
+        and the sentences it supports."""
         if not runs:
             return [], "*No runs of this group to compare.*"
         both = {"baseline": self.runs["baseline"], **runs} if "baseline" in self.runs else runs
@@ -133,7 +135,62 @@ class Lab:
         except LabError as e:  # runs of other data, precision or profile: never pooled
             print(f"warning: {e}")
             return [], f"*Not compared: {e}*"
-        return rows, stats.format_table(rows) + "\n\n" + conclude(rows)
+        head = f"**Scale `{self.profile}`** ({self.scale()}), against its own baseline:\n\n"
+        return rows, head + stats.format_table(rows) + "\n\n" + conclude(rows)
+
+    def scale(self) -> str:
+        """The profile's scale in words: images, width, the baseline's epochs."""
+        base = grid.make_config("baseline", self.profile)
+        return (
+            f"{train_size(dataclasses.asdict(base)):,} training images, ResNet18 width "
+            f"{base.width}, the baseline {base.epochs} epochs"
+        )
+
+    def section(self, names, title: str, file: str, echo=None) -> tuple[dict, list[dict]]:
+        """One group at this scale: its runs (replayed or trained), where they were made, their
+        curves over the baseline's and their table; returns the runs and the table's rows."""
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        runs = self.run(names, echo=echo)
+        provenance(runs)
+        fig = self.overlay(runs, title, file)
+        if fig is not None:
+            display(fig)  # here, above the table, not at the end of the cell
+            plt.close(fig)
+        rows, text = self.compare(runs)
+        show_markdown(text)
+        return runs, rows
+
+
+def study(lab: Lab, profile: str | None) -> Lab | None:
+    """The study of `profile` shown beside `lab`'s runs (its saved results replayed, never
+    trained here), or None when there is none to show: no profile, or the lab's own."""
+    if not profile or profile == lab.profile:
+        return None
+    return dataclasses.replace(
+        lab,
+        profile=profile,
+        plots_dir=Path(lab.plots_dir).parent / profile,
+        seeds=grid.default_seeds(profile),
+        force=False,
+        train_missing=False,
+        runs={},
+        not_run=[],
+    )
+
+
+def epoch_table(result: dict, epochs: list[int]) -> str:
+    """Markdown: the lr, losses and accuracies of one run at the given epochs (1-based)."""
+    h = result["history"]
+    rows = ["| epoch | lr | train loss | train acc | val loss | val acc |", "|" + " ---: |" * 6]
+    for e in sorted({e for e in epochs if 1 <= e <= len(h["train_loss"])}):
+        i = e - 1
+        rows.append(
+            f"| {e} | {h['lr'][i]:.4g} | {h['train_loss'][i]:.4f} | {h['train_acc'][i]:.4f} | "
+            f"{h['val_loss'][i]:.4f} | {h['val_acc'][i]:.4f} |"
+        )
+    return "\n".join(rows)
 
 
 def show_markdown(text: str) -> None:

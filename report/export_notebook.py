@@ -12,7 +12,8 @@ What it fixes on the way (the .ipynb itself is not changed):
   intermediate state ("0%", "1%", ...); each line is folded to what a terminal would show last,
   and lines that end blank (a bar that cleared itself, leave=False) are dropped. Notebook tqdm
   widgets are replaced by their saved final state where the notebook saved widget state;
-- long code lines wrap instead of running off the page;
+- code cells show their outputs only (the .ipynb keeps the code); long lines wrap instead of
+  running off the page;
 - nothing is fetched: the page keeps no scripts (MathJax, require.js and mermaid come from
   CDNs), and the PDF engines only read local files (report/render.py). Markdown maths is
   therefore shown as its LaTeX source.
@@ -184,7 +185,10 @@ def notebook_html(nb, title: str = "") -> str:
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name=TEMPLATE_NAME)
+    # The report shows what the cells printed and drew, not their code: the notebook handed in
+    # beside it has the code, and the code the lab asks to see (the block, make_layer) is
+    # printed by a cell as Markdown, so it stays.
+    exporter = HTMLExporter(template_name=TEMPLATE_NAME, exclude_input=True)
     body, _ = exporter.from_notebook_node(nbformat.from_dict(nb))
     # No scripts: a printed page runs none, and the template's load MathJax, require.js and
     # mermaid from CDNs, which an offline Chromium would wait for.

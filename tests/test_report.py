@@ -106,6 +106,7 @@ def test_export_html_and_pdf(tmp_path):
     assert "3/3 done" in html and "1/3 done" not in html and "epoch 1/1" not in html
     assert "pre-wrap" in html and "實驗" in html
     assert "<script" not in html  # nothing to fetch or run
+    assert "Test acc: 0.9312" in html and "tqdm(range(3))" not in html  # outputs, not code
     with pytest.raises(LabError, match="must end in .pdf or .html"):
         export_notebook.export(path, tmp_path / "nb.docx")
     if ENGINES:

@@ -91,6 +91,28 @@ def test_zip_holds_the_three_renamed_files_and_the_code(files):
     assert [p.name for p in files["out"].iterdir()] == [target.name]  # no temp file left
 
 
+def test_zip_holds_the_study_beside_the_lab_and_the_command_that_retrains(files):
+    # the set-up line names the notebook's own profile; the cpu study's runs are shown beside
+    nb = nbformat.read(files["notebook"], as_version=4)
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="profile: full {}\n"),
+        nbformat.v4.new_output(
+            "stream", name="stdout", text="== norm: 3 experiment(s), profile cpu ==\n"
+        ),
+    ]
+    nbformat.write(nb, files["notebook"])
+    target, found = ms.make_submission(SID, **files)
+    assert found["profiles"] == ["full", "cpu"]
+    with zipfile.ZipFile(target) as z:
+        names = set(z.namelist())
+        readme = z.read("README.md").decode()
+    for profile in ("full", "cpu"):
+        saved = {f"results/{profile}/{p.name}" for p in (REPO / "results" / profile).glob("*.json")}
+        assert saved and saved <= names
+    assert "experiments.py" in names
+    assert "LAB3_PROFILE=full" in readme and "experiments.py run final --profile full" in readme
+
+
 def test_local_modules_follow_imports(tmp_path):
     """Imports of every form, followed into the local modules; library imports left out."""
     import nbformat
