@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from engine.checkpoint import (
     atomic_write,
@@ -47,10 +48,10 @@ from engine.data import (
     split_train_val,
 )
 from engine.distributed import World
-from engine.epoch import exploded, train_epoch
 from engine.errors import LabError
 from engine.loader import DeviceLoader
 from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
+from engine.progress import bar_file
 from engine.runtime import (  # noqa: F401  (pick_device, optimizer_step re-exported)
     Precision,
     check_compile_mode,
@@ -334,199 +335,216 @@ def train(
     precision: str | None = "auto",
 ) -> RunResult:
     """Train `cfg` on `data`; evaluate on validation every epoch and on test once at the end.
-    `world` (default: one process) spreads the run over a DDP process group
-    (engine/distributed.py's `start` forms it). `precision` is auto | bf16 | fp32 (runtime.choose_precision); the
-    results record the one used and why."""
+
+    `ckpt_dir` gets a checkpoint every `ckpt_every` epochs (and `model.pt`, the final weights);
+    `resume` continues from its newest one. `world` (default: one process) spreads the run over
+    a DDP process group (engine/distributed.py's `start` forms it). `precision` is auto | bf16 |
+    fp32 (runtime.choose_precision); the results record the one used and why. The losses are
+    looked at every `check_every` steps, not after each step: a look costs a device sync."""
     cfg.validate()
     world = world or World()
     if world.helper:  # under DDP rank 0 alone prints and writes files
         log, progress, ckpt_dir = (lambda line: None), False, None
-    run = _Run(cfg, data, device, world, log, progress, compile_mode, precision, ckpt_dir)
+    device = pick_device(device)
+    check_compile_mode(compile_mode)
+    prec = choose_precision(device, precision)
     limit = DIVERGENCE_LOSS if divergence_loss is None else divergence_loss
-    if run.epochs(run.resume(resume), check_every, ckpt_every, limit):
-        run.finish(limit)
-    return run.result
+    t_start, prior_seconds = time.perf_counter(), 0.0  # prior: the segments before a resume
+    lines: list[str] = []  # this run's log, saved in each checkpoint so a resume keeps it
 
+    def say(line: str) -> None:
+        lines.append(line)
+        log(line)
 
-class _Run:
-    """One call of `train`, in the parts it reads in order: set-up (`__init__`), `resume`,
-    `epochs` (each one `train_epoch` and a validation) and `finish` (the test). A class rather
-    than functions because every part reads and extends the same state (model, optimizer,
-    scaler, loaders, schedule, result, log lines, clock): as arguments it would make each part
-    an argument list like timm's 18-argument train_one_epoch, which STYLE.md turns down."""
+    def elapsed() -> float:
+        return prior_seconds + time.perf_counter() - t_start
 
-    def __init__(self, cfg, data, device, world, log, progress, compile_mode, precision, ckpt_dir):
-        """Set-up: precision, seeding, loaders, model, optimizer, scaler and schedule, and a
-        warning for a class missing from the data."""
-        self.cfg, self.data, self.world, self.log = cfg, data, world, log
-        self.progress, self.ckpt_dir = progress, ckpt_dir
-        self.device = device = pick_device(device)
-        check_compile_mode(compile_mode)
-        self.prec = prec = choose_precision(device, precision)
-        self.t_start = time.perf_counter()
-        self.lines: list[str] = []  # this run's log, saved in each checkpoint so a resume keeps it
-        self.prior_seconds = 0.0  # wall time of the segments before a resume
-        seed_everything(cfg.seed)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-            torch.cuda.reset_peak_memory_stats(device)
-        (self.train_dl, self.val_dl, self.test_dl), norm = build_loaders(
-            cfg, data, device, world=world, channels_last=prec.channels_last
+    # ---- set-up: seed, loaders, model, optimizer, schedule
+    seed_everything(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
+    (train_dl, val_dl, test_dl), norm = build_loaders(
+        cfg, data, device, world=world, channels_last=prec.channels_last
+    )
+    _warn_missing_classes(data, say)
+    model = world.prepare(make_model(cfg, device, prec))  # SyncBatchNorm on request
+    if compile_mode and device.type == "cpu":  # a crash there is one line, not a dead kernel
+        sizes = train_dl.batch_sizes()
+        probe_compile(
+            model,
+            [(n, *data.train_images.shape[1:]) for n in sizes[:1] + sizes],
+            compile_mode,
+            prec,
         )
-        self.norm_line = f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}"
-        for part, labels in (("training", data.train_labels), ("test", data.test_labels)):
-            counts = torch.bincount(labels.cpu(), minlength=len(data.classes))
-            missing = [c for c, k in zip(data.classes, counts.tolist()) if k == 0]
-            if missing:  # an incomplete image copy: the run is not CIFAR-10's (issue #27)
-                self.say(
-                    f"warning: the {part} images have no {', '.join(missing)} (a class folder "
-                    f"missing from {data.source}?); the figures are not CIFAR-10's: fix the copy"
-                )
-        self.model = world.prepare(make_model(cfg, device, prec))  # SyncBatchNorm on request
-        if compile_mode and device.type == "cpu":  # a crash there is one line, not a dead kernel
-            image = tuple(data.train_images.shape[1:])
-            sizes = self.train_dl.batch_sizes()
-            shapes = [(n, *image) for n in sizes[:1] + sizes]
-            probe_compile(self.model, shapes, compile_mode, prec)
-        self.step_model = compile_for_training(world.wrap(self.model), compile_mode)
-        self.opt = make_optimizer(cfg, self.model)
-        self.scaler = prec.scaler()
-        self.sched = cfg.make_schedule(len(self.train_dl))
-        self.total_steps = cfg.epochs * len(self.train_dl)
-        self.step = 0  # optimizer steps taken, over every epoch
-        self.result = RunResult(
-            config=dataclasses.asdict(cfg),
-            history=_new_history(),
-            norm_stats=norm,
-            env={**environment(device), **prec.record(), "compile": compile_mode, **world.record()},
-            log=self.lines,
-        )
+    step_model = compile_for_training(world.wrap(model), compile_mode)
+    opt = make_optimizer(cfg, model)
+    scaler = prec.scaler()
+    steps_per_epoch = len(train_dl)
+    sched = cfg.make_schedule(steps_per_epoch)
+    total_steps = cfg.epochs * steps_per_epoch
+    result = RunResult(
+        config=dataclasses.asdict(cfg),
+        history=_new_history(),
+        norm_stats=norm,
+        env={**environment(device), **prec.record(), "compile": compile_mode, **world.record()},
+        log=lines,
+    )
+    hist = result.history
 
-    def say(self, line: str) -> None:
-        self.lines.append(line)
-        self.log(line)
+    def diverged(message: str) -> RunResult:
+        result.status, result.message = "diverged", message
+        result.wall_seconds = elapsed()
+        say(message)
+        return result
 
-    def elapsed(self) -> float:
-        return self.prior_seconds + time.perf_counter() - self.t_start
-
-    def resume(self, resume: bool) -> int:
-        """The epoch to start at: after the last one of the latest checkpoint, when resuming from
-        one (its history, log and time become this run's), else 0."""
-        path = latest_checkpoint(self.ckpt_dir) if resume and self.ckpt_dir is not None else None
-        # Under DDP rank 0 reads the checkpoint and sends it to the others, on the CPU (a tensor
-        # pickled on cuda:0 would arrive on cuda:0 everywhere).
-        where = "cpu" if self.world.ddp else self.device
-        state = load_checkpoint(path, map_location=where) if path else None
-        if (state := self.world.from_main(state)) is None:
-            self.say(self.norm_line)
-            return 0
+    # ---- resume: the newest checkpoint's weights, optimizer, random state, history and log
+    start = 0
+    path = latest_checkpoint(ckpt_dir) if resume and ckpt_dir is not None else None
+    # Under DDP rank 0 reads the checkpoint and sends it to the others, on the CPU (a tensor
+    # pickled on cuda:0 would arrive on cuda:0 everywhere).
+    state = load_checkpoint(path, map_location="cpu" if world.ddp else device) if path else None
+    if (state := world.from_main(state)) is None:
+        say(f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}")
+    else:
         resume_run(
             state,
             path,
-            self.model,
-            self.opt,
-            self.scaler,
-            config=self.result.config,
-            precision=self.prec.name,
-            data=self.data.source,
+            model,
+            opt,
+            scaler,
+            config=result.config,
+            precision=prec.name,
+            data=data.source,
         )
-        self.result.history = state["history"]
-        self.lines += state.get("log", [])
-        self.prior_seconds = state.get("wall_seconds", 0.0)
-        self.say(f"Resumed from {path} after epoch {state['epoch']}")
-        return state["epoch"]
+        result.history = hist = state["history"]
+        lines += state.get("log", [])
+        prior_seconds = state.get("wall_seconds", 0.0)
+        start = state["epoch"]
+        say(f"Resumed from {path} after epoch {start}")
 
-    def take_step(self, i: int, x: torch.Tensor, y: torch.Tensor):
-        """Step `i` of an epoch, at the schedule's learning rate: (logits, loss, lr)."""
-        lr, smoothing = lr_at(self.step, self.total_steps, self.sched), self.cfg.label_smoothing
-        set_lr(self.opt, lr)
-        weight = self.train_dl.weight(i) if self.world.ddp else 1.0  # a DDP rank's share
-        logits, loss = train_step(
-            self.step_model, self.opt, x, y, self.prec, self.scaler, smoothing, weight
+    # ---- the epochs
+    step = start * steps_per_epoch  # optimizer steps taken, over every epoch
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        losses = torch.zeros(steps_per_epoch, device=device)  # summed over each batch's images
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        batches = tqdm(
+            train_dl.batches(epoch),
+            total=steps_per_epoch,
+            leave=False,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            file=bar_file(),
+            mininterval=1.0,
+            ascii=True,
         )
-        self.step += 1
-        return logits, loss, lr
-
-    def epochs(self, start: int, check_every: int, ckpt_every: int, limit: float) -> bool:
-        """Epochs `start`.. to the last, each validated, logged and checkpointed; False when the
-        run diverged (the result says where)."""
-        cfg, hist = self.cfg, self.result.history
-        self.step = start * len(self.train_dl)
-        for epoch in range(start, cfg.epochs):
-            self.model.train()
-            desc = f"epoch {epoch + 1}/{cfg.epochs}"
-            ep = train_epoch(
-                self.train_dl, epoch, self.take_step, self.world, check_every, self.progress, desc
+        for i, (x, y) in enumerate(batches):
+            lr = lr_at(step, total_steps, sched)
+            set_lr(opt, lr)
+            weight = train_dl.weight(i) if world.ddp else 1.0  # a DDP rank's share of the batch
+            logits, loss = train_step(
+                step_model, opt, x, y, prec, scaler, cfg.label_smoothing, weight
             )
-            if ep.diverged:
-                if ep.loss is not None:  # keep the finite steps so the curve shows how it blew up
-                    for key, value in zip(hist.keys(), (epoch + 1, ep.lr, ep.loss) + (None,) * 4):
-                        hist[key].append(value)
-                return self.stop(ep.diverged, self.elapsed())
-            val = evaluate(self.model, self.val_dl, world=self.world, precision=self.prec)
-            row = (epoch + 1, ep.lr, ep.loss, ep.acc, val["loss"], val["acc"], ep.seconds)
-            for key, value in zip(hist.keys(), row):
-                hist[key].append(value if math.isfinite(value) else None)
-            _log_epoch(self.say, hist, -1)
-            for what, value in (("training", ep.loss), ("validation", val["loss"])):
-                if not value <= limit:  # also true for nan
-                    lost = f"{what} loss {value:.4g} at epoch {epoch + 1}"
-                    return self.stop(exploded(lost, ep.lr, limit), self.elapsed())
-            if self.ckpt_dir is not None and ckpt_every > 0 and (epoch + 1) % ckpt_every == 0:
-                state = run_state(
-                    self.model,
-                    self.opt,
-                    self.scaler,
-                    epoch=epoch + 1,
-                    config=self.result.config,
-                    history=hist,
-                    log=self.lines,
-                    wall_seconds=self.elapsed(),
-                    precision=self.prec.name,
-                    data=self.data.source,
+            step += 1
+            losses[i] = loss.detach().float() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
+                so_far = world.sum(losses[: i + 1])  # every rank stops at the same step
+                bad = (~torch.isfinite(so_far)).nonzero()
+                if len(bad):
+                    batches.close()
+                    first = int(bad[0])
+                    if first > 0:  # keep the finite steps: the curve shows how it blew up
+                        mean = so_far[:first].sum().item() / (first * train_dl.batch_size)
+                        for key, value in zip(hist, (epoch + 1, lr, mean) + (None,) * 4):
+                            hist[key].append(value)
+                    return diverged(
+                        f"diverged: non-finite loss at epoch {epoch + 1}, step {first + 1} "
+                        f"(lr {lr:g}); lower the learning rate"
+                    )
+        batches.close()
+        if world.ddp:  # the epoch's figures over the global batches
+            losses, correct, seen = world.sum(losses), world.sum(correct), train_dl.num_images
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_loss, train_acc = losses.sum().item() / seen, correct.item() / seen
+        seconds = time.perf_counter() - t0
+        val = evaluate(model, val_dl, world=world, precision=prec)
+        row = (epoch + 1, lr, train_loss, train_acc, val["loss"], val["acc"], seconds)
+        for key, value in zip(hist, row):
+            hist[key].append(value if math.isfinite(value) else None)
+        _log_epoch(say, hist, -1)
+        for what, value in (("training", train_loss), ("validation", val["loss"])):
+            if not value <= limit:  # also true for nan
+                return diverged(
+                    _exploded(f"{what} loss {value:.4g} at epoch {epoch + 1}", lr, limit)
                 )
-                save_run_state(state, self.ckpt_dir, epoch + 1)
-        return True
+        if ckpt_dir is not None and ckpt_every > 0 and (epoch + 1) % ckpt_every == 0:
+            state = run_state(
+                model,
+                opt,
+                scaler,
+                epoch=epoch + 1,
+                config=result.config,
+                history=hist,
+                log=lines,
+                wall_seconds=elapsed(),
+                precision=prec.name,
+                data=data.source,
+            )
+            save_run_state(state, ckpt_dir, epoch + 1)
 
-    def finish(self, limit: float) -> None:
-        """The end: the test figures (with the configured TTA), the weights in model.pt, and the
-        check that the test loss is within `limit`."""
-        cfg, result, ckpt_dir = self.cfg, self.result, self.ckpt_dir
-        test = evaluate(
-            self.model,
-            self.test_dl,
-            tta=cfg.tta,
-            world=self.world,
-            precision=self.prec,
-            tta_shift=cfg.tta_shift,
-        )
-        result.test_loss, result.test_acc = test["loss"], test["acc"]
-        result.confusion = test["confusion"]
-        self.say(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
-        if ckpt_dir is not None:  # the trained weights alone, for reuse; after the test figures,
-            weights = self.model.state_dict()  # so that a failed save (a full disk) loses neither
-            try:
-                atomic_write(Path(ckpt_dir) / "model.pt", lambda f: torch.save(weights, f))
-            except OSError as e:
-                self.say(
-                    f"warning: cannot write {Path(ckpt_dir) / 'model.pt'} ({e.strerror or e}); the "
-                    "test figures and results are kept, the final weights are not saved"
-                )
-        if not result.test_loss <= limit:
-            last_lr = result.history["lr"][-1] if result.history["lr"] else cfg.lr
-            self.stop(exploded(f"test loss {result.test_loss:.4g}", last_lr, limit), 0)
-        result.test_loss = result.test_loss if math.isfinite(result.test_loss) else None
-        result.wall_seconds = self.elapsed()
-        if self.device.type == "cuda":
-            result.peak_mem_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+    # ---- the test, once, with the configured test-time augmentation
+    test = evaluate(
+        model, test_dl, tta=cfg.tta, world=world, precision=prec, tta_shift=cfg.tta_shift
+    )
+    result.test_loss, result.test_acc, result.confusion = (
+        test["loss"],
+        test["acc"],
+        test["confusion"],
+    )
+    say(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
+    if ckpt_dir is not None:  # the weights alone, after the test figures: a failed save (a full
+        weights = model.state_dict()  # disk) loses neither
+        try:
+            atomic_write(Path(ckpt_dir) / "model.pt", lambda f: torch.save(weights, f))
+        except OSError as e:
+            say(
+                f"warning: cannot write {Path(ckpt_dir) / 'model.pt'} ({e.strerror or e}); the "
+                "test figures and results are kept, the final weights are not saved"
+            )
+    if device.type == "cuda":
+        result.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    if not result.test_loss <= limit:
+        last_lr = hist["lr"][-1] if hist["lr"] else cfg.lr
+        diverged(_exploded(f"test loss {result.test_loss:.4g}", last_lr, limit))
+    result.test_loss = result.test_loss if math.isfinite(result.test_loss) else None
+    result.wall_seconds = elapsed()
+    return result
 
-    def stop(self, message: str, seconds: float) -> bool:
-        """Record that the run diverged (`seconds`: its wall time so far; 0 leaves it); False."""
-        self.result.status, self.result.message = "diverged", message
-        if seconds:
-            self.result.wall_seconds = seconds
-        self.say(message)
-        return False
+
+def _exploded(what: str, lr: float, limit: float) -> str:
+    """The message for a loss that is not finite or above `limit` after an epoch or at test."""
+    return (
+        f"diverged: {what} (limit {limit:g}, lr {lr:g}); lower the learning rate or "
+        "lengthen the warm-up"
+    )
+
+
+def _warn_missing_classes(data: Cifar10, say) -> None:
+    """A warning when a class has no image: an incomplete copy, whose figures are not CIFAR-10's."""
+    for part, labels in (("training", data.train_labels), ("test", data.test_labels)):
+        counts = torch.bincount(labels.cpu(), minlength=len(data.classes))
+        missing = [c for c, k in zip(data.classes, counts.tolist()) if k == 0]
+        if missing:
+            say(
+                f"warning: the {part} images have no {', '.join(missing)} (a class folder "
+                f"missing from {data.source}?); the figures are not CIFAR-10's: fix the copy"
+            )
 
 
 def _log_epoch(log, hist: dict, i: int) -> None:

@@ -11,7 +11,6 @@
     runtime     device, seeding, autocast, torch.compile, the machine record
     distributed torchrun's ranks: one run over several GPUs (DDP), or the grid's runs dealt out
     checkpoint  atomic writes, per-epoch checkpoints, resume
-    epoch       one epoch's training steps, the divergence checks and their messages
     progress    progress bars that behave in a terminal, a notebook and a log file
     plotting    curves, overlays, images, the confusion matrix
 """

@@ -19,7 +19,6 @@ ENGINE = [
     "runtime",
     "distributed",
     "checkpoint",
-    "epoch",
     "progress",
     "plotting",
 ]
