@@ -4,6 +4,7 @@ the one reader of a profile's saved runs. lab/grid.py writes them."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -102,3 +103,38 @@ def load_results(profile: str, out: str | Path = "results", warn=_warn) -> dict[
             continue
         found.setdefault(r["name"], {})[r["seed"]] = r
     return {n: [rs[k] for k in sorted(rs)] for n, rs in found.items()}
+
+
+def unfinished_runs(logs) -> dict[str, dict]:
+    """The runs that training logs (the lines a run prints, in the handout's words) show
+    started but not finished, as histories (epoch, lr, losses and accuracies) of the epochs
+    they logged: a job cut off part-way leaves no results file, only these lines. Keyed by
+    run name, with " (seed <k>)" after it for seeds other than 0."""
+    runs: dict[str, dict] = {}
+    for path in sorted(logs):
+        name, hist = None, None
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if m := _HEADER.match(line):
+                hist = None  # a replay's header ("[<name> seed <k>: replaying ...]") starts none
+                if m["profile"]:
+                    name = m["name"] + (f" (seed {m['seed']})" if m["seed"] != "0" else "")
+                    hist = runs[name] = {k: [] for k in _CURVES}
+            elif hist is None:
+                continue
+            elif line.startswith("Epoch:"):
+                hist["epoch"].append(int(line.split()[1]))
+            elif line.startswith("learning rate:"):
+                hist["lr"].append(float(line.split()[-1]))
+            elif line.startswith(("Train loss:", "Val loss:")):
+                part = "train" if line.startswith("Train") else "val"
+                loss, acc = (float(x.split(":")[1]) for x in line.split("|"))
+                hist[f"{part}_loss"].append(loss)
+                hist[f"{part}_acc"].append(acc)
+            elif line.startswith(("Test loss:", "diverged")):
+                runs.pop(name, None)  # finished: its results file holds it
+                hist = None
+    return {n: h for n, h in runs.items() if h["val_acc"]}
+
+
+_HEADER = re.compile(r"^\[(?P<name>\S+) seed (?P<seed>\d+)(?:, profile (?P<profile>\w+))?")
+_CURVES = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc")

@@ -129,3 +129,28 @@ def test_the_cpu_profile_is_a_study_of_its_own_not_a_preview():
     assert "PREVIEW" not in banner  # make_submission refuses notebooks that say PREVIEW
     assert "Profile `cpu`" in banner and "7,000 training images" in banner and "3 seeds" in banner
     assert "baseline of this scale" in banner
+
+
+def test_unfinished_runs_are_read_from_the_logs_a_cut_job_left(tmp_path):
+    from lab import results
+
+    def block(e, acc):
+        return [
+            f"Epoch: {e}",
+            "learning rate: 0.05",
+            f"Train loss: 1.0 | Train acc: {acc}",
+            f"Val loss: 1.1 | Val acc: {acc}",
+        ]
+
+    (tmp_path / "lane.log").write_text(
+        "\n".join(
+            ["[done seed 0, profile full]", *block(1, 0.5), "Test loss: 0.6 | Test acc: 0.8"]
+            + ["[done seed 0: replaying OUT/results/full/done__seed0.json]", *block(1, 0.5)]
+            + ["[cut seed 0, profile full]", "Normalization none", *block(1, 0.3), *block(2, 0.4)]
+            + ["[cut seed 1, profile full]", *block(1, 0.2)]
+        )
+    )
+    runs = results.unfinished_runs([tmp_path / "lane.log"])
+    assert list(runs) == ["cut", "cut (seed 1)"]  # a finished run has its results file
+    assert runs["cut"]["epoch"] == [1, 2] and runs["cut"]["val_acc"] == [0.3, 0.4]
+    assert runs["cut"]["lr"] == [0.05, 0.05] and runs["cut"]["train_loss"] == [1.0, 1.0]
