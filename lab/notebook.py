@@ -136,7 +136,11 @@ class Lab:
             print(f"warning: {e}")
             return [], f"*Not compared: {e}*"
         head = f"**Scale `{self.profile}`** ({self.scale()}), against its own baseline:\n\n"
-        return rows, head + stats.format_table(rows) + "\n\n" + conclude(rows)
+        groups = {r["group"] for r in rows if r["name"] != "baseline"}
+        # seconds per epoch: the batch section's own table, with images/s beside them
+        skip = ("sec_per_epoch", "group") if len(groups) == 1 else ("sec_per_epoch",)
+        table = stats.format_table(rows, skip=skip)
+        return rows, head + table + "\n\n" + conclude(rows)
 
     def scale(self) -> str:
         """The profile's scale in words: images, width, the baseline's epochs."""
@@ -178,6 +182,18 @@ def study(lab: Lab, profile: str | None) -> Lab | None:
         runs={},
         not_run=[],
     )
+
+
+def sources_list(why: dict[str, str]) -> str:
+    """Markdown: each setting of a recipe and where it comes from, one bullet each."""
+    return "\n".join(f"- `{k}`: {v}" for k, v in why.items())
+
+
+def settings_lines(cfg, per_line: int = 3) -> str:
+    """A run's settings, `per_line` `name=value` pairs to a line."""
+    pairs = [f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()]
+    return "\n".join("  " + "  ".join(f"{p:<26}" for p in pairs[i : i + per_line]).rstrip()
+                     for i in range(0, len(pairs), per_line))  # fmt: skip
 
 
 def epoch_table(result: dict, epochs: list[int]) -> str:

@@ -21,8 +21,8 @@ COLUMNS = {
     "sec_per_epoch": "s/epoch",
     "images_per_sec": "images/s",
     "peak_mem_mb": "peak GPU MB",
-    "last_val_acc": "val acc, last epoch (%)",
-    "best_val_acc": "val acc, best epoch (%)",
+    "last_val_acc": "val acc last (%)",
+    "best_val_acc": "val acc best (%)",
     "test_acc": "test acc (%)",
     "test_loss": "test loss",
     "vs_baseline": "vs baseline [95% CI]",
@@ -44,7 +44,8 @@ def _scale(key: str) -> float:
     return 100.0 if key.endswith("acc") else 1.0
 
 
-def _cell(key: str, value) -> str:
+def _cell(key: str, value, runs: int | None = None) -> str:
+    """One cell's text; a mean over fewer than the row's `runs` finished runs says its n."""
     if key == "verdict" and value == "":
         return "(reference)"
     if value is None:
@@ -61,7 +62,7 @@ def _cell(key: str, value) -> str:
             return "n/a"
         text = f"{value['diff'] * f:+.{digits}f}{unit}"
         if value["lo"] is None:
-            return text + " (no interval: n too small)"
+            return text  # no interval: the verdict column says n too small
         if value["lo"] == value["hi"]:
             return text + " (no spread measured)"
         return text + f" [{value['lo'] * f:+.{digits}f}, {value['hi'] * f:+.{digits}f}]"
@@ -72,7 +73,7 @@ def _cell(key: str, value) -> str:
         text = f"{value['mean'] * f:.{digits}f}"
         if value["std"] is not None:
             text += f" ± {value['std'] * f:.{digits}f}"
-        return text + f" ({value['n']})"
+        return text + ("" if value["n"] == runs else f" ({value['n']})")
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -91,16 +92,17 @@ def _csv_fields(key: str, value) -> dict:
     return {key: value}
 
 
-def format_table(rows: Sequence[Mapping], fmt: str = "markdown") -> str:
-    """Rows of `summarize` or `batch_table` as a table string.
+def format_table(rows: Sequence[Mapping], fmt: str = "markdown", skip: Sequence[str] = ()) -> str:
+    """Rows of `summarize` or `batch_table` as a table string, without the columns in `skip`.
 
-    "markdown": "mean ± std (n)" cells, accuracies in percent, differences in percentage points
-    with their 95% interval; shows in a notebook (`IPython.display.Markdown`) and in a terminal.
+    "markdown": "mean ± std" cells over the runs the "runs" column counts as ok (another n in
+    brackets), accuracies in percent, differences in percentage points with their 95% interval;
+    shows in a notebook (`IPython.display.Markdown`) and in a terminal.
     "csv": the raw numbers (mean, std and n in separate columns) for a spreadsheet.
     """
     if fmt not in ("markdown", "csv"):
         raise LabError(f"unknown table format {fmt!r}; choose markdown or csv")
-    keys = [k for k in COLUMNS if any(k in r for r in rows)]
+    keys = [k for k in COLUMNS if k not in skip and any(k in r for r in rows)]
     if fmt == "csv":
         records = [{f: v for k in keys for f, v in _csv_fields(k, r.get(k)).items()} for r in rows]
         fields = list(dict.fromkeys(f for rec in records for f in rec))
@@ -109,7 +111,9 @@ def format_table(rows: Sequence[Mapping], fmt: str = "markdown") -> str:
         writer.writeheader()
         writer.writerows(records)
         return buf.getvalue()
-    table = [[COLUMNS[k] for k in keys]] + [[_cell(k, r.get(k)) for k in keys] for r in rows]
+    table = [[COLUMNS[k] for k in keys]] + [
+        [_cell(k, r.get(k), r.get("status", {}).get("ok")) for k in keys] for r in rows
+    ]
     widths = [max(len(line[i]) for line in table) for i in range(len(keys))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in table]
     lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")

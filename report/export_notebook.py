@@ -74,6 +74,10 @@ div.input > div.prompt, div.output_area > div.prompt {
 div.text_cell > div.prompt { display: none; }
 div.inner_cell, div.output_subarea { margin-left: 10ex !important; max-width: none !important; }
 img { max-width: 100% !important; page-break-inside: avoid; }
+/* Tables of figures: one line a row, small enough to fit the page. */
+div.output_markdown { margin-left: 0 !important; }
+div.output_markdown table, div.text_cell_render table { font-size: 7pt; margin-left: 0 !important; }
+div.output_markdown td, div.output_markdown th { white-space: nowrap; padding: 1px 4px !important; }
 /* The title page. */
 div.lab3-title { text-align: center; padding-top: 70mm; page-break-after: always; }
 div.lab3-title h1 { font-size: 22pt; margin: 0 0 6mm 0; }
