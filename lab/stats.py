@@ -362,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     batch = batch_table(results, args.baseline)
     if batch:
         text += f"\n## Batch size ({args.profile})\n\n" + format_table(batch)
+    runs = [r for rs in results.values() for r in rs]
+    hours = sum(r.get("wall_seconds") or 0 for r in runs) / 3600
+    text += f"\n{len(runs)} runs; their wall time, one after another: {hours:.1f} h\n"
     print(text, end="")
     if args.write:
         path = Path(args.out) / args.profile / "summary.md"
