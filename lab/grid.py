@@ -303,15 +303,16 @@ def _parse_value(key: str, text: str, kind):
 
 
 def expand(names: list[str]) -> list[str]:
-    """Experiment and group names -> experiment names, in grid order, without repeats."""
+    """Experiment and group names -> experiment names, in grid order, without repeats. A name
+    that is both (`final`) is the experiment; its group's other runs are named on their own."""
     if not names:
         return list(EXPERIMENTS)
     out: list[str] = []
     for n in names:
-        if n in GROUPS:
-            out += GROUPS[n]
-        elif n in EXPERIMENTS:
+        if n in EXPERIMENTS:
             out.append(n)
+        elif n in GROUPS:
+            out += GROUPS[n]
         else:
             raise LabError(
                 f"unknown experiment or group {n!r}; choose from groups {', '.join(GROUPS)} "

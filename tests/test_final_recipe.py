@@ -179,3 +179,11 @@ def test_translate_pads_by_reflection_on_both_paths() -> None:
     torch.manual_seed(0)
     tf = torchvision_transform("translate_flip_cutout12", half.tolist(), half.tolist())
     assert all(zeros_box(tf(im)) == (12, 12) for im in images)
+
+
+def test_run_final_trains_the_recipe_not_its_whole_group() -> None:
+    # `experiments.py run final` retrains the >90% run; the second candidate is named apart
+    assert list(grid.GROUPS["final"]) == ["final", "final_airbench"]
+    assert grid.expand(["final"]) == ["final"]
+    assert grid.expand(["lr"]) == list(grid.GROUPS["lr"])
+    assert grid.expand(["final_airbench", "final"]) == ["final_airbench", "final"]
