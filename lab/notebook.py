@@ -90,9 +90,7 @@ class Lab:
             if done:
                 out[name] = self.runs[name] = done
                 if echo is _warnings_only:
-                    accs = " ".join(test_line(r).split("Test acc: ")[-1][:6] for r in done)
-                    done_seeds = ", ".join(str(r["seed"]) for r in done)
-                    print(f"{name:<18} test acc {accs}  (seeds {done_seeds})")
+                    _quiet_summary(name, done)
             else:
                 self.not_run.append(name)
                 print(f"[{name}: not run: no saved results for profile {self.profile}]")
@@ -205,6 +203,31 @@ def epoch_table(result: dict, epochs: list[int]) -> str:
         rows.append(
             f"| {e} | {h['lr'][i]:.4g} | {h['train_loss'][i]:.4f} | {h['train_acc'][i]:.4f} | "
             f"{h['val_loss'][i]:.4f} | {h['val_acc'][i]:.4f} |"
+        )
+    return "\n".join(rows)
+
+
+def ending_table(runs: dict[str, list[dict]]) -> str:
+    """Markdown: how each experiment's finished runs ended, as means over their seeds: the
+    learning rate of the last epoch, the training accuracy there, and the validation loss at
+    its lowest (with each seed's epoch) and at the last epoch. A validation loss that climbs
+    from its lowest while the training accuracy nears 1 is overfitting."""
+    rows = [
+        "| experiment | seeds | lr, last epoch | train acc, last | val loss, lowest (epoch) "
+        "| val loss, last |",
+        "| --- |" + " ---: |" * 5,
+    ]
+    for name, rs in runs.items():
+        hs = [r["history"] for r in rs if r.get("status") == "ok"]
+        if not hs:
+            continue
+        lows = [min(h["val_loss"]) for h in hs]
+        epochs = ", ".join(str(h["val_loss"].index(low) + 1) for h, low in zip(hs, lows))
+        rows.append(
+            f"| {name} | {len(hs)} | {hs[0]['lr'][-1]:.3g} "
+            f"| {sum(h['train_acc'][-1] for h in hs) / len(hs):.4f} "
+            f"| {sum(lows) / len(lows):.4f} ({epochs}) "
+            f"| {sum(h['val_loss'][-1] for h in hs) / len(hs):.4f} |"
         )
     return "\n".join(rows)
 
@@ -334,10 +357,24 @@ def brief(line: str) -> None:
 _BRIEF = RunLog()
 
 
+def _quiet_summary(name: str, done: list[dict]) -> None:
+    """One line for an experiment's seeds: their test accuracies; a seed without one (diverged,
+    failed) gets its own line with the reason."""
+    ok = [r for r in done if r.get("test_acc") is not None]
+    if ok:
+        accs = " ".join(f"{r['test_acc']:.4f}" for r in ok)
+        print(f"{name:<18} test acc {accs}  (seeds {', '.join(str(r['seed']) for r in ok)})")
+    for r in done:
+        if r.get("test_acc") is None:
+            print(f"{name:<18} {test_line(r)}")
+
+
 def test_line(r: dict) -> str:
     """The lab's test line of one results dict, or why it has none."""
     if r.get("test_acc") is None:
-        return f"seed {r['seed']}: {r['status']}: {r.get('message', '')}"
+        message = r.get("message", "")
+        why = message if message.startswith(r["status"]) else f"{r['status']}: {message}"
+        return f"seed {r['seed']}: {why}"
     loss = "nan" if r.get("test_loss") is None else f"{r['test_loss']:.4f}"  # diverged at test
     line = f"Test loss: {loss} | Test acc: {r['test_acc']:.4f}  (seed {r['seed']})"
     return line + (f"  {r['status']}: {r.get('message', '')}" if r["status"] != "ok" else "")

@@ -154,3 +154,31 @@ def test_unfinished_runs_are_read_from_the_logs_a_cut_job_left(tmp_path):
     assert list(runs) == ["cut", "cut (seed 1)"]  # a finished run has its results file
     assert runs["cut"]["epoch"] == [1, 2] and runs["cut"]["val_acc"] == [0.3, 0.4]
     assert runs["cut"]["lr"] == [0.05, 0.05] and runs["cut"]["train_loss"] == [1.0, 1.0]
+
+
+def test_ending_table_averages_the_finished_seeds_and_finds_the_lowest_val_loss():
+    def run(val_loss, train_acc, status="ok"):
+        return {
+            "status": status,
+            "history": {"val_loss": val_loss, "train_acc": train_acc, "lr": [0.1, 0.05]},
+        }
+
+    runs = {
+        "a": [run([1.0, 2.0], [0.5, 0.9]), run([3.0, 1.0], [0.5, 0.7])],
+        "b": [run([9.0, 9.0], [0.1, 0.1], status="diverged")],
+    }
+    text = notebook.ending_table(runs)
+    row = next(x for x in text.splitlines() if x.startswith("| a "))
+    assert "| 2 | 0.05 | 0.8000 | 1.0000 (1, 2) | 1.5000 |" in row
+    assert "| b " not in text  # no finished seed: no row
+
+
+def test_quiet_summary_gives_a_diverged_seed_its_reason(capsys):
+    done = [
+        {"seed": 0, "status": "ok", "test_acc": 0.5, "test_loss": 1.0},
+        {"seed": 1, "status": "diverged", "test_acc": None, "message": "diverged: loss 1e6"},
+    ]
+    notebook._quiet_summary("bs_big", done)
+    out = capsys.readouterr().out.splitlines()
+    assert "test acc 0.5000  (seeds 0)" in out[0]
+    assert out[1].endswith("seed 1: diverged: loss 1e6")  # the status said once
