@@ -173,14 +173,16 @@ GROUP_OF = {name: group for group, runs in GROUPS.items() for name in runs}
 # How each profile rescales a run. epochs_scale also scales every epoch-denominated schedule
 # length, so a schedule keeps its shape.
 #
-# cpu: the whole grid, 3 seeds each (66 runs), on two CPU cores in an afternoon. Measured on a
-# two-core Xeon (AVX-512, float32 + channels_last): baseline 175 s, bs_32 252 s, final 309 s a run
-# (results' wall_seconds), about 70 min a seed of the grid, 3.5 h for three; an AVX2-only EPYC
-# steps this net about 1.5x slower (5-6 h). What each group's lesson keeps at this scale:
+# cpu: the whole grid, 3 seeds each (69 runs), on two CPU cores in an afternoon. Measured on a
+# two-core Xeon (AVX-512, float32 + channels_last; results/cpu/README.md): the one-change runs
+# 165-240 s, final about 460 s, final_airbench about 300 s a run, about 3.8 h for the 69; an
+# AVX2-only EPYC steps this net about 1.5x slower (5-6 h). What each group's lesson keeps:
 # - lr: 10 epochs with the step at epoch 5, so both phases of the step schedule show; one-cycle,
 #   cosine and the cyclical rate (2.5-epoch cycles) keep their shapes;
 # - batch: 7,000 images make 219 steps an epoch at batch 32, 55 at 128, 14 at 512 and 4 at 2048:
-#   the large batches get few updates, the lesson the full grid shows with 1,407 to 22;
+#   the large batches get few updates, the lesson the full grid shows with 1,407 to 22. Lost:
+#   bs_2048_scaled (lr 0.8) diverges in every seed: its warm-up (2 epochs, 44 steps at full
+#   scale) is 4 steps here, but a 5-epoch warm-up, tried once, diverged too;
 # - aug: the baseline memorizes (train accuracy 97% by epoch 10, validation about 50%), the
 #   overfitting augmentation is meant to fight; whether it pays off within 10 epochs is what
 #   the study measures (within 20 in the full grid, with one seed, it mostly did not);

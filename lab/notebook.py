@@ -134,10 +134,9 @@ class Lab:
             print(f"warning: {e}")
             return [], f"*Not compared: {e}*"
         head = f"**Scale `{self.profile}`** ({self.scale()}), against its own baseline:\n\n"
-        groups = {r["group"] for r in rows if r["name"] != "baseline"}
-        # seconds per epoch: the batch section's own table, with images/s beside them
-        skip = ("sec_per_epoch", "group") if len(groups) == 1 else ("sec_per_epoch",)
-        table = stats.format_table(rows, skip=skip)
+        # seconds per epoch: the batch section's own table, with images/s beside them; no group
+        # column: each experiment's name says its group
+        table = stats.format_table(rows, skip=("sec_per_epoch", "group"))
         return rows, head + table + "\n\n" + conclude(rows)
 
     def scale(self) -> str:
@@ -170,7 +169,7 @@ def study(lab: Lab, profile: str | None) -> Lab | None:
     trained here), or None when there is none to show: no profile, or the lab's own."""
     if not profile or profile == lab.profile:
         return None
-    return dataclasses.replace(
+    study = dataclasses.replace(
         lab,
         profile=profile,
         plots_dir=Path(lab.plots_dir).parent / profile,
@@ -180,6 +179,8 @@ def study(lab: Lab, profile: str | None) -> Lab | None:
         runs={},
         not_run=[],
     )
+    print(f"study:   profile {profile} ({study.scale()}), replayed from {lab.results_dir}/")
+    return study
 
 
 def sources_list(why: dict[str, str]) -> str:

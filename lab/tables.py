@@ -48,9 +48,13 @@ def _cell(key: str, value, runs: int | None = None) -> str:
     """One cell's text; a mean over fewer than the row's `runs` finished runs says its n."""
     if key == "verdict" and value == "":
         return "(reference)"
+    if key == "verdict" and runs == 0:
+        return "none finished"  # not a question of sample size
     if value is None:
         return "" if key == "vs_baseline" else "n/a"
     if key == "status":
+        if not value["ok"] and value["diverged"]:
+            return f"{value['diverged']} diverged"
         return f"{value['ok']} ok" + (
             f" + {value['diverged']} diverged" if value["diverged"] else ""
         )

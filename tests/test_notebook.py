@@ -57,6 +57,22 @@ def parameters_cell(nb) -> nbformat.NotebookNode:
 # ---------------------------------------------------------------- the committed file
 
 
+def test_committed_notebook_names_no_file_the_repository_lacks():
+    # every path its prose or its outputs give (a module, a results file, a figure) is there
+    path = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w.-]+\.(?:py|json|md|png|log|ipynb|sh))\b")
+    missing = set()
+    for cell in committed().cells:
+        texts = [cell.source if cell.cell_type == "markdown" else ""] + [
+            o.get("text", "") or "".join(o.get("data", {}).get("text/markdown", ""))
+            for o in cell.get("outputs", [])
+        ]
+        for text in texts:
+            for name in path.findall(text):
+                if not (REPO / name).exists() and not list(REPO.glob(f"**/{name}")):
+                    missing.add(name)
+    assert not missing, f"the notebook names files the repository lacks: {sorted(missing)}"
+
+
 def test_committed_notebook_carries_only_real_results():
     """No outputs at all, or the outputs of a full-profile execution labelled with hardware and
     date: never a smoke or quick preview that could be mistaken for real results."""

@@ -47,7 +47,10 @@ def figures(markdown: str) -> list[str]:
 
 
 def printed(texts: list[str]) -> set[float]:
-    return {float(m.replace(",", "")) for t in texts for m in NUMBER.findall(t)}
+    """Every number the outputs print, and its size: the prose says "worse by 4.09" of a
+    printed -4.09 (FIGURE reads a figure without its sign)."""
+    values = {float(m.replace(",", "")) for t in texts for m in NUMBER.findall(t)}
+    return values | {abs(v) for v in values}
 
 
 def quoted_not_printed(markdown: list[str], outputs: list[str]) -> list[str]:
@@ -65,6 +68,7 @@ def test_the_checker_finds_a_stale_figure():
     assert quoted_not_printed(["accuracy 0.8259, then 82.5%"], ["Test acc: 0.8259"]) == ["82.5%"]
     assert quoted_not_printed(["at most 1.7e-03 and 91.44%"], ["1.7e-03 | 0.9144"]) == []
     assert quoted_not_printed(["`train_resnet18_94.py`, 26 epochs, section 4.2"], []) == []
+    assert quoted_not_printed(["worse by 4.09 points"], ["-4.09 pp"]) == []
 
 
 def test_every_figure_in_the_prose_is_printed_in_its_section():
