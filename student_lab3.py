@@ -216,11 +216,12 @@ if study:
     base_cpu = study.run(["baseline"], echo=None)
     fig = study.overlay(base_cpu, "Baseline", "baseline_overlay.png")
     cpu_step = round(grid.make_config("baseline", study.profile).step_epochs)
-    for r in base_cpu["baseline"]:
+    for r in base_cpu.get("baseline", []):
         print(f"seed {r['seed']}, {study.profile} scale: {notebook.test_line(r)}")
         notebook.show_markdown(epoch_table(r, [1, cpu_step, cpu_step + 1, 2 * cpu_step]))
-    m, sd, n = stats.mean_std(r["test_acc"] for r in base_cpu["baseline"])
-    print(f"test accuracy, mean ± std over {n} seeds: {100 * m:.2f} ± {100 * sd:.2f}%")
+    m, sd, n = stats.mean_std(r["test_acc"] for r in base_cpu.get("baseline", []))
+    if n:
+        print(f"test accuracy, mean ± std over {n} seeds: {100 * m:.2f} ± {100 * sd:.2f}%")
 
 # %% [markdown]
 # **Discussion.** At full scale the log shows the two phases of the step schedule. While

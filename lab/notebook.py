@@ -166,8 +166,13 @@ class Lab:
 
 def study(lab: Lab, profile: str | None) -> Lab | None:
     """The study of `profile` shown beside `lab`'s runs (its saved results replayed, never
-    trained here), or None when there is none to show: no profile, or the lab's own."""
+    trained here), or None when there is none to show: no profile, the lab's own, or one with
+    no results in the lab's results folder."""
     if not profile or profile == lab.profile:
+        return None
+    folder = Path(lab.results_dir) / profile
+    if not any(folder.glob("*.json")):
+        print(f"study:   profile {profile} not shown: no results in {folder}/")
         return None
     study = dataclasses.replace(
         lab,

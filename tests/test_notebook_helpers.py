@@ -182,3 +182,14 @@ def test_quiet_summary_gives_a_diverged_seed_its_reason(capsys):
     out = capsys.readouterr().out.splitlines()
     assert "test acc 0.5000  (seeds 0)" in out[0]
     assert out[1].endswith("seed 1: diverged: loss 1e6")  # the status said once
+
+
+def test_a_study_without_results_is_not_shown(tmp_path, capsys):
+    lab = notebook.Lab("smoke", data=None, results_dir=tmp_path)
+    assert notebook.study(lab, "cpu") is None
+    assert "not shown: no results" in capsys.readouterr().out
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "baseline__seed0.json").write_text("{}")
+    shown = notebook.study(lab, "cpu")
+    assert shown.profile == "cpu" and not shown.train_missing and not shown.force
+    assert notebook.study(lab, "smoke") is None  # the lab's own profile is no study
