@@ -553,7 +553,7 @@ if study:
 # 0.7629). 0.2 is *within noise* (+1.67), and its lower test loss (1.6115 against the
 # baseline's 2.1326) is not the sign of a better model: it does not fit the training set
 # either (0.7344), because steps that large cannot descend into the narrow parts of the loss
-# surface, so it has less to unlearn. The LR range test, made at full scale, suggests a peak
+# surface, and a network that has memorized less is less confidently wrong. The LR range test, made at full scale, suggests a peak
 # of 0.0144, a third of the rate with the lowest loss (0.0433); judged by these runs that rule
 # is too cautious for a 10- or 20-epoch run, and I read the range test as saying where the
 # loss starts to blow up from fresh weights (above about 0.05) rather than as the rate to
@@ -589,7 +589,7 @@ if study:
 # At a fixed learning rate and number of epochs a large batch makes fewer, less noisy
 # updates and falls behind; scaling the rate recovers part of that. Small batches add
 # gradient noise, which regularizes, but take longer per epoch because the device is
-# under-used. After the comparison, a second table gives the speed of each batch size at the
+# under-used. After the comparison, a last table gives the speed of each batch size at the
 # `cpu` scale, on the two CPU cores the study ran on: the steps per epoch, the seconds per
 # epoch (the first epoch left out: it includes start-up costs) and the images per second.
 
