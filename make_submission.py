@@ -267,8 +267,9 @@ def results_files(
     notebook_profiles: list[str], results: Path, profile: str | None
 ) -> tuple[list[str], list[Path]]:
     """The profiles whose results the notebook replays and their files: results/<profile>/*.json
-    (every run's file and lr_range.json) of `profile`, or of every profile the outputs show that
-    has results."""
+    (every run's file and lr_range.json) and the logs a cut job left a folder down (*/*.log: the
+    notebook reads unfinished runs from them) of `profile`, or of every profile the outputs show
+    that has results."""
     if profile is None and not notebook_profiles:
         raise LabError("the notebook's outputs show no profile; pass --profile")
     packed, files = [], []
@@ -276,7 +277,7 @@ def results_files(
         found = sorted(f for f in (Path(results) / p).glob("*.json") if f.is_file())
         if found:
             packed.append(p)
-            files += found
+            files += found + sorted(f for f in (Path(results) / p).glob("*/*.log") if f.is_file())
     if not files:
         where = ", ".join(str(Path(results) / p) for p in [profile] if p) or (
             ", ".join(str(Path(results) / p) for p in notebook_profiles)
@@ -303,7 +304,8 @@ What is where
 - {notebook}: the executed notebook, with its outputs as the student ran it.
 - resnet18.py: the model.
 - results/{{{",".join(profiles)}}}/: the {n} results files the notebook replays (one JSON per run
-  and seed, with its per-epoch log; lr_range.json is the LR range test).
+  and seed, with its per-epoch log; lr_range.json is the LR range test; a folder of logs, where
+  there is one, holds the runs a cut job left unfinished, shown as such).
 - experiments.py: the command line that trains any run of the grid.
 - {", ".join(tops)}: the local modules the notebook and experiments.py import.
 - requirements.txt: the Python packages.
@@ -349,9 +351,8 @@ def make_submission(
     found = check_notebook(nb, allow_preview)
     check_model(py)
     root = Path(root)
-    profiles, result_files = results_files(
-        found["profiles"], Path(results or root / "results"), profile
-    )
+    results = Path(results or root / "results")
+    profiles, result_files = results_files(found["profiles"], results, profile)
     target = Path(out) / f"{sid}_lab3.zip"
     if target.exists() and not force:
         raise LabError(f"{target} already exists; pass --force to replace it")
@@ -370,9 +371,15 @@ def make_submission(
         for rel in [*modules, *(e for e in (*SCRIPTS, *EXTRAS) if (root / e).is_file())]:
             members.setdefault(rel, root / rel)  # resnet18.py: the --model file given
         for f in result_files:
-            members[f"results/{f.parent.name}/{f.name}"] = f
+            members[f"results/{f.relative_to(results).as_posix()}"] = f
         members[GRADER_README] = grader_readme(
-            sid, name, profiles, nb_name, pdf_name, modules, len(result_files)
+            sid,
+            name,
+            profiles,
+            nb_name,
+            pdf_name,
+            modules,
+            sum(f.suffix == ".json" for f in result_files),
         )
 
         def write(f) -> None:
