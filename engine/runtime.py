@@ -139,24 +139,18 @@ def compile_for_training(model: torch.nn.Module, mode: str | None) -> torch.nn.M
     return torch.compile(model, mode=mode)
 
 
-# The compiled training steps of a model in a child process (see probe_compile): forward,
-# backward and update on each input in turn, as the run's epochs meet them.
+# The compiled training steps of a model in a child process (see probe_compile): train()'s own
+# step (train_step) on each input in turn, as the run's epochs meet them.
 _PROBE = """
-import sys, torch, torch.nn.functional as F
-path, mode, prec, channels_last = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
-model, xs = torch.load(path, weights_only=False)
-fmt = torch.channels_last if channels_last else torch.contiguous_format
-model = model.to(memory_format=fmt)
+import sys, torch
+from engine.runtime import train_step
+model, xs, precision = torch.load(sys.argv[1], weights_only=False)
+model = model.to(memory_format=precision.memory_format)
 opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-step = torch.compile(model, mode=mode)
+step = torch.compile(model, mode=sys.argv[2])
 for x in xs:
-    x = x.to(memory_format=fmt)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
-        logits = step(x)
-        loss = F.cross_entropy(logits, torch.arange(len(x)) % logits.shape[1])
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
+    x = x.to(memory_format=precision.memory_format)
+    train_step(step, opt, x, torch.zeros(len(x), dtype=torch.long), precision)
 """
 _PROBED: set = set()
 
@@ -181,12 +175,14 @@ def probe_compile(model: torch.nn.Module, shapes: list[tuple], mode: str, precis
     if key in _PROBED:
         return
     module = sys.modules[type(model).__module__]
-    where = os.path.dirname(os.path.abspath(module.__file__ or "."))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([where, os.environ.get("PYTHONPATH", "")])}
+    where = os.path.dirname(os.path.abspath(module.__file__ or "."))  # the model's module
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # engine's
+    path_list = [where, root, os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path_list)}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "probe.pt")
-        torch.save((model, [torch.randn(shape) for shape in shapes]), path)
-        args = [path, mode, precision.name, "1" if precision.channels_last else "0"]
+        torch.save((model, [torch.randn(shape) for shape in shapes], precision), path)
+        args = [path, mode]
         done = subprocess.run(
             [sys.executable, "-c", _PROBE, *args], env=env, capture_output=True, text=True
         )

@@ -13,6 +13,7 @@ from engine.data import NORM_MODES
 from engine.errors import LabError
 
 TRAIN_IMAGES = 50_000  # CIFAR-10's training images; validation is split from them
+TEST_IMAGES = 10_000  # and its test images
 
 
 def train_size(config: Mapping) -> int:

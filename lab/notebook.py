@@ -16,7 +16,7 @@ from pathlib import Path
 from engine.errors import LabError
 from engine.plotting import plot_overlay
 from engine.runtime import precision_of
-from engine.settings import train_size
+from engine.settings import TEST_IMAGES, train_size
 from lab import grid, results, stats
 
 # What each verdict of stats.summarize means, in the words the notebook prints.
@@ -270,7 +270,7 @@ def preview_banner(lab: Lab) -> str:
     full_base, full_final = (grid.make_config(n, "full") for n in ("baseline", "final"))
     shrink = (
         f"{train_size(dataclasses.asdict(base)):,} training images, "
-        f"{base.val_size:,} for validation, {base.test_subset or 10_000:,} test images, "
+        f"{base.val_size:,} for validation, {base.test_subset or TEST_IMAGES:,} test images, "
         f"ResNet18 width {base.width} ({full_base.width} in the lab), {base.epochs} epochs "
         f"for the baseline ({full_base.epochs} in the lab) and {final.epochs} for the final "
         f"model ({full_final.epochs})"

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import LabError, run_cli
-from engine.settings import train_size
+from engine.settings import TEST_IMAGES, train_size
 from lab.grid import expand, make_config
 from resnet18 import resnet18
 
@@ -43,7 +43,6 @@ def train_flops_per_image(width: int = 64) -> float:
 # An evaluated image costs a forward pass, about a third of a training step's forward and
 # backward (the backward pass computes two products per layer, the forward one).
 EVAL_COST = 1 / 3
-TEST_IMAGES = 10_000
 
 
 def workload(names: list[str] | None = None, profile: str = "full", seeds: int = 1) -> dict:
