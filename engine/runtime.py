@@ -161,8 +161,9 @@ def probe_compile(model: torch.nn.Module, shapes: list[tuple], mode: str, precis
     makes torch.compile compile again with dynamic shapes).
 
     torch.compile's CPU backend (inductor, generated C++) has crashed with a segmentation fault
-    in the lab's ResNet18 backward pass on an AVX2-only processor (torch 2.14.1, gcc 12): in the
-    run itself that kills the process, a notebook's kernel included, without a word. In a child
+    in the lab's ResNet18 backward pass on an AVX2-only processor (torch 2.14.1, gcc 12), and
+    on an AVX-512 Xeon when the last batch's shape made it compile again (SIGABRT): in the run
+    itself that kills the process, a notebook's kernel included, without a word. In a child
     it becomes this one line. The probe compiles the same graph as the run (same model, batch
     shape, precision and memory layout), so the run then reads it from inductor's cache and the
     probe costs little more than the compile it precedes. Once per process and graph."""
