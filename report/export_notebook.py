@@ -68,7 +68,8 @@ body { position: static !important; overflow: visible !important; }
 div.cell, div.inner_cell, div.input, div.output_wrapper, div.output, div.output_area,
 div.text_cell, div.code_cell { display: block !important; }
 * { page-break-inside: auto !important; break-inside: auto !important; }
-img { break-inside: avoid !important; }
+img, table { break-inside: avoid !important; }  /* a table and its header on one page */
+h1, h2, h3, h4 { break-after: avoid !important; }  /* no heading alone at a page's foot */
 div.input > div.prompt, div.output_area > div.prompt {
   float: left; width: 9ex; min-width: 0 !important; padding: 0.4em 0 !important; font-size: 7pt; }
 div.text_cell > div.prompt { display: none; }
