@@ -70,17 +70,9 @@ import torch
 
 from engine import augment, data, plotting, schedules
 from engine.runtime import check_compile_mode, pick_device
-from lab import lr_finder, notebook, results, stats
-from lab.notebook import (
-    Lab,
-    brief,
-    describe_setup,
-    epoch_table,
-    n_params,
-    show_code,
-    stem_table,
-)
-from lab.notebook import lr_range as run_lr_range
+from lab import lr_finder, notebook, results, stats, tables
+from lab.notebook import Lab, brief, describe_setup, show_code
+from lab.tables import epoch_table, n_params, stem_table
 from resnet18 import BasicBlock, ResNet18, resnet18
 from tools.cost import projected_cost
 
@@ -387,7 +379,7 @@ if study:
     )
     notebook.show_markdown(
         f"**Scale `{study.profile}`**, how the runs ended (means over the seeds):\n\n"
-        + notebook.ending_table({"baseline": study.runs.get("baseline", []), **aug_cpu})
+        + tables.ending_table({"baseline": study.runs.get("baseline", []), **aug_cpu})
     )
 
 # %% [markdown]
@@ -481,7 +473,7 @@ fig = plotting.plot_lr_schedules(curves, steps_per_epoch, path=PLOTS / "lr_sched
 # peak (both factors are printed below).
 
 # %%
-lr_range = run_lr_range(lab, BASE)
+lr_range = lr_finder.lr_range(lab, BASE)
 if lr_range is not None:
     fig = lr_finder.plot_lr_range(lr_range, PLOTS / "lr_range.png")
 
@@ -520,7 +512,7 @@ if study:
     )
     notebook.show_markdown(
         f"**Scale `{study.profile}`**, how the runs ended (means over the seeds):\n\n"
-        + notebook.ending_table({"baseline": study.runs.get("baseline", []), **lr_cpu})
+        + tables.ending_table({"baseline": study.runs.get("baseline", []), **lr_cpu})
     )
 
 # %% [markdown]
@@ -604,7 +596,7 @@ if study:
     both = {"baseline": study.runs.get("baseline", []), **batch_cpu}
     notebook.show_markdown(
         f"**Scale `{study.profile}`**, how the runs ended (means over the seeds):\n\n"
-        + notebook.ending_table(both)
+        + tables.ending_table(both)
     )
     speed = stats.batch_table(both)
     skip = ["last_val_acc", "test_acc"]  # in the table above; GPU memory only where measured
@@ -718,7 +710,7 @@ if study:
     )
     notebook.show_markdown(
         f"**Scale `{study.profile}`**, how the runs ended (means over the seeds):\n\n"
-        + notebook.ending_table({"baseline": study.runs.get("baseline", []), **final_cpu})
+        + tables.ending_table({"baseline": study.runs.get("baseline", []), **final_cpu})
     )
 
 # %% [markdown]

@@ -197,6 +197,48 @@ def suggest(lrs, smoothed) -> dict:
     }
 
 
+def lr_range(lab, base_cfg) -> dict | None:
+    """The LR range test of `base_cfg`: replayed from results/<profile>/lr_range.json, or run
+    and saved when training is allowed; its suggestion printed beside the grid's own rates."""
+    from engine.checkpoint import save_json
+    from lab import grid, results
+
+    path = Path(lab.results_dir) / lab.profile / "lr_range.json"
+    result, problem = results.read_json(path, ("suggestion", "env", "lrs"))
+    if path.exists() and result is None:
+        print(f"warning: skipping {path}: {problem}; delete it to run the test again")
+    if result is not None and not lab.force:
+        print(f"[LR range test: replaying results/{lab.profile}/lr_range.json]")
+    elif lab.train_missing or lab.force:
+        steps = DEFAULT_STEPS[lab.profile]
+        result = lr_range_test(base_cfg, lab.data, lab.device, steps=steps)
+        result.update(
+            name="baseline",
+            profile=lab.profile,
+            data=lab.data.source,
+            command="student_lab3.ipynb",
+            finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        save_json(result, path)
+    else:
+        print(f"[LR range test: not run: no results/{lab.profile}/lr_range.json]")
+        return None
+    s, env = result["suggestion"], result["env"]
+    print(
+        f"on {env['device']} {env.get('gpu') or env.get('cpu', '')}, finished "
+        f"{result.get('finished_at', '?')}: {len(result['lrs'])} steps; lowest loss at lr "
+        f"{s['min_loss_lr']:.3g}, steepest fall at {s['steepest_lr']:.3g} -> max_lr "
+        f"{s['max_lr']:.3g}, base_lr {s['base_lr']:.3g}"
+        + (f" [{s['warning']}]" if s["warning"] else "")
+    )
+    print(f"(max_lr = lowest-loss lr / {MAX_LR_DIVISOR:g}, base_lr = max_lr / {BASE_LR_DIVISOR:g})")
+    for name in ["baseline", *grid.GROUPS["lr"]]:
+        cfg = grid.make_config(name, lab.profile)
+        peak = f", peak {cfg.max_lr:g}" if cfg.max_lr else ""
+        print(f"  the grid's {name:<12} {cfg.schedule:<9} lr {cfg.lr:g}{peak}")
+    return result
+
+
 def plot_lr_range(result: dict, path=None):
     """Loss against lr on a log axis, raw and smoothed, with the suggestions marked."""
     from engine.plotting import (  # plotting picks a headless backend where there is no display

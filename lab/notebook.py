@@ -17,17 +17,7 @@ from engine.errors import LabError
 from engine.plotting import plot_overlay
 from engine.runtime import precision_of
 from engine.settings import TEST_IMAGES, train_size
-from lab import grid, results, stats
-
-# What each verdict of stats.summarize means, in the words the notebook prints.
-VERDICTS = {
-    "better": "the whole 95% interval of the difference is above 0",
-    "worse": "the whole interval is below 0",
-    "within noise": "the interval contains 0: no difference shown",
-    "n too small": "fewer than 2 seeds on a side, so the seed-to-seed spread is unknown",
-    "no spread measured": "the seeds on each side scored exactly alike: a zero-width interval "
-    "measures no noise, so it is no evidence",
-}
+from lab import grid, results, stats, tables
 
 
 @dataclasses.dataclass
@@ -137,7 +127,7 @@ class Lab:
         # seconds per epoch: the batch section's own table, with images/s beside them; no group
         # column: each experiment's name says its group
         table = stats.format_table(rows, skip=("sec_per_epoch", "group"))
-        return rows, head + table + "\n\n" + conclude(rows)
+        return rows, head + table + "\n\n" + tables.conclude(rows)
 
     def scale(self) -> str:
         """The profile's scale in words: images, width, the baseline's epochs."""
@@ -198,44 +188,6 @@ def settings_lines(cfg, per_line: int = 3) -> str:
     pairs = [f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()]
     return "\n".join("  " + "  ".join(f"{p:<26}" for p in pairs[i : i + per_line]).rstrip()
                      for i in range(0, len(pairs), per_line))  # fmt: skip
-
-
-def epoch_table(result: dict, epochs: list[int]) -> str:
-    """Markdown: the lr, losses and accuracies of one run at the given epochs (1-based)."""
-    h = result["history"]
-    rows = ["| epoch | lr | train loss | train acc | val loss | val acc |", "|" + " ---: |" * 6]
-    for e in sorted({e for e in epochs if 1 <= e <= len(h["train_loss"])}):
-        i = e - 1
-        rows.append(
-            f"| {e} | {h['lr'][i]:.4g} | {h['train_loss'][i]:.4f} | {h['train_acc'][i]:.4f} | "
-            f"{h['val_loss'][i]:.4f} | {h['val_acc'][i]:.4f} |"
-        )
-    return "\n".join(rows)
-
-
-def ending_table(runs: dict[str, list[dict]]) -> str:
-    """Markdown: how each experiment's finished runs ended, as means over their seeds: the
-    learning rate of the last epoch, the training accuracy there, and the validation loss at
-    its lowest (with each seed's epoch) and at the last epoch. A validation loss that climbs
-    from its lowest while the training accuracy nears 1 is overfitting."""
-    rows = [
-        "| experiment | seeds | lr, last epoch | train acc, last | val loss, lowest (epoch) "
-        "| val loss, last |",
-        "| --- |" + " ---: |" * 5,
-    ]
-    for name, rs in runs.items():
-        hs = [r["history"] for r in rs if r.get("status") == "ok"]
-        if not hs:
-            continue
-        lows = [min(h["val_loss"]) for h in hs]
-        epochs = ", ".join(str(h["val_loss"].index(low) + 1) for h, low in zip(hs, lows))
-        rows.append(
-            f"| {name} | {len(hs)} | {hs[0]['lr'][-1]:.3g} "
-            f"| {sum(h['train_acc'][-1] for h in hs) / len(hs):.4f} "
-            f"| {sum(lows) / len(lows):.4f} ({epochs}) "
-            f"| {sum(h['val_loss'][-1] for h in hs) / len(hs):.4f} |"
-        )
-    return "\n".join(rows)
 
 
 def show_markdown(text: str) -> None:
@@ -428,40 +380,6 @@ def provenance(runs: dict) -> None:
     print("\n".join(provenance_lines(runs)))
 
 
-def conclude(rows: list[dict]) -> str:
-    """Sentences (Markdown) built from a table's rows: what each verdict allows one to say.
-
-    Only "better"/"worse" (both sides 2+ seeds, the whole 95% Welch interval on one side of 0)
-    are findings; an "n too small" row's difference is quoted as a value, not as an effect.
-    """
-
-    def acc(r):
-        t = r["test_acc"]
-        return f"{100 * t['mean']:.2f}% (n = {t['n']})"
-
-    base = next((r for r in rows if r["name"] == "baseline"), None)
-    rest = [r for r in rows if r["name"] != "baseline" and r["test_acc"]["mean"] is not None]
-    if not rest:
-        return "*No finished runs to compare.*"
-    text = []
-    for verdict, why in VERDICTS.items():
-        names = [r["name"] for r in rest if r["verdict"] == verdict]
-        if names:
-            text.append(f"- {verdict} ({why}): {', '.join(names)}")
-    small = [r for r in rest if r["verdict"] == "n too small"]
-    if small and len(small) == len(rest):
-        best = max(rest, key=lambda r: r["test_acc"]["mean"])
-        text.append(
-            f"- The data cannot decide whether any of these changes helps: the highest value, "
-            f"{best['name']} at {acc(best)}"
-            + (f" against the baseline's {acc(base)}" if base and base["test_acc"]["n"] else "")
-            + ", is one reading, not a finding."
-        )
-    if small:
-        text.append("- Two more seeds of each run would decide those.")
-    return "\n".join(text)
-
-
 def source_block(obj, max_lines: int | None = None, drop_docstring: bool = False) -> str:
     """Markdown: the source of a function or class (inspect.getsource, so it is the code that
     runs) as a fenced block under a line naming its file; optionally without its docstring and
@@ -523,83 +441,3 @@ def describe_setup(lab: Lab) -> list[str]:
         lines.append("mode:    replay only: experiments without saved results are skipped")
     print("\n".join(lines))
     return lines
-
-
-def output_shapes(model, size: int = 32) -> dict[str, tuple]:
-    """(C, H, W) at the output of each top-level module for one size x size image."""
-    import torch
-
-    shapes: dict[str, tuple] = {}
-    hooks = [
-        m.register_forward_hook(
-            lambda m, i, o, name=name: shapes.update({name: tuple(o.shape[1:])})
-        )
-        for name, m in model.named_children()
-    ]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, size, size))
-    for h in hooks:
-        h.remove()
-    return shapes
-
-
-def n_params(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def stem_table(cifar, imagenet) -> str:
-    """Markdown: each top-level module's parameters and output shape under both stems."""
-    a, b = output_shapes(cifar), output_shapes(imagenet)
-    rows = [
-        "| module | parameters | CIFAR stem: output (C, H, W) | ImageNet stem: output |",
-        "| --- | ---: | --- | --- |",
-    ]
-    rows += [f"| `{n}` | {n_params(m):,} | {a[n]} | {b[n]} |" for n, m in cifar.named_children()]
-    return "\n".join(rows)
-
-
-def lr_range(lab: Lab, base_cfg) -> dict | None:
-    """The LR range test of `base_cfg`: replayed from results/<profile>/lr_range.json, or run
-    and saved when training is allowed; its suggestion printed beside the grid's own rates."""
-    import datetime as dt
-
-    from engine.checkpoint import save_json
-    from lab import lr_finder
-
-    path = Path(lab.results_dir) / lab.profile / "lr_range.json"
-    result, problem = results.read_json(path, ("suggestion", "env", "lrs"))
-    if path.exists() and result is None:
-        print(f"warning: skipping {path}: {problem}; delete it to run the test again")
-    if result is not None and not lab.force:
-        print(f"[LR range test: replaying results/{lab.profile}/lr_range.json]")
-    elif lab.train_missing or lab.force:
-        steps = lr_finder.DEFAULT_STEPS[lab.profile]
-        result = lr_finder.lr_range_test(base_cfg, lab.data, lab.device, steps=steps)
-        result.update(
-            name="baseline",
-            profile=lab.profile,
-            data=lab.data.source,
-            command="student_lab3.ipynb",
-            finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        )
-        save_json(result, path)
-    else:
-        print(f"[LR range test: not run: no results/{lab.profile}/lr_range.json]")
-        return None
-    s, env = result["suggestion"], result["env"]
-    print(
-        f"on {env['device']} {env.get('gpu') or env.get('cpu', '')}, finished "
-        f"{result.get('finished_at', '?')}: {len(result['lrs'])} steps; lowest loss at lr "
-        f"{s['min_loss_lr']:.3g}, steepest fall at {s['steepest_lr']:.3g} -> max_lr "
-        f"{s['max_lr']:.3g}, base_lr {s['base_lr']:.3g}"
-        + (f" [{s['warning']}]" if s["warning"] else "")
-    )
-    print(
-        f"(max_lr = lowest-loss lr / {lr_finder.MAX_LR_DIVISOR:g}, "
-        f"base_lr = max_lr / {lr_finder.BASE_LR_DIVISOR:g})"
-    )
-    for name in ["baseline", *grid.GROUPS["lr"]]:
-        cfg = grid.make_config(name, lab.profile)
-        peak = f", peak {cfg.max_lr:g}" if cfg.max_lr else ""
-        print(f"  the grid's {name:<12} {cfg.schedule:<9} lr {cfg.lr:g}{peak}")
-    return result

@@ -1,5 +1,6 @@
 """Tables of `lab.stats`' rows: markdown for the notebook and the terminal, csv for a
-spreadsheet. Formatting only: the numbers are computed in stats.py."""
+spreadsheet; and the notebook's other Markdown tables (a run's epochs, how runs ended, the two
+stems). Formatting only: the numbers are computed in stats.py or read from the results."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ import io
 from collections.abc import Mapping, Sequence
 
 from engine.errors import LabError
+
+# What each verdict of stats.summarize means, in the words the notebook prints.
+VERDICTS = {
+    "better": "the whole 95% interval of the difference is above 0",
+    "worse": "the whole interval is below 0",
+    "within noise": "the interval contains 0: no difference shown",
+    "n too small": "fewer than 2 seeds on a side, so the seed-to-seed spread is unknown",
+    "no spread measured": "the seeds on each side scored exactly alike: a zero-width interval "
+    "measures no noise, so it is no evidence",
+}
 
 # Column key -> header, in display order; a table shows the keys its rows have.
 COLUMNS = {
@@ -123,3 +134,108 @@ def format_table(rows: Sequence[Mapping], fmt: str = "markdown", skip: Sequence[
     lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
     notes = [f"- {r['name']}: {r['note']}" for r in rows if r.get("note")]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def epoch_table(result: dict, epochs: list[int]) -> str:
+    """Markdown: the lr, losses and accuracies of one run at the given epochs (1-based)."""
+    h = result["history"]
+    rows = ["| epoch | lr | train loss | train acc | val loss | val acc |", "|" + " ---: |" * 6]
+    for e in sorted({e for e in epochs if 1 <= e <= len(h["train_loss"])}):
+        i = e - 1
+        rows.append(
+            f"| {e} | {h['lr'][i]:.4g} | {h['train_loss'][i]:.4f} | {h['train_acc'][i]:.4f} | "
+            f"{h['val_loss'][i]:.4f} | {h['val_acc'][i]:.4f} |"
+        )
+    return "\n".join(rows)
+
+
+def ending_table(runs: dict[str, list[dict]]) -> str:
+    """Markdown: how each experiment's finished runs ended, as means over their seeds: the
+    learning rate of the last epoch, the training accuracy there, and the validation loss at
+    its lowest (with each seed's epoch) and at the last epoch. A validation loss that climbs
+    from its lowest while the training accuracy nears 1 is overfitting."""
+    rows = [
+        "| experiment | seeds | lr, last epoch | train acc, last | val loss, lowest (epoch) "
+        "| val loss, last |",
+        "| --- |" + " ---: |" * 5,
+    ]
+    for name, rs in runs.items():
+        hs = [r["history"] for r in rs if r.get("status") == "ok"]
+        if not hs:
+            continue
+        lows = [min(h["val_loss"]) for h in hs]
+        epochs = ", ".join(str(h["val_loss"].index(low) + 1) for h, low in zip(hs, lows))
+        rows.append(
+            f"| {name} | {len(hs)} | {hs[0]['lr'][-1]:.3g} "
+            f"| {sum(h['train_acc'][-1] for h in hs) / len(hs):.4f} "
+            f"| {sum(lows) / len(lows):.4f} ({epochs}) "
+            f"| {sum(h['val_loss'][-1] for h in hs) / len(hs):.4f} |"
+        )
+    return "\n".join(rows)
+
+
+def output_shapes(model, size: int = 32) -> dict[str, tuple]:
+    """(C, H, W) at the output of each top-level module for one size x size image."""
+    import torch
+
+    shapes: dict[str, tuple] = {}
+    hooks = [
+        m.register_forward_hook(
+            lambda m, i, o, name=name: shapes.update({name: tuple(o.shape[1:])})
+        )
+        for name, m in model.named_children()
+    ]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def stem_table(cifar, imagenet) -> str:
+    """Markdown: each top-level module's parameters and output shape under both stems."""
+    a, b = output_shapes(cifar), output_shapes(imagenet)
+    rows = [
+        "| module | parameters | CIFAR stem: output (C, H, W) | ImageNet stem: output |",
+        "| --- | ---: | --- | --- |",
+    ]
+    rows += [f"| `{n}` | {n_params(m):,} | {a[n]} | {b[n]} |" for n, m in cifar.named_children()]
+    return "\n".join(rows)
+
+
+def conclude(rows: list[dict]) -> str:
+    """Sentences (Markdown) built from a table's rows: what each verdict allows one to say.
+
+    Only "better"/"worse" (both sides 2+ seeds, the whole 95% Welch interval on one side of 0)
+    are findings; an "n too small" row's difference is quoted as a value, not as an effect.
+    """
+
+    def acc(r):
+        t = r["test_acc"]
+        return f"{100 * t['mean']:.2f}% (n = {t['n']})"
+
+    base = next((r for r in rows if r["name"] == "baseline"), None)
+    rest = [r for r in rows if r["name"] != "baseline" and r["test_acc"]["mean"] is not None]
+    if not rest:
+        return "*No finished runs to compare.*"
+    text = []
+    for verdict, why in VERDICTS.items():
+        names = [r["name"] for r in rest if r["verdict"] == verdict]
+        if names:
+            text.append(f"- {verdict} ({why}): {', '.join(names)}")
+    small = [r for r in rest if r["verdict"] == "n too small"]
+    if small and len(small) == len(rest):
+        best = max(rest, key=lambda r: r["test_acc"]["mean"])
+        text.append(
+            f"- The data cannot decide whether any of these changes helps: the highest value, "
+            f"{best['name']} at {acc(best)}"
+            + (f" against the baseline's {acc(base)}" if base and base["test_acc"]["n"] else "")
+            + ", is one reading, not a finding."
+        )
+    if small:
+        text.append("- Two more seeds of each run would decide those.")
+    return "\n".join(text)

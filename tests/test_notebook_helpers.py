@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from lab import grid, notebook, stats
+from lab import grid, notebook, stats, tables
 from resnet18 import resnet18
 from tests.test_stats import fake_grid
 
 
 def test_conclude_claims_only_what_the_verdicts_allow():
-    text = notebook.conclude(stats.summarize(fake_grid()))
+    text = tables.conclude(stats.summarize(fake_grid()))
     assert "much_better" in text and "better" in text
     # one seed: its difference is a value, never a finding
     line = next(x for x in text.splitlines() if "one_seed" in x)
@@ -61,7 +61,7 @@ def test_provenance_and_test_line():
 
 def test_stem_table_measures_both_stems():
     cifar, imagenet = resnet18(stem="cifar", width=4), resnet18(stem="imagenet", width=4)
-    table = notebook.stem_table(cifar, imagenet)
+    table = tables.stem_table(cifar, imagenet)
     layer4 = next(x for x in table.splitlines() if x.startswith("| `layer4`"))
     assert "(32, 4, 4)" in layer4 and "(32, 1, 1)" in layer4  # 32x32 in: CIFAR ends 4x4
 
@@ -167,7 +167,7 @@ def test_ending_table_averages_the_finished_seeds_and_finds_the_lowest_val_loss(
         "a": [run([1.0, 2.0], [0.5, 0.9]), run([3.0, 1.0], [0.5, 0.7])],
         "b": [run([9.0, 9.0], [0.1, 0.1], status="diverged")],
     }
-    text = notebook.ending_table(runs)
+    text = tables.ending_table(runs)
     row = next(x for x in text.splitlines() if x.startswith("| a "))
     assert "| 2 | 0.05 | 0.8000 | 1.0000 (1, 2) | 1.5000 |" in row
     assert "| b " not in text  # no finished seed: no row
