@@ -70,7 +70,7 @@ import torch
 
 from engine import augment, data, plotting, schedules
 from engine.runtime import check_compile_mode, pick_device
-from lab import lr_finder, notebook, results, stats, tables
+from lab import lr_finder, notebook, results, stats
 from lab.notebook import Lab, brief, describe_setup, show_code
 from lab.tables import epoch_table, n_params, stem_table
 from resnet18 import BasicBlock, ResNet18, resnet18
@@ -375,11 +375,7 @@ for name, rs in {"baseline": lab.runs.get("baseline", []), **aug}.items():
 # %%
 if study:
     aug_cpu, aug_cpu_rows = study.section(
-        grid.GROUPS["aug"], "Data augmentation", "aug_overlay.png"
-    )
-    notebook.show_markdown(
-        f"**Scale `{study.profile}`**, how the runs ended (means over the seeds):\n\n"
-        + tables.ending_table({"baseline": study.runs.get("baseline", []), **aug_cpu})
+        grid.GROUPS["aug"], "Data augmentation", "aug_overlay.png", ending=True
     )
 
 # %% [markdown]
@@ -508,11 +504,7 @@ if partial and baseline.get("baseline"):
 # %%
 if study:
     lr_cpu, lr_cpu_rows = study.section(
-        grid.GROUPS["lr"], "Learning rate and schedule", "lr_overlay.png"
-    )
-    notebook.show_markdown(
-        f"**Scale `{study.profile}`**, how the runs ended (means over the seeds):\n\n"
-        + tables.ending_table({"baseline": study.runs.get("baseline", []), **lr_cpu})
+        grid.GROUPS["lr"], "Learning rate and schedule", "lr_overlay.png", ending=True
     )
 
 # %% [markdown]
@@ -591,13 +583,9 @@ batch, batch_rows = lab.section(grid.GROUPS["batch"], "Batch size", "batch_overl
 # %%
 if study:
     batch_cpu, batch_cpu_rows = study.section(
-        grid.GROUPS["batch"], "Batch size", "batch_overlay.png"
+        grid.GROUPS["batch"], "Batch size", "batch_overlay.png", ending=True
     )
     both = {"baseline": study.runs.get("baseline", []), **batch_cpu}
-    notebook.show_markdown(
-        f"**Scale `{study.profile}`**, how the runs ended (means over the seeds):\n\n"
-        + tables.ending_table(both)
-    )
     speed = stats.batch_table(both)
     skip = ["last_val_acc", "test_acc"]  # in the table above; GPU memory only where measured
     skip += ["peak_mem_mb"] if all(r["peak_mem_mb"] is None for r in speed) else []
@@ -706,11 +694,7 @@ airbench = lab.run(["final_airbench"], echo=brief)
 # %%
 if study:
     final_cpu, final_cpu_rows = study.section(
-        grid.GROUPS["final"], "Final recipes", "final_overlay.png"
-    )
-    notebook.show_markdown(
-        f"**Scale `{study.profile}`**, how the runs ended (means over the seeds):\n\n"
-        + tables.ending_table({"baseline": study.runs.get("baseline", []), **final_cpu})
+        grid.GROUPS["final"], "Final recipes", "final_overlay.png", ending=True
     )
 
 # %% [markdown]

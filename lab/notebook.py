@@ -137,9 +137,12 @@ class Lab:
             f"{base.width}, the baseline {base.epochs} epochs"
         )
 
-    def section(self, names, title: str, file: str, echo=None) -> tuple[dict, list[dict]]:
+    def section(
+        self, names, title: str, file: str, echo=None, ending: bool = False
+    ) -> tuple[dict, list[dict]]:
         """One group at this scale: its runs (replayed or trained), where they were made, their
-        curves over the baseline's and their table; returns the runs and the table's rows."""
+        curves over the baseline's and their table, then, with `ending`, how the runs ended
+        (`tables.ending_table`); returns the runs and the table's rows."""
         import matplotlib.pyplot as plt
         from IPython.display import display
 
@@ -151,6 +154,11 @@ class Lab:
             plt.close(fig)
         rows, text = self.compare(runs)
         show_markdown(text)
+        if ending:
+            show_markdown(
+                f"**Scale `{self.profile}`**, how the runs ended (means over the seeds):\n\n"
+                + tables.ending_table({"baseline": self.runs.get("baseline", []), **runs})
+            )
         return runs, rows
 
 
