@@ -137,9 +137,7 @@ class Lab:
             f"{base.width}, the baseline {base.epochs} epochs"
         )
 
-    def section(
-        self, names, title: str, file: str, echo=None, ending: bool = False
-    ) -> tuple[dict, list[dict]]:
+    def section(self, names, title: str, file: str, echo=None, ending=False) -> tuple[dict, list]:
         """One group at this scale: its runs (replayed or trained), where they were made, their
         curves over the baseline's and their table, then, with `ending`, how the runs ended
         (`tables.ending_table`); returns the runs and the table's rows."""
