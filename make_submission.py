@@ -372,14 +372,9 @@ def make_submission(
             members.setdefault(rel, root / rel)  # resnet18.py: the --model file given
         for f in result_files:
             members[f"results/{f.relative_to(results).as_posix()}"] = f
+        n_runs = sum(f.suffix == ".json" for f in result_files)  # the logs aside
         members[GRADER_README] = grader_readme(
-            sid,
-            name,
-            profiles,
-            nb_name,
-            pdf_name,
-            modules,
-            sum(f.suffix == ".json" for f in result_files),
+            sid, name, profiles, nb_name, pdf_name, modules, n_runs
         )
 
         def write(f) -> None:

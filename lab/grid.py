@@ -175,7 +175,7 @@ GROUP_OF = {name: group for group, runs in GROUPS.items() for name in runs}
 #
 # cpu: the whole grid, 3 seeds each (69 runs), on two CPU cores in an afternoon. Measured on a
 # two-core Xeon (AVX-512, float32 + channels_last; results/cpu/README.md): the one-change runs
-# 165-240 s, final about 460 s, final_airbench about 300 s a run, about 3.8 h for the 69; an
+# 163-244 s, final about 460 s, final_airbench about 300 s a run, about 3.8 h for the 69; an
 # AVX2-only EPYC steps this net about 1.5x slower (5-6 h). What each group's lesson keeps:
 # - lr: 10 epochs with the step at epoch 5, so both phases of the step schedule show; one-cycle,
 #   cosine and the cyclical rate (2.5-epoch cycles) keep their shapes;
