@@ -48,10 +48,9 @@ from engine.data import (
     split_train_val,
 )
 from engine.distributed import World
-from engine.errors import LabError
+from engine.errors import LabError, bar_file
 from engine.loader import DeviceLoader
 from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
-from engine.progress import bar_file
 from engine.runtime import (  # noqa: F401  (pick_device, optimizer_step re-exported)
     Precision,
     check_compile_mode,

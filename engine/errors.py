@@ -1,8 +1,8 @@
-"""The one exception type the lab raises for bad input.
+"""What the command-line tools show besides the lab's lines: one-line errors, and progress bars
+only where they can be redrawn."""
 
-A `LabError` carries a single line that says what is wrong and what to do. The command-line
-tools print it without a traceback and exit non-zero; the notebook shows it as-is.
-"""
+import os
+import sys
 
 
 class LabError(Exception):
@@ -10,10 +10,8 @@ class LabError(Exception):
 
 
 def run_cli(main, argv=None, errors=(LabError,), interrupted="interrupted: nothing was written"):
-    """Call main(argv) the way every command-line tool here does: a LabError (or another of
-    `errors`) becomes one line on stderr and exit code 2, Ctrl-C one line and 130."""
-    import sys
-
+    """main(argv) as every tool here runs it: a LabError (or another of `errors`) becomes one
+    line on stderr and exit code 2, Ctrl-C one line and 130."""
     try:
         return main(argv)
     except errors as e:
@@ -22,10 +20,20 @@ def run_cli(main, argv=None, errors=(LabError,), interrupted="interrupted: nothi
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # The reader went away (`... | head`): stop quietly, as Unix tools do. Python would
-        # otherwise complain again when it flushes stdout at exit.
-        import os
-
+    except BrokenPipeError:  # `... | head`: stop quietly, and let the flush at exit find no pipe
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+class _Nowhere:
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def bar_file():
+    """Where progress bars go: stderr in a terminal, nowhere else. In a log file a bar's frames
+    end up among the lab's lines (issue #17), in a notebook as a frozen frame in its PDF."""
+    return sys.stderr if sys.stderr.isatty() else _Nowhere()

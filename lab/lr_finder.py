@@ -38,8 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.errors import LabError, run_cli
-from engine.progress import bar_file
+from engine.errors import LabError, bar_file, run_cli
 from engine.runtime import (
     choose_precision,
     command_line,
