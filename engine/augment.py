@@ -1,44 +1,31 @@
-"""Data augmentation presets, two ways: batched tensor ops (fast) and torchvision v2 (reference).
+"""Augmentation presets, two ways: whole batches on the device (fast) and torchvision v2 (the
+reference, one image at a time; tests/test_augment.py checks they agree).
 
-The fast path augments a whole uint8 batch at once where it lives (the GPU when there is one),
-as the fastest public CIFAR-10 trainers do (airbench, Myrtle's DAWNBench ResNet). It works in
-two steps: `draw` makes every random choice for n images on the CPU from one seeded
-`torch.Generator`, so a seed gives the same crops, flips, angles and squares on any device;
-`apply` is then a pure function of the images and those draws: one gather for the crops and
-flips, then the float steps. `augment_batch` does both for one batch; `loader.DeviceLoader`
-draws a whole epoch at once, so the device gets one small copy per epoch, not several per batch,
-and a batch costs a handful of kernels (which matters when the GPU waits on kernel launches, as
-it does for a ResNet18 on 32x32 images at these batch sizes: see bench.py).
-
-The torchvision path builds the same preset from `torchvision.transforms.v2` for one image at a
-time; tests/test_augment.py checks that both draw crops and flips from the same distribution
-and that `none` gives the same tensors bit for bit.
+The fast path works as airbench and Myrtle's DAWNBench ResNet do, on a uint8 batch where it
+lives. `draw` makes every random choice for n images from one seeded CPU `torch.Generator`, so
+a seed gives the same crops, flips, angles and squares on any device; `float_steps` is then a
+pure function of the images and the draws. A loader draws a whole epoch at once: one small copy
+to the device an epoch, and a handful of kernels a batch (see tools/bench.py).
 
 Presets (each adds to `crop_flip`, the standard CIFAR recipe of He et al. 2015):
-- none:             no augmentation (the handout's baseline)
-- crop_flip:        random 32x32 crop of the image zero-padded by 4, horizontal flip p=0.5
-- crop_flip_rotate: + rotation by a uniform angle in [-15, 15] degrees
-- crop_flip_jitter: + colour jitter (brightness, contrast, saturation each +-20%)
-- crop_flip_noise:  + Gaussian pixel noise, sigma 0.05 on the [0, 1] scale
-- strong:           + cutout: one 16x16 square set to the mean (DeVries & Taylor 2017),
-                    the same as torchvision's RandomErasing with a fixed 1/4-area square.
-                    The square always lies inside the image, so a quarter of every image is
-                    hidden; DeVries & Taylor centre it anywhere, letting it cross the border
-                    (they found that better), which hides less on average: this preset is the
-                    stronger of the two regularizers.
-- crop_flip_cutout8: + cutout with an 8x8 square, inside the image: the augmentation of
-                    Myrtle.ai's ResNet-18 ("How to train your ResNet", Page 2018).
-- translate_flip_cutout12: the crop reads an image padded by reflection instead of zeros
-                    (airbench's "translate 4"), + cutout with a 12x12 square: the augmentation
-                    of airbench's ResNet-18 baseline (Jordan 2024), which the final recipe
-                    follows (lab/grid.py).
+- none:              no augmentation (the handout's baseline)
+- crop_flip:         random 32x32 crop of the image zero-padded by 4, horizontal flip p=0.5
+- crop_flip_rotate:  + rotation by a uniform angle in [-15, 15] degrees
+- crop_flip_jitter:  + colour jitter (brightness, contrast, saturation each +-20%)
+- crop_flip_noise:   + Gaussian pixel noise, sigma 0.05 on the [0, 1] scale
+- strong:            + cutout, one 16x16 square set to the mean (DeVries & Taylor 2017), as
+                     torchvision's RandomErasing: always inside the image (they let it cross
+                     the border, which hides less), so the stronger regularizer of the two
+- crop_flip_cutout8: + an 8x8 cutout: Myrtle.ai's ResNet-18 ("How to train your ResNet", 2018)
+- translate_flip_cutout12: the crop reads an image padded by reflection (airbench's
+                     "translate 4"), + a 12x12 cutout: airbench's ResNet-18 baseline (Jordan
+                     2024), which the final recipe follows (lab/grid.py)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -55,15 +42,14 @@ PRESETS = (
     "crop_flip_cutout8",
     "translate_flip_cutout12",
 )
-PAD = 4  # pixels of zero padding before the random crop
+PAD = 4  # pixels of padding before the random crop
 ROTATE_DEG = 15.0
 JITTER = 0.2
 NOISE_SIGMA = 0.05
-CUTOUT = 16  # side of the cutout square, pixels (the strong preset)
+CUTOUT = 16  # side of the strong preset's cutout square, pixels
 CUTOUT_SIDE = {"strong": CUTOUT, "crop_flip_cutout8": 8, "translate_flip_cutout12": 12}
 REFLECT = ("translate_flip_cutout12",)  # presets whose crop pads by reflection, not zeros
-# ITU-R 601 luma weights, exactly as torchvision's rgb_to_grayscale (0.2989, not 0.299).
-LUMA = (0.2989, 0.587, 0.114)
+LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601 weights exactly as torchvision's rgb_to_grayscale
 
 
 def check_preset(preset: str) -> str:
@@ -72,7 +58,7 @@ def check_preset(preset: str) -> str:
     return preset
 
 
-@dataclass
+@dataclasses.dataclass
 class Draws:
     """Every random choice of a preset for n images; a field is None when the preset skips it."""
 
@@ -85,16 +71,20 @@ class Draws:
     corner: torch.Tensor | None = None  # (n, 2) int64: cutout square's top-left (row, col)
     cutout: int = CUTOUT  # side of the cutout square, pixels
     reflect: bool = False  # the crops read an image padded by reflection (pad_images)
-    # Gaussian noise is 3,072 numbers an image, too many to draw on the CPU and copy each step,
-    # so it comes from a generator on the images' device, seeded from the CPU generator: the
-    # same seed gives the same noise on the same kind of device.
+    # Noise is 3,072 numbers an image, too many to draw on the CPU and copy, so it comes from a
+    # generator on the images' device seeded from the CPU one: the same seed gives the same noise
+    # on the same kind of device.
     noise: torch.Generator | None = None
 
+    def map(self, fn) -> Draws:
+        """A copy with `fn` applied to each tensor."""
+        tensors = {f: getattr(self, f) for f in ("rows", "cols", "angle", "jitter", "corner")}
+        return dataclasses.replace(self, **{f: fn(t) for f, t in tensors.items() if t is not None})
+
     def __getitem__(self, s: slice) -> Draws:
-        """The draws of images s.start..s.stop (views, no copy). The noise generator is shared,
-        so slices must be applied in order for a run to be reproducible, as a loader does."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return Draws(**{k: v[s] if isinstance(v, torch.Tensor) else v for k, v in values.items()})
+        """The draws of images s (views). The noise generator is shared, so slices must be
+        applied in order for a run to be reproducible, as a loader does."""
+        return self.map(lambda t: t[s])
 
 
 def draw(
@@ -104,18 +94,19 @@ def draw(
     device: torch.device | str = "cpu",
     size: tuple[int, int] = (32, 32),
 ) -> Draws:
-    """Draw `preset`'s random choices for `n` images of `size` (H, W) from the CPU generator `g`
-    and move them to `device`. `g` may be None only for the `none` preset."""
-    check_preset(preset)
+    """`preset`'s random choices for `n` images of `size` (H, W), drawn from the CPU generator `g`
+    (None only for `none`) and moved to `device`."""
     d = Draws()
-    if preset == "none":
+    if check_preset(preset) == "none":
         return d
     if g is None:
         raise ValueError(f"augmentation {preset!r} needs a torch.Generator")
     h, w = size
     offset = torch.randint(0, 2 * PAD + 1, (n, 2), generator=g)  # crop corner in the padded image
     flip = torch.rand(n, generator=g) < 0.5
-    d.rows, d.cols = crop_indices(offset, flip, size)
+    d.rows = offset[:, 0:1] + torch.arange(h)
+    cols = offset[:, 1:2] + torch.arange(w)
+    d.cols = torch.where(flip[:, None], cols.flip(1), cols)
     d.reflect = preset in REFLECT
     if preset == "crop_flip_rotate":
         d.angle = (torch.rand(n, generator=g) * 2 - 1) * math.radians(ROTATE_DEG)
@@ -129,57 +120,28 @@ def draw(
         top = torch.randint(0, h - side + 1, (n,), generator=g)
         left = torch.randint(0, w - side + 1, (n,), generator=g)
         d.corner = torch.stack([top, left], dim=1)
-    for f in ("rows", "cols", "angle", "jitter", "corner"):
-        if (t := getattr(d, f)) is not None:
-            setattr(d, f, t.to(device))
-    return d
+    return d.map(lambda t: t.to(device))
 
 
 def pad_images(images: torch.Tensor, reflect: bool = False) -> torch.Tensor:
-    """uint8 (N, C, H, W) padded by PAD on each side for the crops: zeros, or (`reflect`) a mirror
-    of the border (reflection without repeating the edge, as F.pad's "reflect"), done by
-    indexing so that it works on uint8."""
+    """uint8 (N, C, H, W) padded by PAD on each side: zeros, or (`reflect`) a mirror of the
+    border without repeating the edge (F.pad's "reflect"), done by indexing to work on uint8."""
     if not reflect:
         return F.pad(images, (PAD, PAD, PAD, PAD))
-    h, w = images.shape[-2:]
 
     def index(n: int) -> torch.Tensor:
         i = torch.arange(-PAD, n + PAD, device=images.device).abs()
         return torch.where(i >= n, 2 * (n - 1) - i, i)
 
+    h, w = images.shape[-2:]
     return images[:, :, index(h)][:, :, :, index(w)]
 
 
-def crop_indices(
-    offset: torch.Tensor, flip: torch.Tensor, size: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows (n, H) and columns (n, W) of the padded image read by the crops whose top-left
-    corners are `offset` (n, 2); where `flip`, the columns run right to left (a mirror image)."""
-    h, w = size
-    rows = offset[:, 0:1] + torch.arange(h, device=offset.device)
-    cols = offset[:, 1:2] + torch.arange(w, device=offset.device)
-    return rows, torch.where(flip[:, None], cols.flip(1), cols)
-
-
-def gather_crops(
-    padded: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
-) -> torch.Tensor:
-    """Crop i is image index[i] of the padded uint8 images, read at rows[i] x cols[i].
-
-    One gather does a loader's shuffle, the crops and the flips (a few small kernels on a GPU,
-    however large the batch). The result is (B, C, H, W) and channels-last in memory, the layout the model takes on CUDA.
-    """
+def gather_crops(padded: torch.Tensor, index, rows: torch.Tensor, cols: torch.Tensor):
+    """Crop i is image index[i] of the padded images, read at rows[i] x cols[i]: one gather does
+    a loader's shuffle, crops and flips. (B, C, H, W), channels-last in memory."""
     crops = padded[index[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return crops.permute(0, 3, 1, 2)
-
-
-def crop_flip(
-    x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, reflect: bool = False
-) -> torch.Tensor:
-    """Crops (and flips) of the batch padded by PAD (zeros, or by reflection), reading the
-    pixels `draw` chose."""
-    padded = pad_images(x, reflect)
-    return gather_crops(padded, torch.arange(len(x), device=x.device), rows, cols)
 
 
 def rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -191,43 +153,30 @@ def rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (factor * x + (1 - factor) * other).clamp_(0, 1)  # torchvision's _blend, per image
+
+
 def _gray(x: torch.Tensor) -> torch.Tensor:
     r, g, b = x.unbind(1)
     return (r * LUMA[0] + g * LUMA[1] + b * LUMA[2]).unsqueeze(1)
 
 
-def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    # torchvision's _blend with a factor per image: factor * x + (1 - factor) * other, in [0, 1].
-    return (factor * x + (1 - factor) * other).clamp_(0, 1)
-
-
 def color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Brightness, contrast, saturation of float images in [0, 1], by (B, 3) `factors`.
-
-    Each step is torchvision's adjust_brightness / adjust_contrast / adjust_saturation with the
-    image's own factor. torchvision's ColorJitter applies the three in a random order per image;
-    here the order is fixed, which changes the result only through the clamping between steps.
-    """
+    """Brightness, contrast, saturation of float images in [0, 1] by (B, 3) `factors`: each is
+    torchvision's adjust_* with the image's own factor. ColorJitter applies them in a random
+    order per image; a fixed order changes the result only through the clamping between steps."""
     f = factors.to(x.dtype).view(-1, 3, 1, 1, 1).unbind(1)
     x = (x * f[0]).clamp_(0, 1)
     x = _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), f[1])
     return _blend(x, _gray(x), f[2])
 
 
-def gaussian_noise(
-    x: torch.Tensor, generator: torch.Generator, sigma: float = NOISE_SIGMA
-) -> torch.Tensor:
-    """Add N(0, sigma^2) to every pixel of float images in [0, 1], then clip to [0, 1]."""
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return (x + sigma * noise).clamp_(0, 1)
-
-
 def cutout(x: torch.Tensor, corner: torch.Tensor, size: int = CUTOUT) -> torch.Tensor:
     """Set one size x size square per image, with top-left `corner` (row, col), to 0."""
-    _, _, h, w = x.shape
     top, left = corner[:, 0:1], corner[:, 1:2]  # (B, 1)
-    r = torch.arange(h, device=x.device)
-    c = torch.arange(w, device=x.device)
+    r = torch.arange(x.shape[2], device=x.device)
+    c = torch.arange(x.shape[3], device=x.device)
     rows = (r >= top) & (r < top + size)  # (B, H)
     cols = (c >= left) & (c < left + size)  # (B, W)
     return x.masked_fill((rows[:, :, None] & cols[:, None, :])[:, None], 0.0)
@@ -240,65 +189,39 @@ def float_steps(
     d: Draws,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
-    """Everything after the crop: uint8 (B, 3, H, W) -> augmented, normalized float32 batch.
-
-    `mean`/`std` are (3,) float32 tensors on the [0, 1] scale on the images' device. The steps
-    and their order are torchvision_transform's, so `none` gives the same numbers bit for bit.
-    """
-    if images.dtype != torch.uint8:
-        # A float batch would also be normalized in place below, changing the caller's tensor.
+    """Everything after the crop: uint8 (B, 3, H, W) -> augmented, normalized float32, in
+    torchvision_transform's order, so that `none` gives its numbers bit for bit. `mean`/`std`:
+    (3,) float32 on the [0, 1] scale, on the images' device."""
+    if images.dtype != torch.uint8:  # a float batch would be normalized in place below
         raise ValueError(f"expected uint8 images, got {images.dtype}")
-    # Convert the layout while the batch is 1 byte a value; the float steps below keep it.
-    images = images.contiguous(memory_format=memory_format)
-    x = images.float().mul_(1.0 / 255)  # as v2.ToDtype(torch.float32, scale=True)
+    # Convert the layout while the batch is 1 byte a value; the float steps keep it.
+    x = images.contiguous(memory_format=memory_format).float().mul_(1.0 / 255)  # as v2.ToDtype
     if d.angle is not None:
         x = rotate(x, d.angle)
     if d.jitter is not None:
         x = color_jitter(x, d.jitter)
     if d.noise is not None:
-        x = gaussian_noise(x, d.noise)
+        noise = torch.randn(x.shape, generator=d.noise, device=x.device, dtype=x.dtype)
+        x = (x + NOISE_SIGMA * noise).clamp_(0, 1)
     x = x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))  # as v2.Normalize
-    if d.corner is not None:
-        # After normalizing, as RandomErasing(value=0) after Normalize: 0 is the mean colour.
+    if d.corner is not None:  # after normalizing, as RandomErasing(value=0): 0 is the mean colour
         x = cutout(x, d.corner, d.cutout)
     return x
 
 
-def apply(
-    images: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    d: Draws,
-    memory_format: torch.memory_format = torch.contiguous_format,
-) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> the augmented, normalized float32 batch that the draws `d` say."""
-    if d.rows is not None:
-        images = crop_flip(images, d.rows, d.cols, d.reflect)
-    return float_steps(images, mean, std, d, memory_format)
-
-
-def augment_batch(
-    images: torch.Tensor,
-    preset: str,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    g: torch.Generator | None = None,
-) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> augmented, normalized float32 batch on the same device.
-
-    `mean`/`std` are (3,) tensors on the [0, 1] scale on the images' device. `g` is a CPU
-    generator that drives every random choice; it may be None only for the `none` preset.
-    """
+def augment_batch(images: torch.Tensor, preset: str, mean, std, g=None) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> augmented, normalized float32 batch on the same device. `mean`,
+    `std`: (3,) tensors on the images' device; `g`: a CPU generator (None only for `none`)."""
     d = draw(preset, len(images), g, images.device, tuple(images.shape[-2:]))
-    return apply(images, mean, std, d)
+    if d.rows is not None:
+        index = torch.arange(len(images), device=images.device)
+        images = gather_crops(pad_images(images, d.reflect), index, d.rows, d.cols)
+    return float_steps(images, mean, std, d)
 
 
 def torchvision_transform(preset: str, mean, std, pil: bool = False):
-    """The same preset as a torchvision v2 pipeline for one uint8 (3, H, W) image tensor.
-
-    With `pil=True` the geometric and colour steps run on a PIL Image, as in most lab handouts
-    that use `torchvision.datasets.CIFAR10(transform=...)`.
-    """
+    """The same preset as a torchvision v2 pipeline for one uint8 (3, H, W) image tensor; with
+    `pil`, the geometric and colour steps run on a PIL Image, as in most lab handouts."""
     from engine.runtime import torchvision
 
     torchvision()  # one line where torch and torchvision mismatch
