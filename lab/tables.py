@@ -1,16 +1,12 @@
-"""Tables of `lab.stats`' rows: markdown for the notebook and the terminal, csv for a
-spreadsheet; and the notebook's other Markdown tables (a run's epochs, how runs ended, the two
-stems). Formatting only: the numbers are computed in stats.py or read from the results."""
+"""The lab's Markdown tables: `lab.stats`' rows and the sentences their verdicts allow, a run's
+epochs, how runs ended, the two stems. Formatting only: the numbers come from stats.py or the
+results."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping, Sequence
 
-from engine.errors import LabError
-
-# What each verdict of stats.summarize means, in the words the notebook prints.
+# stats.verdict's answers and what each means, in the words the notebook prints.
 VERDICTS = {
     "better": "the whole 95% interval of the difference is above 0",
     "worse": "the whole interval is below 0",
@@ -20,39 +16,26 @@ VERDICTS = {
     "measures no noise, so it is no evidence",
 }
 
-# Column key -> header, in display order; a table shows the keys its rows have.
+# Column key -> (header, decimals after accuracies turn into percent), in display order; a
+# table shows the keys its rows have.
 COLUMNS = {
-    "name": "experiment",
-    "group": "group",
-    "batch_size": "batch",
-    "lr": "lr",
-    "warmup_epochs": "warm-up epochs",
-    "steps_per_epoch": "steps/epoch",
-    "status": "runs",
-    "sec_per_epoch": "s/epoch",
-    "images_per_sec": "images/s",
-    "peak_mem_mb": "peak GPU MB",
-    "last_val_acc": "val acc last (%)",
-    "best_val_acc": "val acc best (%)",
-    "test_acc": "test acc (%)",
-    "test_loss": "test loss",
-    "vs_baseline": "vs baseline [95% CI]",
-    "verdict": "verdict",
+    "name": ("experiment", None),
+    "group": ("group", None),
+    "batch_size": ("batch", None),
+    "lr": ("lr", None),
+    "warmup_epochs": ("warm-up epochs", None),
+    "steps_per_epoch": ("steps/epoch", None),
+    "status": ("runs", None),
+    "sec_per_epoch": ("s/epoch", 2),
+    "images_per_sec": ("images/s", 0),
+    "peak_mem_mb": ("peak GPU MB", 0),
+    "last_val_acc": ("val acc last (%)", 2),
+    "best_val_acc": ("val acc best (%)", 2),
+    "test_acc": ("test acc (%)", 2),
+    "test_loss": ("test loss", 4),
+    "vs_baseline": ("vs baseline [95% CI]", None),
+    "verdict": ("verdict", None),
 }
-# Decimals per column, after accuracies are turned into percent.
-_DIGITS = {
-    "sec_per_epoch": 2,
-    "images_per_sec": 0,
-    "peak_mem_mb": 0,
-    "last_val_acc": 2,
-    "best_val_acc": 2,
-    "test_acc": 2,
-    "test_loss": 4,
-}
-
-
-def _scale(key: str) -> float:
-    return 100.0 if key.endswith("acc") else 1.0
 
 
 def _cell(key: str, value, runs: int | None = None) -> str:
@@ -64,27 +47,23 @@ def _cell(key: str, value, runs: int | None = None) -> str:
     if value is None:
         return "" if key == "vs_baseline" else "n/a"
     if key == "status":
-        if not value["ok"] and value["diverged"]:
-            return f"{value['diverged']} diverged"
-        return f"{value['ok']} ok" + (
-            f" + {value['diverged']} diverged" if value["diverged"] else ""
-        )
-    if key == "vs_baseline":
-        metric = value.get("metric", "test_acc")
-        f, unit = _scale(metric), " pp" if metric.endswith("acc") else ""
-        digits = _DIGITS.get(metric, 4)
+        ok, diverged = value["ok"], value["diverged"]
+        if diverged and not ok:
+            return f"{diverged} diverged"
+        return f"{ok} ok" + (f" + {diverged} diverged" if diverged else "")
+    if key == "vs_baseline":  # test accuracy, in percentage points
         if value["diff"] is None:
             return "n/a"
-        text = f"{value['diff'] * f:+.{digits}f}{unit}"
-        if value["lo"] is None:
+        lo, hi, text = value["lo"], value["hi"], f"{100 * value['diff']:+.2f} pp"
+        if lo is None:
             return text  # no interval: the verdict column says n too small
-        if value["lo"] == value["hi"]:
-            return text + " (no spread measured)"
-        return text + f" [{value['lo'] * f:+.{digits}f}, {value['hi'] * f:+.{digits}f}]"
+        return text + (
+            " (no spread measured)" if lo == hi else f" [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+        )
     if isinstance(value, Mapping):  # {"mean", "std", "n"}
         if value["n"] == 0 or value["mean"] is None:
             return "n/a"
-        f, digits = _scale(key), _DIGITS.get(key, 4)
+        f, digits = 100.0 if key.endswith("acc") else 1.0, COLUMNS[key][1]
         text = f"{value['mean'] * f:.{digits}f}"
         if value["std"] is not None:
             text += f" ± {value['std'] * f:.{digits}f}"
@@ -94,39 +73,12 @@ def _cell(key: str, value, runs: int | None = None) -> str:
     return str(value)
 
 
-def _csv_fields(key: str, value) -> dict:
-    if key == "status":
-        return {"ok": value["ok"], "diverged": value["diverged"]}
-    if key == "vs_baseline":
-        v = value or {}
-        return {f"diff_{k}": v.get(k) for k in ("diff", "lo", "hi", "df", "method")}
-    if isinstance(value, Mapping):
-        return {f"{key}_{k}": value[k] for k in ("mean", "std", "n")}
-    if value is None and key in ("peak_mem_mb", "images_per_sec"):
-        return {f"{key}_{k}": None for k in ("mean", "std", "n")}
-    return {key: value}
-
-
-def format_table(rows: Sequence[Mapping], fmt: str = "markdown", skip: Sequence[str] = ()) -> str:
-    """Rows of `summarize` or `batch_table` as a table string, without the columns in `skip`.
-
-    "markdown": "mean ± std" cells over the runs the "runs" column counts as ok (another n in
-    brackets), accuracies in percent, differences in percentage points with their 95% interval;
-    shows in a notebook (`IPython.display.Markdown`) and in a terminal.
-    "csv": the raw numbers (mean, std and n in separate columns) for a spreadsheet.
-    """
-    if fmt not in ("markdown", "csv"):
-        raise LabError(f"unknown table format {fmt!r}; choose markdown or csv")
+def format_table(rows: Sequence[Mapping], skip: Sequence[str] = ()) -> str:
+    """Rows of `stats.summarize` or `stats.batch_table` as Markdown, without the columns in
+    `skip`: "mean ± std" over the runs counted ok (another n in brackets), accuracies in percent,
+    differences in points with their 95% interval; then each row's note."""
     keys = [k for k in COLUMNS if k not in skip and any(k in r for r in rows)]
-    if fmt == "csv":
-        records = [{f: v for k in keys for f, v in _csv_fields(k, r.get(k)).items()} for r in rows]
-        fields = list(dict.fromkeys(f for rec in records for f in rec))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
-        return buf.getvalue()
-    table = [[COLUMNS[k] for k in keys]] + [
+    table = [[COLUMNS[k][0] for k in keys]] + [
         [_cell(k, r.get(k), r.get("status", {}).get("ok")) for k in keys] for r in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(keys))]
@@ -150,10 +102,10 @@ def epoch_table(result: dict, epochs: list[int]) -> str:
 
 
 def ending_table(runs: dict[str, list[dict]]) -> str:
-    """Markdown: how each experiment's finished runs ended, as means over their seeds: the
-    learning rate of the last epoch, the training accuracy there, and the validation loss at
-    its lowest (with each seed's epoch) and at the last epoch. A validation loss that climbs
-    from its lowest while the training accuracy nears 1 is overfitting."""
+    """Markdown: how each experiment's finished runs ended, means over their seeds: the last lr
+    and training accuracy, the validation loss at its lowest (each seed's epoch) and at the end.
+    A validation loss that climbs from its lowest while the training accuracy nears 1 is
+    overfitting."""
     rows = [
         "| experiment | seeds | lr, last epoch | train acc, last | val loss, lowest (epoch) "
         "| val loss, last |",
@@ -174,31 +126,28 @@ def ending_table(runs: dict[str, list[dict]]) -> str:
     return "\n".join(rows)
 
 
-def output_shapes(model, size: int = 32) -> dict[str, tuple]:
-    """(C, H, W) at the output of each top-level module for one size x size image."""
-    import torch
-
-    shapes: dict[str, tuple] = {}
-    hooks = [
-        m.register_forward_hook(
-            lambda m, i, o, name=name: shapes.update({name: tuple(o.shape[1:])})
-        )
-        for name, m in model.named_children()
-    ]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, size, size))
-    for h in hooks:
-        h.remove()
-    return shapes
-
-
 def n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 def stem_table(cifar, imagenet) -> str:
-    """Markdown: each top-level module's parameters and output shape under both stems."""
-    a, b = output_shapes(cifar), output_shapes(imagenet)
+    """Markdown: each top-level module's parameters and output (C, H, W) for one 32x32 image,
+    under both stems."""
+    import torch
+
+    def shapes(model) -> dict[str, tuple]:
+        out: dict[str, tuple] = {}
+        hooks = [
+            m.register_forward_hook(lambda m, i, o, n=n: out.update({n: tuple(o.shape[1:])}))
+            for n, m in model.named_children()
+        ]
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, 32, 32))
+        for h in hooks:
+            h.remove()
+        return out
+
+    a, b = shapes(cifar), shapes(imagenet)
     rows = [
         "| module | parameters | CIFAR stem: output (C, H, W) | ImageNet stem: output |",
         "| --- | ---: | --- | --- |",
@@ -208,11 +157,8 @@ def stem_table(cifar, imagenet) -> str:
 
 
 def conclude(rows: list[dict]) -> str:
-    """Sentences (Markdown) built from a table's rows: what each verdict allows one to say.
-
-    Only "better"/"worse" (both sides 2+ seeds, the whole 95% Welch interval on one side of 0)
-    are findings; an "n too small" row's difference is quoted as a value, not as an effect.
-    """
+    """Sentences (Markdown) saying what a table's verdicts allow: only "better" and "worse" are
+    findings; an "n too small" row's difference is quoted as a value, not as an effect."""
 
     def acc(r):
         t = r["test_acc"]

@@ -1,25 +1,16 @@
-"""Tests for stats.py: the numbers against hand-computed values and t tables, the verdicts, and
+"""Tests for stats.py: the numbers against hand-computed values and scipy, the verdicts, and
 the tables on synthetic result dicts and on real smoke runs with several seeds."""
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 
 import pytest
+from scipy.stats import t as student_t
 
 from engine.errors import LabError
 from lab import stats
-from lab.stats import (
-    batch_table,
-    diff_interval,
-    format_table,
-    mean_std,
-    summarize,
-    t_quantile,
-    verdict,
-)
+from lab.stats import batch_table, diff_interval, format_table, mean_std, summarize, verdict
 
 # ---------------------------------------------------------------- numbers
 
@@ -37,37 +28,6 @@ def test_mean_std_small_n() -> None:
     mean, std, n = mean_std([])
     assert n == 0 and math.isnan(mean) and math.isnan(std)
     assert mean_std([0.7, 0.7, 0.7])[1] == pytest.approx(0.0, abs=1e-12)
-
-
-@pytest.mark.parametrize(
-    ("df", "table"),
-    [
-        (1, 12.706),
-        (2, 4.303),
-        (4, 2.776),
-        (10, 2.228),
-        (30, 2.042),
-        (1e6, 1.960),
-        (math.inf, 1.960),
-    ],
-)
-def test_t_quantile_matches_the_table(df: float, table: float) -> None:
-    assert t_quantile(0.975, df) == pytest.approx(table, abs=6e-4)
-
-
-@pytest.mark.parametrize("p", [0.55, 0.8, 0.9, 0.975, 0.995, 0.9995])
-def test_t_quantile_closed_forms(p: float) -> None:
-    # df = 1 is the Cauchy distribution; df = 2 has a closed form too.
-    assert t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
-    assert t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-9)
-    assert t_quantile(1 - p, 3.5) == pytest.approx(-t_quantile(p, 3.5), rel=1e-12)
-    assert stats.t_cdf(t_quantile(p, 7.3), 7.3) == pytest.approx(p, abs=1e-10)
-
-
-def test_t_quantile_rejects_bad_input() -> None:
-    for p, df in ((0.0, 3), (1.0, 3), (0.9, 0), (0.9, -1)):
-        with pytest.raises(LabError):
-            t_quantile(p, df)
 
 
 def test_welch_equal_spreads_by_hand() -> None:
@@ -89,7 +49,7 @@ def test_welch_unequal_spreads_by_hand() -> None:
     assert d["diff"] == pytest.approx(0.025)
     assert d["se"] == pytest.approx(math.sqrt(va + vb))
     assert d["df"] == pytest.approx(df) and df == pytest.approx(3.2347, abs=1e-4)
-    t = t_quantile(0.975, df)
+    t = student_t.ppf(0.975, df)
     assert 2.776 < t < 3.182  # between the table's df = 4 and df = 3
     assert (d["lo"], d["hi"]) == pytest.approx((0.025 - t * d["se"], 0.025 + t * d["se"]))
     assert verdict(d["lo"], d["hi"]) == "within noise"  # lo = -0.0162
@@ -132,24 +92,12 @@ def test_welch_matches_scipy() -> None:
     assert verdict(d["lo"], d["hi"]) == "better"
 
 
-def test_per_run_figures() -> None:
-    r = fake_run("x", 0, 0.8)
-    r["history"].update(train_acc=[0.5, 0.9, 0.95], val_acc=[0.4, 0.7, 0.6])
-    assert stats.last_epoch(r) == 0.6 and stats.best_val_acc(r) == 0.7
-    assert stats.train_val_gap(r) == pytest.approx(0.35)
-    assert stats.epochs_to_reach(r, 0.65) == 2 and stats.epochs_to_reach(r, 0.9) is None
-    assert stats.val_stability(r, last_k=2) == pytest.approx(math.sqrt(0.005))
-    assert stats.val_stability({"history": {"val_acc": [0.5]}}) is None
-
-
 def test_no_interval_without_spread() -> None:
     for a, b in (([0.9], [0.8]), ([], [0.8, 0.9]), ([None], [0.8, 0.9])):
         d = diff_interval(a, b)
         assert d["lo"] is None and d["hi"] is None
         assert verdict(d["lo"], d["hi"]) == "n too small"
     assert diff_interval([0.9], [0.8])["diff"] == pytest.approx(0.1)
-    with pytest.raises(LabError):
-        diff_interval([1, 2], [3, 4], level=95)
 
 
 def test_verdicts() -> None:
@@ -158,8 +106,6 @@ def test_verdicts() -> None:
     assert verdict(-0.01, 0.02) == "within noise"
     assert verdict(0.0, 0.02) == "within noise"  # touching 0 is not a difference
     assert verdict(None, None) == "n too small"
-    assert verdict(0.1, 0.2, higher_is_better=False) == "worse"  # e.g. a loss went up
-    assert verdict(-0.2, -0.1, higher_is_better=False) == "better"
     assert verdict(0.045, 0.045) == "no spread measured"  # identical seeds: no evidence
     assert set(stats.VERDICTS) == {
         "better",
@@ -246,7 +192,6 @@ def test_summarize_rows() -> None:
     assert same["verdict"] == "within noise"
 
     assert by["much_better"]["verdict"] == "better"
-    assert by["much_better"]["vs_baseline"]["metric"] == "test_acc"
     one = by["one_seed"]
     assert one["test_acc"]["std"] is None  # JSON-safe: None, never nan
     assert one["vs_baseline"]["method"] == "n too small"
@@ -263,11 +208,6 @@ def test_all_diverged_row() -> None:
     assert row["verdict"] == "n too small" and row["vs_baseline"]["diff"] is None
     line = format_table([row]).splitlines()[2]
     assert "| 2 diverged" in line and "n/a" in line and "none finished" in line
-
-
-def test_summarize_by_loss_flips_the_direction() -> None:
-    rows = summarize(fake_grid(), metric="test_loss")
-    assert {r["name"]: r["verdict"] for r in rows}["much_better"] == "better"  # loss fell
 
 
 def test_summarize_without_baseline_and_mixed_profiles() -> None:
@@ -309,7 +249,7 @@ def test_batch_table_synthetic() -> None:
     assert stats.train_size({"val_size": 1000, "train_subset": 60000}) == 49000
 
 
-def test_format_table_markdown_and_csv() -> None:
+def test_format_table_markdown() -> None:
     rows = summarize(fake_grid())
     md = format_table(rows)
     lines = md.splitlines()
@@ -327,13 +267,6 @@ def test_format_table_markdown_and_csv() -> None:
     table = format_table(batch_table({"baseline": [fake_run("baseline", 0, 0.8)]}))
     assert "n/a" in table and "steps/epoch" in table and "peak GPU MB" in table
 
-    parsed = list(csv.DictReader(io.StringIO(format_table(rows, fmt="csv"))))
-    assert [r["name"] for r in parsed] == [r["name"] for r in rows]
-    assert float(parsed[0]["test_acc_mean"]) == pytest.approx(0.82)
-    assert [r["diverged"] for r in parsed] == ["0", "0", "1", "0"]
-    with pytest.raises(LabError):
-        format_table(rows, fmt="html")
-
 
 # ---------------------------------------------------------------- real smoke runs
 
@@ -346,8 +279,7 @@ def _one_thread(one_thread_per_module):
 @pytest.fixture(scope="module")
 def smoke_results(cifar, tmp_path_factory):
     """baseline x 3 seeds and bs_512 x 2 seeds on the smoke profile, loaded back from disk."""
-    from lab.grid import RunOptions, run_experiment
-    from lab.results import load_results
+    from lab.grid import RunOptions, load_results, run_experiment
 
     out = tmp_path_factory.mktemp("results")
     options = RunOptions(
