@@ -1,94 +1,55 @@
-"""Training and evaluation of the lab's ResNet18 on CIFAR-10.
+"""One run of the lab's ResNet18 on CIFAR-10. `train(cfg, data)` trains a `RunConfig`, prints the
+handout's lines (Epoch: 1 / learning rate: 0.05 / Train loss: ... | Train acc: ... / Val loss: ...
+| Val acc: ..., and at the end Test loss: ... | Test acc: ...) and returns a `RunResult`.
 
-One `RunConfig` holds a run's settings; `train(cfg, data)` runs it and returns a `RunResult`
-(history per epoch, test loss/accuracy, status) and prints the lab handout's log lines:
-
-    Epoch: 1
-    learning rate: 0.05
-    Train loss: 1.6021 | Train acc: 0.4123
-    Val loss: 1.3312 | Val acc: 0.5210
-    ...
-    Test loss: 0.4501 | Test acc: 0.8712
-
-The precision is one decision (engine/runtime.py `choose_precision`): on CUDA bf16 autocast
-(fp16 + GradScaler where bf16 is missing), channels_last and cudnn.benchmark; on a CPU with
-native bfloat16 (AVX512-BF16 or AMX) bf16 autocast and channels_last, else float32; `precision`
-forces bf16 or fp32. Every result records it. `compile_mode` optionally runs the training forward
-and backward through `torch.compile` (an execution choice, like the device: not part of the
-RunConfig, so it never makes a saved result stale). Checkpoints every epoch make a run resumable
-(`resume=True`), and a non-finite or exploding loss (see `DIVERGENCE_LOSS`) ends the run with
-status "diverged" instead of crashing or finishing "ok" with a wrecked network.
+The loop reads top to bottom in `train()`, from `for epoch in ...` to the optimizer step, as in
+nanoGPT; the divergence stop, the validation and the checkpoint (a resume is bit for bit) sit
+where they happen. Precision and `compile_mode` are execution choices, recorded with the result
+but not part of the RunConfig.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.checkpoint import (
-    atomic_write,
-    latest_checkpoint,
-    load_checkpoint,
-    resume_run,
-    run_state,
-    save_run_state,
-)
-from engine.data import (
-    Cifar10,
-    get_mean_std,
-    load_cifar10,
-    normalization_stats,
-    split_train_val,
-)
+from engine.augment import check_preset
+from engine.checkpoint import atomic_write
+from engine.data import NORM_MODES, Cifar10, normalization_stats, split_train_val
 from engine.distributed import World
 from engine.errors import LabError, bar_file
 from engine.loader import DeviceLoader
-from engine.plotting import plot_history, plot_overlay  # noqa: F401  (re-exported for the notebook)
-from engine.runtime import (  # noqa: F401  (pick_device, optimizer_step re-exported)
+from engine.runtime import (
     Precision,
     check_compile_mode,
     choose_precision,
     compile_for_training,
     environment,
-    optimizer_step,
     pick_device,
     probe_compile,
-    seed_everything,
     set_lr,
     train_step,
 )
 from engine.schedules import Schedule, lr_at, scaled_peak
-from engine.settings import check_settings
 from resnet18 import resnet18
 
-__all__ = [
-    "RunConfig",
-    "RunResult",
-    "train",
-    "evaluate",
-    "load_cifar10",
-    "get_mean_std",
-    "plot_history",
-    "plot_overlay",
-    "pick_device",
-]
-
-
-# A run has diverged when a training step's loss is not finite, or when an epoch's mean training
-# loss, its validation loss or the test loss is not finite or exceeds this. Cross-entropy at chance
-# is ln(10) = 2.30 and no committed full-profile run ever exceeded 2.1, so 1e3 (430x chance: the
-# mean probability given to the true class is e^-1000) is far beyond any run that is still
-# learning, yet well below the blown-up previews of issue #19 (validation losses 19,932 and
-# ~40,000). Like Lightning's `EarlyStopping(divergence_threshold=...)`, it is a fixed bound on the
-# monitored loss; it is not part of RunConfig, so saved results stay comparable.
+# A run has diverged when a step's loss is not finite, or when an epoch's mean training loss, its
+# validation loss or the test loss is not finite or above this. Chance is ln(10) = 2.30 and no
+# full-profile run ever exceeded 2.1; the blown-up previews of issue #19 reached 19,932. A fixed
+# bound, like Lightning's `EarlyStopping(divergence_threshold=...)`, outside RunConfig.
 DIVERGENCE_LOSS = 1e3
+TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # CIFAR-10's; validation is split from the training
+HISTORY = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 
 
 @dataclass
@@ -138,10 +99,37 @@ class RunConfig:
     seed: int = 0
 
     def validate(self) -> RunConfig:
-        """Every setting's type and range, checked before any data is loaded or trained on; a
-        LabError naming the first bad one (engine/settings.py)."""
-        check_settings(self)
-        self.make_schedule(1)  # raises on a bad schedule name or missing max_lr
+        """A LabError naming the first setting no run can use, before any data is loaded (the
+        --set parser has checked the types)."""
+
+        def refuse(name: str, rule: str):
+            raise LabError(f"{name} must be {rule}, got {getattr(self, name)}")
+
+        positive = {"epochs", "batch_size", "lr", "width", "val_size", "step_epochs", "gamma"}
+        positive |= {"cycle_epochs", "train_subset", "test_subset", "max_lr", "lr_batch"}
+        for name, value in dataclasses.asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue  # a flag, a string (checked below), or None (all, or off)
+            if name in positive and not value > 0:
+                refuse(name, "positive")
+            if not value >= 0:
+                refuse(name, ">= 0")
+        for name in ("momentum", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                refuse(name, "in [0, 1)")
+        if not 0 < self.pct_start < 1:
+            refuse("pct_start", "in (0, 1)")
+        if self.val_size >= TRAIN_IMAGES:
+            raise LabError(
+                f"val_size {self.val_size} does not fit in the {TRAIN_IMAGES} training images "
+                "with any left to train on; choose a smaller val_size"
+            )
+        if self.optimizer not in ("sgd", "adamw"):
+            raise LabError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
+        if self.norm not in NORM_MODES:
+            raise LabError(f"unknown normalization {self.norm!r}; choose one of {NORM_MODES}")
+        check_preset(self.augment)
+        self.make_schedule(1)  # an unknown schedule, or one without its max_lr
         return self
 
     def make_schedule(self, steps_per_epoch: int) -> Schedule:
@@ -173,10 +161,17 @@ class RunConfig:
             raise LabError(str(e)) from None
 
 
+def train_size(config: Mapping) -> int:
+    """Training images of a run (a RunConfig as a dict): 50,000 less validation, or the subset."""
+    n = TRAIN_IMAGES - config["val_size"]
+    subset = config.get("train_subset")
+    return min(n, subset) if subset is not None else n
+
+
 @dataclass
 class RunResult:
     config: dict
-    history: dict = field(default_factory=dict)  # lists per epoch: see `_new_history`
+    history: dict = field(default_factory=dict)  # a list per key of HISTORY, one item an epoch
     test_loss: float | None = None
     test_acc: float | None = None
     status: str = "ok"  # ok | diverged
@@ -188,70 +183,14 @@ class RunResult:
     wall_seconds: float = 0.0
     peak_mem_mb: float | None = None
 
-    @property
-    def best_val_acc(self) -> float | None:
-        return max(self.history["val_acc"], default=None) if self.history else None
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def _new_history() -> dict:
-    keys = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
-    return {k: [] for k in keys}
-
-
-@torch.no_grad()
-def evaluate(
-    model,
-    loader: DeviceLoader,
-    tta: bool = False,
-    num_classes: int = 10,
-    world: World | None = None,
-    precision: Precision | None = None,
-    tta_shift: int = 0,
-) -> dict:
-    """Mean loss, accuracy and confusion matrix of `model` over a whole loader (under DDP: over
-    every rank's part of the split, with rank 0's BN statistics). `precision` defaults to the
-    device's automatic choice. With `tta`, the logits are averaged over the image and its mirror;
-    with `tta_shift` also over both shifted by that many pixels (see `tta_logits`)."""
-    world = world or World()
-    world.sync_buffers(model)
-    model.eval()
-    precision = precision or choose_precision(loader.device)
-    loss_sum = torch.zeros((), device=loader.device)
-    conf = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=loader.device)
-    for x, y in loader:
-        with precision.autocast():
-            logits = tta_logits(model, x, tta, tta_shift).float()
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        conf += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
-    loss_sum, conf = world.sum(loss_sum), world.sum(conf)
-    conf = conf.view(num_classes, num_classes).cpu()
-    n = int(conf.sum())
-    return {
-        "loss": loss_sum.item() / n,
-        "acc": conf.diag().sum().item() / n,
-        "confusion": conf.tolist(),
-    }
-
-
-def tta_logits(model, x: torch.Tensor, flip: bool = False, shift: int = 0) -> torch.Tensor:
-    """Test-time augmentation as airbench evaluates (Jordan 2024, tta_level 2): the mean of the
-    logits of the image and its mirror; with `shift`, that mean averaged half and half with the
-    same mean over the image translated by `shift` pixels up-left and down-right (reflect
-    padding)."""
-
-    def mirrored(v: torch.Tensor) -> torch.Tensor:
-        return (model(v) + model(v.flip(3))) / 2 if flip else model(v)
-
-    logits = mirrored(x)
-    if shift <= 0:
-        return logits
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (shift,) * 4, mode="reflect")
-    moved = [padded[:, :, :h, :w], padded[:, :, 2 * shift :, 2 * shift :]]
-    return 0.5 * logits + 0.25 * (mirrored(moved[0]) + mirrored(moved[1]))
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _subset(idx: torch.Tensor, k: int | None, seed: int) -> torch.Tensor:
@@ -261,21 +200,11 @@ def _subset(idx: torch.Tensor, k: int | None, seed: int) -> torch.Tensor:
     return idx[pick.sort().values]
 
 
-def build_loaders(
-    cfg: RunConfig,
-    data: Cifar10,
-    device: torch.device,
-    eval_batch: int = 1024,
-    world: World | None = None,
-    channels_last: bool | None = None,
-):
-    """Train/val/test loaders and the normalization statistics, from the training split only.
+def build_loaders(cfg: RunConfig, data: Cifar10, device, world=None, channels_last=True):
+    """Train/val/test loaders and the normalization statistics (from the training split only).
     Under DDP the training loader yields this rank's part of each batch, and the validation and
-    test loaders this rank's part of their split. `channels_last` defaults to what the device's
-    automatic precision uses."""
+    test loaders this rank's part of their split."""
     world = world or World()
-    if channels_last is None:
-        channels_last = choose_precision(device).channels_last
     train_idx, val_idx = split_train_val(len(data.train_labels), cfg.val_size, cfg.split_seed)
     train_idx = _subset(train_idx, cfg.train_subset, cfg.split_seed)
     test_idx = _subset(torch.arange(len(data.test_labels)), cfg.test_subset, cfg.split_seed)
@@ -294,8 +223,8 @@ def build_loaders(
             **world.loader_args(),
             **common,
         ),
-        DeviceLoader(data.train_images[val_idx], data.train_labels[val_idx], eval_batch, **common),
-        DeviceLoader(data.test_images[test_idx], data.test_labels[test_idx], eval_batch, **common),
+        DeviceLoader(data.train_images[val_idx], data.train_labels[val_idx], 1024, **common),
+        DeviceLoader(data.test_images[test_idx], data.test_labels[test_idx], 1024, **common),
     )
     return loaders, {"mode": cfg.norm, "mean": list(mean), "std": list(std)}
 
@@ -318,6 +247,109 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
     )
 
 
+@torch.no_grad()
+def evaluate(model, loader: DeviceLoader, tta=False, world=None, precision=None, tta_shift=0):
+    """Mean loss, accuracy and confusion matrix of `model` over a loader (under DDP: over every
+    rank's part, with rank 0's BN statistics), in `precision` (default: the device's choice).
+
+    Test-time augmentation as airbench's (Jordan 2024, tta_level 2): with `tta` the logits of
+    the image and its mirror are averaged; with `tta_shift` that mean counts half, and the same
+    mean over the image moved `tta_shift` pixels up-left and down-right a quarter each."""
+    world = world or World()
+    world.sync_buffers(model)
+    model.eval()
+    precision = precision or choose_precision(loader.device)
+
+    def mirrored(v: torch.Tensor) -> torch.Tensor:
+        return (model(v) + model(v.flip(3))) / 2 if tta else model(v)
+
+    loss_sum = torch.zeros((), device=loader.device)
+    conf = torch.zeros(100, dtype=torch.int64, device=loader.device)
+    for x, y in loader:
+        with precision.autocast():
+            logits = mirrored(x)
+            if tta_shift > 0:
+                h, w, s = *x.shape[-2:], tta_shift
+                padded = F.pad(x, (s,) * 4, mode="reflect")
+                moved = mirrored(padded[:, :, :h, :w]) + mirrored(padded[:, :, 2 * s :, 2 * s :])
+                logits = 0.5 * logits + 0.25 * moved
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        conf += torch.bincount(y * 10 + logits.float().argmax(1), minlength=100)
+    loss_sum, conf = world.sum(loss_sum), world.sum(conf).view(10, 10).cpu()
+    n = int(conf.sum())
+    return {
+        "loss": loss_sum.item() / n,
+        "acc": conf.diag().sum().item() / n,
+        "confusion": conf.tolist(),
+    }
+
+
+# ---- checkpoints: epoch_<k>.pt in a run's folder, the newest two kept, loaded weights_only
+
+
+def checkpoints(folder) -> list[Path]:
+    """A run's checkpoints, oldest first (a temporary file of a killed save never matches)."""
+    return sorted(Path(folder).glob("epoch_*.pt"), key=lambda p: (len(p.name), p.name))
+
+
+def latest_checkpoint(folder) -> Path | None:
+    found = checkpoints(folder)
+    return found[-1] if found else None
+
+
+def save_checkpoint(state: dict, folder, keep: int = 2) -> None:
+    """epoch_<k>.pt written atomically, then all but the newest `keep` deleted; a full disk is
+    one line saying what is kept."""
+    try:
+        atomic_write(
+            Path(folder) / f"epoch_{state['epoch']:03d}.pt", lambda f: torch.save(state, f)
+        )
+    except OSError as e:
+        raise LabError(
+            f"cannot write a checkpoint in {folder} ({e.strerror or e}); the epochs saved before "
+            "are kept: free space or fix the folder, then rerun with --resume"
+        ) from None
+    for old in checkpoints(folder)[:-keep]:
+        old.unlink()
+
+
+def load_checkpoint(path) -> dict:
+    """A checkpoint, on the CPU, with `weights_only` (tensors and plain data, never code)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (truncated, not a zip, not torch's at all)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise LabError(
+            f"checkpoint {path} cannot be loaded ({first[:160]}); delete it to restart that run "
+            "or restore a good copy"
+        ) from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "config"} <= state.keys():
+        raise LabError(f"{path} is not a checkpoint written by this lab; delete it or pick another")
+    return state
+
+
+def _check_resumable(state: dict, path, config: dict, precision: str, data: str) -> None:
+    """A LabError unless checkpoint `state` was written by `config` (the name aside), in
+    `precision` and on `data` (a Cifar10.source)."""
+    saved = state["config"]
+    diff = sorted(k for k in {*saved, *config} - {"name"} if saved.get(k) != config.get(k))
+    if diff:
+        raise LabError(
+            f"checkpoint {path} was written by a different configuration ({', '.join(diff)} "
+            "differ); delete its folder or rerun with --force to start over"
+        )
+    if (saved_prec := state.get("precision", "fp32")) != precision:  # older files: fp32
+        raise LabError(
+            f"checkpoint {path} was trained in {saved_prec}, this run would continue in "
+            f"{precision}; rerun with --precision {saved_prec} to resume, or --force to start over"
+        )
+    if state.get("data") not in (None, data):  # older files did not record it
+        raise LabError(
+            f"checkpoint {path} was trained on other data ({state['data']}), this run has "
+            f"{data}; point --data-dir at that copy to resume, or --force to start over"
+        )
+
+
 def train(
     cfg: RunConfig,
     data: Cifar10,
@@ -329,25 +361,22 @@ def train(
     check_every: int = 50,
     ckpt_every: int = 1,
     compile_mode: str | None = None,
-    divergence_loss: float | None = None,
     world: World | None = None,
     precision: str | None = "auto",
 ) -> RunResult:
     """Train `cfg` on `data`; evaluate on validation every epoch and on test once at the end.
 
-    `ckpt_dir` gets a checkpoint every `ckpt_every` epochs (and `model.pt`, the final weights);
-    `resume` continues from its newest one. `world` (default: one process) spreads the run over
-    a DDP process group (engine/distributed.py's `start` forms it). `precision` is auto | bf16 |
-    fp32 (runtime.choose_precision); the results record the one used and why. The losses are
-    looked at every `check_every` steps, not after each step: a look costs a device sync."""
+    `ckpt_dir` gets a checkpoint every `ckpt_every` epochs and `model.pt`, the final weights;
+    `resume` continues from its newest checkpoint. `world` (default: one process) spreads the
+    run over a DDP group (engine/distributed.py). `precision` is auto | bf16 | fp32. The losses
+    are looked at every `check_every` steps: a look costs a device sync."""
     cfg.validate()
     world = world or World()
     if world.helper:  # under DDP rank 0 alone prints and writes files
         log, progress, ckpt_dir = (lambda line: None), False, None
     device = pick_device(device)
-    check_compile_mode(compile_mode)
+    check_compile_mode(compile_mode)  # a typo fails before the data is touched
     prec = choose_precision(device, precision)
-    limit = DIVERGENCE_LOSS if divergence_loss is None else divergence_loss
     t_start, prior_seconds = time.perf_counter(), 0.0  # prior: the segments before a resume
     lines: list[str] = []  # this run's log, saved in each checkpoint so a resume keeps it
 
@@ -363,63 +392,55 @@ def train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
-    (train_dl, val_dl, test_dl), norm = build_loaders(
-        cfg, data, device, world=world, channels_last=prec.channels_last
-    )
-    _warn_missing_classes(data, say)
+    (train_dl, val_dl, test_dl), norm = build_loaders(cfg, data, device, world, prec.channels_last)
+    for part, labels in (("training", data.train_labels), ("test", data.test_labels)):
+        counts = torch.bincount(labels.cpu(), minlength=len(data.classes)).tolist()
+        if missing := [c for c, k in zip(data.classes, counts) if k == 0]:
+            say(
+                f"warning: the {part} images have no {', '.join(missing)} (a class folder "
+                f"missing from {data.source}?); the figures are not CIFAR-10's: fix the copy"
+            )
     model = world.prepare(make_model(cfg, device, prec))  # SyncBatchNorm on request
     if compile_mode and device.type == "cpu":  # a crash there is one line, not a dead kernel
-        sizes = train_dl.batch_sizes()
-        probe_compile(
-            model,
-            [(n, *data.train_images.shape[1:]) for n in sizes[:1] + sizes],
-            compile_mode,
-            prec,
-        )
+        shapes = [(n, *data.train_images.shape[1:]) for n in train_dl.batch_sizes()]
+        probe_compile(model, shapes[:1] + shapes, compile_mode, prec)
     step_model = compile_for_training(world.wrap(model), compile_mode)
     opt = make_optimizer(cfg, model)
     scaler = prec.scaler()
     steps_per_epoch = len(train_dl)
     sched = cfg.make_schedule(steps_per_epoch)
     total_steps = cfg.epochs * steps_per_epoch
-    result = RunResult(
-        config=dataclasses.asdict(cfg),
-        history=_new_history(),
-        norm_stats=norm,
-        env={**environment(device), **prec.record(), "compile": compile_mode, **world.record()},
-        log=lines,
-    )
-    hist = result.history
+    env = {**environment(device), **prec.record(), "compile": compile_mode, **world.record()}
+    result = RunResult(dataclasses.asdict(cfg), {k: [] for k in HISTORY}, norm_stats=norm, env=env)
+    hist, result.log = result.history, lines
 
-    def diverged(message: str) -> RunResult:
-        result.status, result.message = "diverged", message
-        result.wall_seconds = elapsed()
-        say(message)
+    def diverged(what: str, lr: float, limit: bool = True) -> RunResult:
+        bound, fix = (
+            (f"limit {DIVERGENCE_LOSS:g}, ", " or lengthen the warm-up") if limit else ("", "")
+        )
+        result.status, result.wall_seconds = "diverged", elapsed()
+        result.message = f"diverged: {what} ({bound}lr {lr:g}); lower the learning rate{fix}"
+        say(result.message)
         return result
 
     # ---- resume: the newest checkpoint's weights, optimizer, random state, history and log
     start = 0
     path = latest_checkpoint(ckpt_dir) if resume and ckpt_dir is not None else None
-    # Under DDP rank 0 reads the checkpoint and sends it to the others, on the CPU (a tensor
-    # pickled on cuda:0 would arrive on cuda:0 everywhere).
-    state = load_checkpoint(path, map_location="cpu" if world.ddp else device) if path else None
-    if (state := world.from_main(state)) is None:
+    # Under DDP rank 0 reads the checkpoint and sends it to the others.
+    if (state := world.from_main(load_checkpoint(path) if path else None)) is None:
         say(f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}")
     else:
-        resume_run(
-            state,
-            path,
-            model,
-            opt,
-            scaler,
-            config=result.config,
-            precision=prec.name,
-            data=data.source,
-        )
+        _check_resumable(state, path, result.config, prec.name, data.source)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         result.history = hist = state["history"]
         lines += state.get("log", [])
-        prior_seconds = state.get("wall_seconds", 0.0)
-        start = state["epoch"]
+        prior_seconds, start = state.get("wall_seconds", 0.0), state["epoch"]
         say(f"Resumed from {path} after epoch {start}")
 
     # ---- the epochs
@@ -453,18 +474,15 @@ def train(
             seen += len(y)
             if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
                 so_far = world.sum(losses[: i + 1])  # every rank stops at the same step
-                bad = (~torch.isfinite(so_far)).nonzero()
-                if len(bad):
+                if len(bad := (~torch.isfinite(so_far)).nonzero()):
                     batches.close()
                     first = int(bad[0])
                     if first > 0:  # keep the finite steps: the curve shows how it blew up
                         mean = so_far[:first].sum().item() / (first * train_dl.batch_size)
-                        for key, value in zip(hist, (epoch + 1, lr, mean) + (None,) * 4):
+                        for key, value in zip(HISTORY, (epoch + 1, lr, mean) + (None,) * 4):
                             hist[key].append(value)
-                    return diverged(
-                        f"diverged: non-finite loss at epoch {epoch + 1}, step {first + 1} "
-                        f"(lr {lr:g}); lower the learning rate"
-                    )
+                    where = f"epoch {epoch + 1}, step {first + 1}"
+                    return diverged(f"non-finite loss at {where}", lr, limit=False)
         batches.close()
         if world.ddp:  # the epoch's figures over the global batches
             losses, correct, seen = world.sum(losses), world.sum(correct), train_dl.num_images
@@ -474,41 +492,44 @@ def train(
         seconds = time.perf_counter() - t0
         val = evaluate(model, val_dl, world=world, precision=prec)
         row = (epoch + 1, lr, train_loss, train_acc, val["loss"], val["acc"], seconds)
-        for key, value in zip(hist, row):
+        for key, value in zip(HISTORY, row):
             hist[key].append(value if math.isfinite(value) else None)
-        _log_epoch(say, hist, -1)
+        say(f"Epoch: {epoch + 1}")
+        say(f"learning rate: {lr:.6g}")
+        say(f"Train loss: {_num(train_loss)} | Train acc: {train_acc:.4f}")
+        say(f"Val loss: {_num(val['loss'])} | Val acc: {val['acc']:.4f}")
         for what, value in (("training", train_loss), ("validation", val["loss"])):
-            if not value <= limit:  # also true for nan
-                return diverged(
-                    _exploded(f"{what} loss {value:.4g} at epoch {epoch + 1}", lr, limit)
-                )
+            if not value <= DIVERGENCE_LOSS:  # also true for nan
+                return diverged(f"{what} loss {value:.4g} at epoch {epoch + 1}", lr)
         if ckpt_dir is not None and ckpt_every > 0 and (epoch + 1) % ckpt_every == 0:
-            state = run_state(
-                model,
-                opt,
-                scaler,
-                epoch=epoch + 1,
-                config=result.config,
-                history=hist,
-                log=lines,
-                wall_seconds=elapsed(),
-                precision=prec.name,
-                data=data.source,
-            )
-            save_run_state(state, ckpt_dir, epoch + 1)
+            state = {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch + 1,
+                "config": result.config,
+                "history": hist,
+                "log": lines,
+                "wall_seconds": elapsed(),
+                "precision": prec.name,
+                "data": data.source,
+                "rng": {"torch": torch.get_rng_state()},
+            }
+            if torch.cuda.is_available():
+                state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+            if scaler is not None:
+                state["scaler"] = scaler.state_dict()
+            save_checkpoint(state, ckpt_dir)
 
     # ---- the test, once, with the configured test-time augmentation
-    test = evaluate(
-        model, test_dl, tta=cfg.tta, world=world, precision=prec, tta_shift=cfg.tta_shift
-    )
+    test = evaluate(model, test_dl, cfg.tta, world, prec, cfg.tta_shift)
     result.test_loss, result.test_acc, result.confusion = (
         test["loss"],
         test["acc"],
         test["confusion"],
     )
     say(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
-    if ckpt_dir is not None:  # the weights alone, after the test figures: a failed save (a full
-        weights = model.state_dict()  # disk) loses neither
+    if ckpt_dir is not None:  # the weights, after the test figures: a full disk loses neither
+        weights = model.state_dict()
         try:
             atomic_write(Path(ckpt_dir) / "model.pt", lambda f: torch.save(weights, f))
         except OSError as e:
@@ -518,40 +539,12 @@ def train(
             )
     if device.type == "cuda":
         result.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
-    if not result.test_loss <= limit:
-        last_lr = hist["lr"][-1] if hist["lr"] else cfg.lr
-        diverged(_exploded(f"test loss {result.test_loss:.4g}", last_lr, limit))
+    if not result.test_loss <= DIVERGENCE_LOSS:
+        diverged(f"test loss {result.test_loss:.4g}", hist["lr"][-1] if hist["lr"] else cfg.lr)
     result.test_loss = result.test_loss if math.isfinite(result.test_loss) else None
     result.wall_seconds = elapsed()
     return result
 
 
-def _exploded(what: str, lr: float, limit: float) -> str:
-    """The message for a loss that is not finite or above `limit` after an epoch or at test."""
-    return (
-        f"diverged: {what} (limit {limit:g}, lr {lr:g}); lower the learning rate or "
-        "lengthen the warm-up"
-    )
-
-
-def _warn_missing_classes(data: Cifar10, say) -> None:
-    """A warning when a class has no image: an incomplete copy, whose figures are not CIFAR-10's."""
-    for part, labels in (("training", data.train_labels), ("test", data.test_labels)):
-        counts = torch.bincount(labels.cpu(), minlength=len(data.classes))
-        missing = [c for c, k in zip(data.classes, counts.tolist()) if k == 0]
-        if missing:
-            say(
-                f"warning: the {part} images have no {', '.join(missing)} (a class folder "
-                f"missing from {data.source}?); the figures are not CIFAR-10's: fix the copy"
-            )
-
-
-def _log_epoch(log, hist: dict, i: int) -> None:
-    def num(v) -> str:  # a non-finite value is stored as None (JSON has no nan)
-        return "nan" if v is None else f"{v:.4f}"
-
-    log(f"Epoch: {hist['epoch'][i]}")
-    log(f"learning rate: {hist['lr'][i]:.6g}")
-    log(f"Train loss: {num(hist['train_loss'][i])} | Train acc: {hist['train_acc'][i]:.4f}")
-    if hist["val_acc"][i] is not None:
-        log(f"Val loss: {num(hist['val_loss'][i])} | Val acc: {hist['val_acc'][i]:.4f}")
+def _num(v: float) -> str:
+    return f"{v:.4f}" if math.isfinite(v) else "nan"  # stored as None: JSON has no nan

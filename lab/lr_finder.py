@@ -44,11 +44,10 @@ from engine.runtime import (
     command_line,
     environment,
     pick_device,
-    seed_everything,
     set_lr,
     train_step,
 )
-from train_utils import RunConfig, build_loaders, make_model, make_optimizer
+from train_utils import RunConfig, build_loaders, make_model, make_optimizer, seed_everything
 
 SMOOTHING = 0.95  # EMA weight of the past (torch-lr-finder's smooth_f=0.05): ~20-step memory
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is 4x its best so far (fastai, torch-lr-finder)

@@ -16,8 +16,8 @@ from pathlib import Path
 from engine.errors import LabError
 from engine.plotting import plot_overlay
 from engine.runtime import precision_of
-from engine.settings import TEST_IMAGES, train_size
 from lab import grid, results, stats, tables
+from train_utils import TEST_IMAGES, train_size
 
 
 @dataclasses.dataclass

@@ -15,11 +15,11 @@ from conftest import REPO, data_location
 
 from engine.errors import LabError
 from engine.loader import DeviceLoader
-from engine.runtime import choose_precision, seed_everything
+from engine.runtime import choose_precision
 from engine.schedules import lr_at
 from lab.grid import make_config
 from resnet18 import resnet18
-from train_utils import build_loaders, evaluate, make_optimizer, optimizer_step, train
+from train_utils import build_loaders, evaluate, make_optimizer, seed_everything, train
 
 EXPERIMENTS = REPO / "experiments.py"
 # The final recipe (strong augmentation, Nesterov, one-cycle, label smoothing, TTA) on the smoke
@@ -145,7 +145,9 @@ def ghost_batch_run(cfg, data, parts: int = 2):
                 part = F.cross_entropy(model(xk), yk, label_smoothing=cfg.label_smoothing)
                 loss = loss + part * len(yk) / len(y)
                 total += part.item() * len(yk)
-            optimizer_step(loss, opt)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
             step += 1
         train_loss.append(total / train_dl.num_images)
         val_loss.append(evaluate(model, val_dl, precision=FP32)["loss"])
