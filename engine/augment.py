@@ -1,11 +1,8 @@
-"""Augmentation presets, two ways: whole batches on the device (fast) and torchvision v2 (the
-reference, one image at a time; tests/test_augment.py checks they agree).
-
-The fast path works as airbench and Myrtle's DAWNBench ResNet do, on a uint8 batch where it
-lives. `draw` makes every random choice for n images from one seeded CPU `torch.Generator`, so
-a seed gives the same crops, flips, angles and squares on any device; `float_steps` is then a
-pure function of the images and the draws. A loader draws a whole epoch at once: one small copy
-to the device an epoch, and a handful of kernels a batch (see tools/bench.py).
+"""Augmentation presets, two ways: whole uint8 batches on the device, as airbench does (fast),
+and torchvision v2 one image at a time (the reference; tests/test_augment.py checks they agree).
+`draw` makes every random choice for n images from one seeded CPU generator, so a seed gives
+the same crops, flips, angles and squares on any device; `float_steps` is then a pure function
+of the images and the draws. A loader draws a whole epoch at once (tools/bench.py).
 
 Presets (each adds to `crop_flip`, the standard CIFAR recipe of He et al. 2015):
 - none:              no augmentation (the handout's baseline)
@@ -29,25 +26,18 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
 
 from engine.errors import LabError
 
-PRESETS = (
-    "none",
-    "crop_flip",
-    "crop_flip_rotate",
-    "crop_flip_jitter",
-    "crop_flip_noise",
-    "strong",
-    "crop_flip_cutout8",
-    "translate_flip_cutout12",
-)
 PAD = 4  # pixels of padding before the random crop
 ROTATE_DEG = 15.0
 JITTER = 0.2
 NOISE_SIGMA = 0.05
 CUTOUT = 16  # side of the strong preset's cutout square, pixels
 CUTOUT_SIDE = {"strong": CUTOUT, "crop_flip_cutout8": 8, "translate_flip_cutout12": 12}
+PRESETS = ("none", "crop_flip", "crop_flip_rotate", "crop_flip_jitter", "crop_flip_noise")
+PRESETS += tuple(CUTOUT_SIDE)  # "strong", "crop_flip_cutout8", "translate_flip_cutout12"
 REFLECT = ("translate_flip_cutout12",)  # presets whose crop pads by reflection, not zeros
 LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601 weights exactly as torchvision's rgb_to_grayscale
 
@@ -244,3 +234,29 @@ def torchvision_transform(preset: str, mean, std, pil: bool = False):
         area = CUTOUT_SIDE[preset] ** 2 / (32 * 32)
         steps.append(v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0))
     return v2.Compose(steps)
+
+
+class TensorImages(Dataset):
+    """uint8 (N, 3, H, W) images + labels as a map-style Dataset with a per-image transform."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        return (x if self.transform is None else self.transform(x)), int(self.labels[i])
+
+
+def torchvision_loader(
+    images, labels, batch_size, mean, std, augment="none", pil=False, seed=0, **kw
+) -> DataLoader:
+    """A DataLoader applying torchvision v2 transforms one image at a time (with `pil`, through
+    a PIL Image, as in most lab handouts); `kw` (shuffle, num_workers) go to the DataLoader."""
+    transform = torchvision_transform(augment, mean, std, pil=pil)
+    generator = torch.Generator().manual_seed(seed)
+    persistent = kw.get("num_workers", 0) > 0
+    dataset = TensorImages(images, labels, transform)
+    return DataLoader(dataset, batch_size, generator=generator, persistent_workers=persistent, **kw)

@@ -1,27 +1,16 @@
-"""Batches for training and evaluation: `DeviceLoader` on the device, and torchvision's DataLoader.
-
-`DeviceLoader` keeps a split as uint8 on the device and cuts, augments and normalizes whole
-batches there: no per-image Python, no workers, no host-to-device copy a step (an epoch's order
-and draws go over once). Each epoch is shuffled from a generator seeded by (seed, epoch), so a
-resumed run sees exactly the batches an uninterrupted one saw. Under DDP every rank draws the
-same epoch and takes its contiguous part of each global batch, so the parts make up the batch
-one process would train on. `torchvision_loader`, the textbook path, is kept for comparison.
+"""`DeviceLoader`: a split kept as uint8 on the device, cut, augmented and normalized a whole
+batch at a time there: no per-image Python, no workers, no host-to-device copy a step (an
+epoch's order and draws go over once). Each epoch is shuffled from a generator seeded by (seed,
+epoch), so a resumed run sees exactly the batches an uninterrupted one saw. Under DDP every rank
+draws the same epoch and takes its contiguous part of each global batch, so the parts make up
+the batch one process would train on.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from engine.augment import (
-    REFLECT,
-    check_preset,
-    draw,
-    float_steps,
-    gather_crops,
-    pad_images,
-    torchvision_transform,
-)
+from engine.augment import REFLECT, check_preset, draw, float_steps, gather_crops, pad_images
 from engine.errors import LabError
 
 
@@ -113,29 +102,3 @@ class DeviceLoader:
 
     def __iter__(self):
         return self.batches(0)
-
-
-class TensorImages(Dataset):
-    """uint8 (N, 3, H, W) images + labels as a map-style Dataset with a per-image transform."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        x = self.images[i]
-        return (x if self.transform is None else self.transform(x)), int(self.labels[i])
-
-
-def torchvision_loader(
-    images, labels, batch_size, mean, std, augment="none", pil=False, seed=0, **kw
-) -> DataLoader:
-    """A DataLoader applying torchvision v2 transforms one image at a time (with `pil`, through
-    a PIL Image, as in most lab handouts); `kw` (shuffle, num_workers) go to the DataLoader."""
-    transform = torchvision_transform(augment, mean, std, pil=pil)
-    generator = torch.Generator().manual_seed(seed)
-    persistent = kw.get("num_workers", 0) > 0
-    dataset = TensorImages(images, labels, transform)
-    return DataLoader(dataset, batch_size, generator=generator, persistent_workers=persistent, **kw)

@@ -1,51 +1,34 @@
-"""The lab's figures, drawn from histories (dicts of per-epoch lists), saved as PNG.
-
-Every function returns the matplotlib Figure (the notebook shows it inline) and saves it when
-given a path. Nothing here trains or reads results files.
-"""
+"""The lab's figures, drawn from histories (dicts of per-epoch lists). Each function returns the
+matplotlib Figure (a notebook shows it inline) and saves it as a PNG when given a path. Without
+a display matplotlib draws to files by itself."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-if "ipykernel" not in os.environ.get("MPLBACKEND", "") and not os.environ.get("DISPLAY"):
-    # Headless (CI, GPU servers): draw to files. Jupyter sets its own inline backend.
-    try:
-        import IPython
-
-        if IPython.get_ipython() is None:
-            matplotlib.use("Agg")
-    except ImportError:
-        matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-CURVES = (
-    ("train_loss", "Train loss"),
-    ("val_loss", "Val loss"),
-    ("train_acc", "Train acc"),
-    ("val_acc", "Val acc"),
-)
+CURVES = ("train_loss", "val_loss", "train_acc", "val_acc")  # labels: "Train loss", ...
+# Losses spanning more than this ratio are drawn on a log axis: one exploding run (a validation
+# loss of 40,000 beside healthy ones near 1) would otherwise flatten every other curve (#19).
+LOG_LOSS_RATIO = 20.0
 
 
-def _save(fig, path) -> None:
+def _finish(fig, title: str, path):
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
 
 
 def _xy(history: Mapping, key: str):
     pairs = [(e, v) for e, v in zip(history["epoch"], history[key]) if v is not None]
     return [e for e, _ in pairs], [v for _, v in pairs]
-
-
-# Losses spanning more than this ratio are drawn on a log axis: one exploding run (a validation
-# loss of 40,000 beside healthy ones near 1) would otherwise flatten every other curve (#19).
-LOG_LOSS_RATIO = 20.0
 
 
 def _loss_axis(ax, values) -> None:
@@ -59,19 +42,15 @@ def _loss_axis(ax, values) -> None:
 def plot_history(history: Mapping, title: str = "", path=None):
     """The lab's four curves for one run: losses on the left, accuracies on the right."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key, label in CURVES:
+    for key in CURVES:
         ax = ax_loss if key.endswith("loss") else ax_acc
-        ax.plot(*_xy(history, key), marker=".", label=label)
+        ax.plot(*_xy(history, key), marker=".", label=key.replace("_", " ").capitalize())
     for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
+        ax.set(xlabel="epoch", ylabel=name)
         ax.grid(alpha=0.3)
         ax.legend()
     _loss_axis(ax_loss, [v for k in ("train_loss", "val_loss") for v in _xy(history, k)[1]])
-    fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-    return fig
+    return _finish(fig, title, path)
 
 
 def _mean_band(histories: Sequence[Mapping], key: str):
@@ -84,21 +63,15 @@ def _mean_band(histories: Sequence[Mapping], key: str):
     return curves[0][0][:n], ys.mean(0), ys.std(0, ddof=1) if len(ys) > 1 else np.zeros(n)
 
 
-def plot_overlay(
-    runs: Mapping[str, Sequence[Mapping] | Mapping],
-    title: str = "",
-    path=None,
-    diverged: Collection[str] = (),
-):
+def plot_overlay(runs: Mapping, title: str = "", path=None, diverged: Collection[str] = ()):
     """Train/val loss and accuracy of several runs on a 2x2 grid.
 
-    `runs` maps a label to one history or to a list of histories (seeds): several seeds are
-    drawn as their mean with a +-1 std band. The runs named in `diverged` are drawn dashed and
-    do not set the loss axes: a run whose validation loss reached 1e4 would otherwise put every
-    panel on a log scale and flatten the others (#31); its curve leaves the top of the panel.
+    `runs` maps a label to one history or to a list of histories (seeds), drawn as their mean
+    with a +-1 std band. The runs named in `diverged` are dashed and do not set the loss axes:
+    a run whose validation loss reached 1e4 would otherwise flatten the others (#31).
     """
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
-    for (key, label), ax in zip(CURVES, axes.flat):
+    for key, ax in zip(CURVES, axes.flat):
         healthy = []  # the curves that set the loss axis
         for name, hs in runs.items():
             hs = [hs] if isinstance(hs, Mapping) else list(hs)
@@ -106,15 +79,11 @@ def plot_overlay(
             off = name in diverged
             healthy += [] if off else [v for v in mean if np.isfinite(v)]
             shown = f"{name} (n={len(hs)})" if len(hs) > 1 else name
-            (line,) = ax.plot(
-                x,
-                mean,
-                linestyle="--" if off else "-",
-                label=f"{shown}, diverged" if off else shown,
-            )
+            shown += ", diverged" if off else ""
+            (line,) = ax.plot(x, mean, linestyle="--" if off else "-", label=shown)
             if len(hs) > 1:
                 ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        ax.set_title(label)
+        ax.set_title(key.replace("_", " ").capitalize())
         ax.grid(alpha=0.3)
         if key.endswith("loss"):
             _loss_axis(ax, healthy)
@@ -125,10 +94,7 @@ def plot_overlay(
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-    return fig
+    return _finish(fig, title, path)
 
 
 def plot_lr_schedules(curves: Mapping[str, Sequence[float]], steps_per_epoch: int, path=None):
@@ -136,19 +102,15 @@ def plot_lr_schedules(curves: Mapping[str, Sequence[float]], steps_per_epoch: in
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for name, lrs in curves.items():
         ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs, label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate")
+    ax.set(xlabel="epoch", ylabel="learning rate")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, path)
-    return fig
+    return _finish(fig, "", path)
 
 
 def show_images(images, labels, classes: Sequence[str], ncols: int = 8, title: str = "", path=None):
     """A grid of uint8 (N, 3, H, W) or float [0,1] images with their class names."""
-    n = len(images)
-    nrows = -(-n // ncols)
+    nrows = -(-len(images) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.6 * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -157,10 +119,7 @@ def show_images(images, labels, classes: Sequence[str], ncols: int = 8, title: s
         arr = arr / 255 if arr.max() > 1.5 else arr
         ax.imshow(arr.clamp(0, 1).permute(1, 2, 0).numpy())
         ax.set_title(classes[int(lab)], fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-    return fig
+    return _finish(fig, title, path)
 
 
 def plot_confusion(confusion, classes: Sequence[str], title: str = "", path=None):
@@ -171,22 +130,10 @@ def plot_confusion(confusion, classes: Sequence[str], title: str = "", path=None
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), [f"{c} ({rates[i, i]:.1%})" for i, c in enumerate(classes)])
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            if rates[i, j] >= 0.01:
-                ax.text(
-                    j,
-                    i,
-                    f"{rates[i, j]:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black",
-                )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true (per-class accuracy)")
+    for (i, j), rate in np.ndenumerate(rates):
+        if rate >= 0.01:
+            color = "white" if rate > 0.5 else "black"
+            ax.text(j, i, f"{rate:.2f}", ha="center", va="center", fontsize=7, color=color)
+    ax.set(xlabel="predicted", ylabel="true (per-class accuracy)")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-    return fig
+    return _finish(fig, title, path)

@@ -3,6 +3,7 @@
 The `cifar` fixture is the lossless PNG copy (official pixels, official order) beside the
 checkout; tests that need files of their own write small CIFAR-shaped copies in tmp_path."""
 
+import hashlib
 import io
 import os
 import pickle
@@ -14,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-import engine.copies
 import engine.data
+from engine.augment import TensorImages
 from engine.data import (
     CLASSES,
     get_mean_std,
@@ -24,7 +25,6 @@ from engine.data import (
     split_train_val,
 )
 from engine.errors import LabError
-from engine.loader import TensorImages
 
 # The published statistics of the 50,000 official training images (e.g. kuangliu/pytorch-cifar
 # and the shared copy's README; the issue's figures).
@@ -294,10 +294,11 @@ def test_a_tarball_loads_whatever_its_top_folder(first_images, tmp_path):
         d = load_cifar10(tarball, cache_dir=tmp_path / "cache", download=False)
         assert torch.equal(d.train_images, train_x) and torch.equal(d.train_labels, train_y)
         assert torch.equal(d.test_images, test_x) and torch.equal(d.test_labels, test_y)
-        digest = engine.copies._sha256_cached(tarball, tmp_path / "cache")
+        digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
         assert d.source == f"CIFAR-10 PNG copy (lossless), sha256 {digest[:8]}…"
-    # the tarball's sha256 is kept beside the cache, not hashed on every load
-    assert len(list((tmp_path / "cache").glob("sha256-*.txt"))) == 3
+        again = load_cifar10(tarball, cache_dir=tmp_path / "cache", download=False)
+        assert torch.equal(again.train_images, train_x) and again.source == d.source
+    assert len(list((tmp_path / "cache").glob("cifar10-*.pt"))) == 3  # one cache a tarball
 
 
 def test_jpeg_copy_is_named_lossy_with_its_quality(tmp_path):
@@ -332,7 +333,7 @@ def test_local_folder_loads_and_caches(tmp_path):
     d = load_cifar10(root, cache_dir=tmp_path / "cache", download=False)
     assert d.train_images.shape == (20, 3, 32, 32) and d.test_images.shape == (20, 3, 32, 32)
     assert d.train_labels.tolist() == [i for i in range(10) for _ in range(2)]
-    assert list((tmp_path / "cache").glob("*.npz"))
+    assert list((tmp_path / "cache").glob("cifar10-*.pt"))
     assert not list((tmp_path / "cache").glob("*.tmp"))
     again = load_cifar10(root, cache_dir=tmp_path / "cache", download=False)
     assert torch.equal(again.train_images, d.train_images) and again.source == d.source
@@ -352,14 +353,14 @@ def test_a_changed_image_rebuilds_the_cache(tmp_path):
 def test_a_damaged_cache_is_rebuilt_with_a_note(tmp_path, capsys):
     root = make_folder(tmp_path / "cifar")
     first = load_cifar10(root, cache_dir=tmp_path / "cache", download=False)
-    (npz,) = (tmp_path / "cache").glob("*.npz")
-    npz.write_bytes(npz.read_bytes()[:1000])
+    (cached,) = (tmp_path / "cache").glob("cifar10-*.pt")
+    cached.write_bytes(cached.read_bytes()[:1000])
     capsys.readouterr()
     again = load_cifar10(root, cache_dir=tmp_path / "cache", download=False)
     err = capsys.readouterr().err
     assert "unreadable" in err and "rebuilding" in err and err.count("\n") == 1
     assert torch.equal(again.train_images, first.train_images)
-    assert np.load(npz)["train_x"].shape == (20, 32, 32, 3)  # written again, whole
+    assert torch.load(cached, weights_only=True)["train_images"].shape == (20, 3, 32, 32)  # whole
 
 
 def test_default_location_is_data_then_the_copy_beside_the_checkout(tmp_path, monkeypatch):

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.augment import PRESETS
+from engine.augment import PRESETS, torchvision_loader
 from engine.errors import LabError
-from engine.loader import DeviceLoader, torchvision_loader
+from engine.loader import DeviceLoader
 
 ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 

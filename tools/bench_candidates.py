@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from engine.augment import torchvision_transform
-from engine.loader import DeviceLoader, torchvision_loader
+from engine.augment import torchvision_loader, torchvision_transform
+from engine.loader import DeviceLoader
 from engine.runtime import (
     Precision,
     choose_precision,
