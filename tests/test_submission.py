@@ -58,7 +58,6 @@ def files(tmp_path):
         "name": "王小明",
         "notebook": nb,
         "report": pdf,
-        "model": REPO / "resnet18.py",
         "out": out,
     }
 
@@ -355,10 +354,10 @@ def test_unpacked_zip_replays_every_section(tmp_path):
         pytest.skip("CIFAR-10 copy not found (set LAB3_DATA_DIR): the notebook trains on it")
     made = tmp_path / "made"
     execute(made, "trained.ipynb")  # smoke profile, trains into made/results
-    from report import render
+    from test_report import HAS_WEASYPRINT
 
     stand_in = None
-    if not render.available_engines():  # no PDF engine here: a stand-in PDF
+    if not HAS_WEASYPRINT:  # no PDF engine here: a stand-in PDF
         stand_in = tmp_path / "stand_in.pdf"
         stand_in.write_bytes(b"%PDF-1.7\n% a stand-in report\n")
     out = tmp_path / "out"
@@ -372,7 +371,7 @@ def test_unpacked_zip_replays_every_section(tmp_path):
         allow_preview=True,
         results=made / "results",
     )
-    assert found["profile"] == "smoke"
+    assert found["packed"] == ["smoke"]
     unpacked = tmp_path / "unpacked"
     with zipfile.ZipFile(target) as z:
         z.extractall(unpacked)
