@@ -1,16 +1,10 @@
-"""Pack the hand-in, <student id>_lab3.zip: the executed notebook, resnet18.py and the report (the
-notebook exported to PDF after a title page) under the handout's names, with the local modules
-the notebook and experiments.py import, the results files the notebook replays, requirements.txt
-and a README for the grader, so that the notebook replays from the unpacked folder with only
-CIFAR-10 added.
+"""Pack the hand-in, <student id>_lab3.zip, so that the notebook replays from the unpacked
+folder with only CIFAR-10 added: the executed notebook, resnet18.py and the report (the notebook
+exported to PDF) under the handout's names, the local modules the notebook and experiments.py
+import, the results files the notebook replays, requirements.txt and a README for the grader.
 
     python make_submission.py --student-id 312551001 --name "王小明" [--notebook student_lab3.ipynb]
         [--results results] [--out .] [--pdf ready.pdf] [--force] [--allow-preview]
-
-Refused in one line: an id that is not 6 to 12 ASCII letters or digits (it names the files the
-graders sort by), a placeholder id or name, a notebook not run to the end or ending in an error,
-preview (smoke or quick) results unless --allow-preview, no results files for the profiles its
-outputs show, and an existing zip unless --force.
 """
 
 import argparse
@@ -60,10 +54,7 @@ def check_notebook(path: Path, allow_preview: bool = False) -> dict:
     except (ValueError, KeyError, TypeError):  # not JSON, or not a notebook's
         cells = None
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
-        raise LabError(
-            f"{path} is not a Jupyter notebook (its cells are not a list of cells); save it "
-            "from Jupyter"
-        )
+        raise LabError(f"{path} is not a Jupyter notebook (its cells are not a list of cells)")
     code = [
         (i, c)
         for i, c in enumerate(cells, 1)
@@ -87,10 +78,7 @@ def check_notebook(path: Path, allow_preview: bool = False) -> dict:
     ]
     test_lines = [ln.strip() for t in texts for ln in t.splitlines() if TEST_ACC in ln]
     if not test_lines:
-        raise LabError(
-            f"{path} shows no '{TEST_ACC}' line, so no test results; run all cells and save "
-            "before packing"
-        )
+        raise LabError(f"{path} shows no '{TEST_ACC}' line; run all cells and save it first")
     profiles = sorted({m.group(1).lower() for t in texts for m in PROFILE_RE.finditer(t)})
     preview = [p for p in profiles if p in PREVIEW_PROFILES]
     if preview and not allow_preview:
@@ -103,15 +91,10 @@ def check_notebook(path: Path, allow_preview: bool = False) -> dict:
 
 
 def notebook_code(path) -> list[str]:
-    """The notebook's code cells, IPython magics and shell lines dropped."""
+    """The notebook's code cells, IPython magics and shell lines blanked."""
     cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
-    return [
-        "\n".join(
-            ln for ln in "".join(c["source"]).splitlines() if not ln.lstrip().startswith(("%", "!"))
-        )
-        for c in cells
-        if c["cell_type"] == "code"
-    ]
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    return [re.sub(r"(?m)^\s*[%!].*$", "", src) for src in code]
 
 
 def local_modules(notebook, root=REPO, scripts=("experiments.py",)) -> list[str]:
@@ -168,28 +151,21 @@ Training a run again (e.g. the final model; a GPU for the full profile)
 
 
 def make_submission(
-    student_id: str,
-    name: str,
-    notebook="student_lab3.ipynb",
-    report=None,
-    out=".",
-    force: bool = False,
-    allow_preview: bool = False,
-    results=None,
+    sid, name, notebook, report, out, force=False, allow_preview=False, results=None
 ) -> tuple[Path, dict]:
     """Check the inputs and write <out>/<id>_lab3.zip; `report` is a ready PDF, or None to export
     the notebook. Returns the zip's path and what was found."""
-    sid, name, nb = check_student_id(student_id), check_name(name), Path(notebook)
+    sid, name, nb = check_student_id(sid), check_name(name), Path(notebook)
     if not nb.is_file():
         raise LabError(f"notebook {nb} not found; pass its path with --notebook")
     found = check_notebook(nb, allow_preview)
     results = Path(results or REPO / "results")
     profiles = [p for p in found["profiles"] if any((results / p).glob("*.json"))]
     if not profiles:
-        where = ", ".join(str(results / p) for p in found["profiles"]) or str(results)
+        shown = ", ".join(found["profiles"]) or "none"
         raise LabError(
-            f"no results files in {where}; pass --results, the folder the notebook read (its "
-            "RESULTS_DIR)"
+            f"no results files in {results} for the profiles the notebook shows ({shown}); pass "
+            "--results, the folder the notebook read (its RESULTS_DIR)"
         )
     target = Path(out) / f"{sid}_lab3.zip"
     if target.exists() and not force:
@@ -212,17 +188,13 @@ def make_submission(
             for f in sorted((results / p).glob("*.json")) + sorted((results / p).glob("*/*.log")):
                 members[f"results/{f.relative_to(results).as_posix()}"] = f
         n_runs = sum(m.startswith("results/") and m.endswith(".json") for m in members)
-        members["README.md"] = grader_readme(
-            sid, name, profiles, nb_name, pdf_name, modules, n_runs
-        )
+        readme = members["README.md"] = Path(tmp) / "README.md"
+        readme.write_text(grader_readme(sid, name, profiles, nb_name, pdf_name, modules, n_runs))
 
         def write(f) -> None:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
                 for arcname, src in members.items():
-                    if isinstance(src, str):
-                        z.writestr(arcname, src)
-                    else:
-                        z.write(src, arcname=arcname)
+                    z.write(src, arcname)
 
         atomic_write(target, write)
     return target, {**found, "members": list(members), "packed": profiles}
@@ -253,6 +225,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(
-        run_cli(main, errors=(LabError, OSError))
-    )  # OSError: unreadable input, read-only --out
+    # OSError: an unreadable input or a read-only --out
+    sys.exit(run_cli(main, errors=(LabError, OSError)))

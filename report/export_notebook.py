@@ -1,36 +1,29 @@
-"""Export the executed notebook to PDF (or HTML): the lab's report, after a title page.
+"""Export the executed notebook to PDF (or HTML), after a title page: the lab's report.
 
     python report/export_notebook.py student_lab3.ipynb --student-id 312551001 --name "王小明"
         # -> report/build/student_lab3.pdf (--out nb.html: the HTML only)
 
-The cells' outputs are shown without their code (the handed-in notebook keeps it; the block and
-make_layer the lab asks to see are printed by a cell), progress bars folded to their last state,
-long lines wrapped. Nothing is fetched: scripts are dropped and weasyprint reads only local files,
-so Markdown maths shows as its LaTeX source.
+Outputs without their code (the block and make_layer are printed by a cell), progress bars at
+their last state, long lines wrapped, nothing fetched (Markdown maths shows as LaTeX source).
 """
 
 import argparse
 import copy
 import datetime
 import html
+import logging
 import re
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script, the lab's modules one level up are not on it
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # run as a script, the lab's modules one level up are not on it
 
 from engine.checkpoint import atomic_write  # noqa: E402
 from engine.errors import LabError, run_cli  # noqa: E402
 
 PRINT_CSS = Path(__file__).with_name("print.css")
 COURSE = "Deep Learning, Lab 3: tuning the training process (ResNet18 on CIFAR-10)"
-INSTALL_HINT = (
-    "`pip install -U weasyprint` (it needs Pango: `apt-get install libpango-1.0-0 "
-    "libpangoft2-1.0-0`), and `apt-get install fonts-noto-cjk` for Chinese text"
-)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -123,12 +116,13 @@ def export(notebook, out, student_id: str = "", name: str = "", date: str | None
         atomic_write(out, lambda f: f.write(page.encode()))
         return out
     try:
-        import logging
-
         from weasyprint import HTML
         from weasyprint.urls import URLFetcher  # weasyprint 66 or newer
     except (ImportError, OSError):  # OSError: the system's Pango is missing
-        raise LabError(f"weasyprint cannot make the PDF; install it: {INSTALL_HINT}") from None
+        raise LabError(
+            "weasyprint cannot make the PDF; `pip install -U weasyprint` (it needs Pango: "
+            "`apt-get install libpango-1.0-0 libpangoft2-1.0-0`; fonts-noto-cjk for Chinese)"
+        ) from None
     # weasyprint logs every CSS property of nbconvert's it does not support; keep the errors.
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     fetcher = URLFetcher(allowed_protocols=("file", "data"))
@@ -146,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--date", default=None, help="on the title page (default: today)")
     args = ap.parse_args(argv)
     out = args.out or REPO / "report" / "build" / f"{Path(args.notebook).stem}.pdf"
-    t0 = time.perf_counter()
-    path = export(args.notebook, out, args.student_id, args.name, args.date)
-    print(f"wrote {path} [{time.perf_counter() - t0:.1f} s]")
+    print(f"wrote {export(args.notebook, out, args.student_id, args.name, args.date)}")
     return 0
 
 
