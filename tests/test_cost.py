@@ -1,4 +1,4 @@
-"""cost.py: FLOPs counted per training image, the grid's workload, and the projection."""
+"""lab/cost.py: FLOPs counted per training image, the grid's workload, and the projection."""
 
 import json
 import math
@@ -8,19 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import LabError
+from lab.cost import projected_cost, train_flops_per_image, workload
 from lab.grid import EXPERIMENTS, make_config
-from tools.cost import (
-    IMAGE_S,
-    STEP_S,
-    grid_projection,
-    loop_rates,
-    main,
-    projected_cost,
-    run_cost,
-    train_flops_per_image,
-    workload,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,15 +21,6 @@ def test_train_flops_are_three_forwards():
     flops = train_flops_per_image(64)
     assert flops == pytest.approx(3 * 1.11e9, rel=0.01)
     assert train_flops_per_image(32) == pytest.approx(flops / 4, rel=0.02)  # width squared
-
-
-def test_grid_projection_divides_the_workload_by_the_loop_speed():
-    rate = {"loop_fast": 10_000.0, "loop_fast_compiled": 20_000.0}
-    one = grid_projection(rate, 3e9)["seeds_1"]
-    assert one["train_images"] == workload(profile="full")["train_images"]
-    assert one["minutes_loop_fast"] == pytest.approx(one["train_images"] / 10_000 / 60)
-    assert one["minutes_loop_fast_compiled"] == pytest.approx(one["minutes_loop_fast"] / 2)
-    assert one["tflops_for_target"] == pytest.approx(one["train_images"] * 3e9 / 480 / 1e12)
 
 
 def test_workload_counts_epochs_times_training_images():
@@ -58,45 +38,11 @@ def test_workload_counts_epochs_times_training_images():
 
 def test_cli_prints_the_arithmetic():
     out = subprocess.run(
-        [sys.executable, "-m", "tools.cost"], cwd=REPO, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "lab.cost"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
-    assert "3.33 GFLOP" in out and "TFLOP/s" in out
-    assert f"{len(EXPERIMENTS)} experiments x 3 seed(s)" in out
-
-
-def bench_file(tmp_path, width=64):
-    path = tmp_path / "bench.json"
-    path.write_text(
-        json.dumps(
-            {"settings": {"width": width}, "figures": {"loop_fast": {"images_per_s": 10_000.0}}}
-        )
-    )
-    return path
-
-
-def test_cli_projects_a_bench_files_loop_speed(tmp_path, capsys):
-    assert main(["--bench", str(bench_file(tmp_path))]) == 0
-    out = capsys.readouterr().out
-    images = workload()["train_images"]
-    assert "10,000 images/s = 33.3 TFLOP/s" in out
-    assert f"{images / 10_000 / 60:.1f} min at loop_fast" in out
-
-
-@pytest.mark.parametrize(
-    "kind, words", [("width", "measured at width 8"), ("other", "not a bench.py results file")]
-)
-def test_cli_refuses_a_file_it_cannot_project(tmp_path, kind, words):
-    path = bench_file(tmp_path, width=8) if kind == "width" else tmp_path / "x.json"
-    if kind == "other":
-        path.write_text("{}")
-    with pytest.raises(LabError, match=words):
-        loop_rates(path)
-
-
-def test_run_cost_counts_steps_and_images_of_one_run():
-    c = run_cost("bs_32", "full")
-    assert c["images"] == 20 * 45_000 and c["steps"] == 20 * math.ceil(45_000 / 32)
-    assert c["est_units"] == pytest.approx(c["steps"] * STEP_S + c["images"] * IMAGE_S)
+    assert "3.33 GFLOP" in out and "PFLOP" in out
+    grid = workload(seeds=3)
+    assert f"{len(EXPERIMENTS)} experiments x 3 seed(s): {grid['train_images'] / 1e6:.2f}M" in out
 
 
 def test_projected_cost_counts_only_runs_without_results(tmp_path):
@@ -110,11 +56,18 @@ def test_projected_cost_counts_only_runs_without_results(tmp_path):
     assert res["minutes"] == pytest.approx((whole + w["eval_images"] / 3) / 1000 / 60)
     assert f"{len(EXPERIMENTS)} runs" in lines[0] and "one run at a time" in lines[0]
     (tmp_path / "smoke").mkdir()
-    (tmp_path / "smoke" / "baseline__seed0.json").write_text("{}")
+    saved = tmp_path / "smoke" / "baseline__seed0.json"
+    saved.write_text("{}")  # not a usable result: the run trains again
+    assert projected_cost("smoke", 1, tmp_path, "cpu", rate=1e3, echo=len)["images"] == whole
+    history = {k: [1.0] for k in ("epoch", "train_loss", "val_loss", "val_acc")}
+    result = {"name": "baseline", "seed": 0, "status": "ok", "test_acc": 0.1}
+    saved.write_text(json.dumps(result | {"config": {}, "history": history}))
     assert (
         projected_cost("smoke", 1, tmp_path, "cpu", rate=1e3, echo=len)["runs"]
         == len(EXPERIMENTS) - 1
     )
+    two = projected_cost("smoke", 2, tmp_path, "cpu", rate=1e3, echo=len)  # a run once a seed
+    assert two["images"] == 2 * whole - workload(["baseline"], "smoke")["train_images"]
     assert (
         projected_cost("smoke", 1, tmp_path, "cpu", rate=1e3, train_missing=False, echo=len)[
             "images"
@@ -124,9 +77,9 @@ def test_projected_cost_counts_only_runs_without_results(tmp_path):
 
 
 def test_nothing_to_train_measures_nothing(tmp_path, monkeypatch):
-    import tools.cost
+    import lab.cost
 
-    monkeypatch.setattr(tools.cost, "measure_rate", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.setattr(lab.cost, "measure_rate", lambda *a, **k: pytest.fail("measured"))
     lines = []
     res = projected_cost("smoke", 1, tmp_path, "cpu", train_missing=False, echo=lines.append)
     assert res["runs"] == 0 and res["images_per_s"] is None
