@@ -1,12 +1,9 @@
-"""One run of the lab's ResNet18 on CIFAR-10. `train(cfg, data)` trains a `RunConfig`, prints the
-handout's lines (Epoch: 1 / learning rate: 0.05 / Train loss: ... | Train acc: ... / Val loss: ...
-| Val acc: ..., and at the end Test loss: ... | Test acc: ...) and returns a `RunResult`.
-
-The loop reads top to bottom in `train()`, from `for epoch in ...` to the optimizer step, as in
-nanoGPT; the divergence stop, the validation and the checkpoint (a resume is bit for bit) sit
-where they happen. Precision and `compile_mode` are execution choices, recorded with the result
-but not part of the RunConfig.
-"""
+"""One run of the lab's ResNet18 on CIFAR-10: `train(cfg, data)` trains a `RunConfig`, prints the
+handout's lines (Epoch / learning rate / Train loss | Train acc / Val loss | Val acc, then Test
+loss | Test acc) and returns a `RunResult`. The loop reads top to bottom in `train()`, as in
+nanoGPT, with the divergence stop, the validation and the checkpoint (a resume is bit for bit)
+where they happen. Precision and `compile_mode` are execution choices, recorded in the result
+but not part of the RunConfig."""
 
 from __future__ import annotations
 
@@ -24,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine.augment import check_preset
-from engine.checkpoint import atomic_write
+from engine.checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint
 from engine.data import NORM_MODES, Cifar10, normalization_stats, split_train_val
 from engine.distributed import World
 from engine.errors import LabError, bar_file
@@ -43,10 +40,9 @@ from engine.runtime import (
 from engine.schedules import Schedule, lr_at, scaled_peak
 from resnet18 import resnet18
 
-# A run has diverged when a step's loss is not finite, or when an epoch's mean training loss, its
-# validation loss or the test loss is not finite or above this. Chance is ln(10) = 2.30 and no
-# full-profile run ever exceeded 2.1; the blown-up previews of issue #19 reached 19,932. A fixed
-# bound, like Lightning's `EarlyStopping(divergence_threshold=...)`, outside RunConfig.
+# A run has diverged when a step's loss is not finite, or an epoch's training or validation loss
+# or the test loss is above this (Lightning's `divergence_threshold`). Chance is ln(10) = 2.30, no
+# full run ever exceeded 2.1, and the blown-up previews of issue #19 reached 19,932.
 DIVERGENCE_LOSS = 1e3
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # CIFAR-10's; validation is split from the training
 HISTORY = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
@@ -84,14 +80,12 @@ class RunConfig:
     pct_start: float = 0.25  # onecycle / triangle: fraction of the run spent rising
     min_lr: float = 0.0  # cosine: final lr
     warmup_epochs: float = 0  # linear warm-up (Goyal et al. 2017)
-    # Fitting lr and max_lr to the run (schedules.scaled_peak; off at the defaults): they are
-    # the values for batch `lr_batch`, scaled by batch_size / lr_batch; and a onecycle run whose
-    # rise is shorter than `min_rise_steps` optimizer steps peaks lower, in proportion.
+    # lr and max_lr are for batch `lr_batch`, scaled by batch_size / lr_batch, and a onecycle
+    # rise shorter than `min_rise_steps` steps peaks lower in proportion (schedules.scaled_peak)
     lr_batch: int | None = None
     min_rise_steps: int = 0
-    # Set by a recipe, applied by lab.grid.make_config: batch_size is halved (not below 32)
-    # until an epoch makes at least this many steps, unless the user sets batch_size
-    # (schedules.fitted_batch). 0: off.
+    # lab.grid.make_config halves batch_size (not below 32, not when the user sets it) until an
+    # epoch makes at least this many steps (schedules.fitted_batch); 0: off
     min_steps_per_epoch: int = 0
     # evaluation
     tta: bool = False  # average logits over the image and its mirror at test time
@@ -120,14 +114,14 @@ class RunConfig:
         if not 0 < self.pct_start < 1:
             refuse("pct_start", "in (0, 1)")
         if self.val_size >= TRAIN_IMAGES:
-            raise LabError(
-                f"val_size {self.val_size} does not fit in the {TRAIN_IMAGES} training images "
-                "with any left to train on; choose a smaller val_size"
-            )
+            msg = f"val_size {self.val_size} does not fit in the {TRAIN_IMAGES} training images"
+            raise LabError(msg + " with some left to train on; choose a smaller val_size")
         if self.optimizer not in ("sgd", "adamw"):
             raise LabError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
         if self.norm not in NORM_MODES:
-            raise LabError(f"unknown normalization {self.norm!r}; choose one of {NORM_MODES}")
+            raise LabError(
+                f"unknown normalization {self.norm!r}; choose one of {', '.join(NORM_MODES)}"
+            )
         check_preset(self.augment)
         self.make_schedule(1)  # an unknown schedule, or one without its max_lr
         return self
@@ -137,14 +131,9 @@ class RunConfig:
             return max(1, round(epochs * steps_per_epoch))
 
         # The factor scaled_peak applies to max_lr applies to lr too (batch and run length).
-        fit = scaled_peak(
-            1.0,
-            self.batch_size,
-            self.epochs * steps_per_epoch,
-            self.lr_batch,
-            self.pct_start,
-            self.min_rise_steps if self.schedule in ("onecycle", "triangle") else 0,
-        )
+        rise = self.min_rise_steps if self.schedule in ("onecycle", "triangle") else 0
+        total = self.epochs * steps_per_epoch
+        fit = scaled_peak(1.0, self.batch_size, total, self.lr_batch, self.pct_start, rise)
         try:
             return Schedule(
                 kind=self.schedule,
@@ -201,9 +190,8 @@ def _subset(idx: torch.Tensor, k: int | None, seed: int) -> torch.Tensor:
 
 
 def build_loaders(cfg: RunConfig, data: Cifar10, device, world=None, channels_last=True):
-    """Train/val/test loaders and the normalization statistics (from the training split only).
-    Under DDP the training loader yields this rank's part of each batch, and the validation and
-    test loaders this rank's part of their split."""
+    """Train/val/test loaders and the normalization statistics (of the training split). Under DDP
+    each loader yields this rank's part of each training batch or of its split."""
     world = world or World()
     train_idx, val_idx = split_train_val(len(data.train_labels), cfg.val_size, cfg.split_seed)
     train_idx = _subset(train_idx, cfg.train_subset, cfg.split_seed)
@@ -212,16 +200,10 @@ def build_loaders(cfg: RunConfig, data: Cifar10, device, world=None, channels_la
     train_images = data.train_images[train_idx]
     mean, std = normalization_stats(cfg.norm, train_images, seed=cfg.seed)
     common = dict(mean=mean, std=std, device=device, channels_last=channels_last)
+    shuffled = dict(augment=cfg.augment, shuffle=True, seed=cfg.seed, **world.loader_args())
     loaders = (
         DeviceLoader(
-            train_images,
-            data.train_labels[train_idx],
-            cfg.batch_size,
-            augment=cfg.augment,
-            shuffle=True,
-            seed=cfg.seed,
-            **world.loader_args(),
-            **common,
+            train_images, data.train_labels[train_idx], cfg.batch_size, **shuffled, **common
         ),
         DeviceLoader(data.train_images[val_idx], data.train_labels[val_idx], 1024, **common),
         DeviceLoader(data.test_images[test_idx], data.test_labels[test_idx], 1024, **common),
@@ -249,12 +231,10 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
 
 @torch.no_grad()
 def evaluate(model, loader: DeviceLoader, tta=False, world=None, precision=None, tta_shift=0):
-    """Mean loss, accuracy and confusion matrix of `model` over a loader (under DDP: over every
-    rank's part, with rank 0's BN statistics), in `precision` (default: the device's choice).
-
-    Test-time augmentation as airbench's (Jordan 2024, tta_level 2): with `tta` the logits of
-    the image and its mirror are averaged; with `tta_shift` that mean counts half, and the same
-    mean over the image moved `tta_shift` pixels up-left and down-right a quarter each."""
+    """Mean loss, accuracy and confusion matrix over a loader (under DDP over every rank's part,
+    with rank 0's BN statistics). TTA as airbench's (tta_level 2): with `tta` the mean logits of
+    the image and its mirror; with `tta_shift` that mean counts half, and a quarter each the same
+    over the image moved `tta_shift` pixels up-left and down-right (reflect padding)."""
     world = world or World()
     world.sync_buffers(model)
     model.eval()
@@ -277,77 +257,7 @@ def evaluate(model, loader: DeviceLoader, tta=False, world=None, precision=None,
         conf += torch.bincount(y * 10 + logits.float().argmax(1), minlength=100)
     loss_sum, conf = world.sum(loss_sum), world.sum(conf).view(10, 10).cpu()
     n = int(conf.sum())
-    return {
-        "loss": loss_sum.item() / n,
-        "acc": conf.diag().sum().item() / n,
-        "confusion": conf.tolist(),
-    }
-
-
-# ---- checkpoints: epoch_<k>.pt in a run's folder, the newest two kept, loaded weights_only
-
-
-def checkpoints(folder) -> list[Path]:
-    """A run's checkpoints, oldest first (a temporary file of a killed save never matches)."""
-    return sorted(Path(folder).glob("epoch_*.pt"), key=lambda p: (len(p.name), p.name))
-
-
-def latest_checkpoint(folder) -> Path | None:
-    found = checkpoints(folder)
-    return found[-1] if found else None
-
-
-def save_checkpoint(state: dict, folder, keep: int = 2) -> None:
-    """epoch_<k>.pt written atomically, then all but the newest `keep` deleted; a full disk is
-    one line saying what is kept."""
-    try:
-        atomic_write(
-            Path(folder) / f"epoch_{state['epoch']:03d}.pt", lambda f: torch.save(state, f)
-        )
-    except OSError as e:
-        raise LabError(
-            f"cannot write a checkpoint in {folder} ({e.strerror or e}); the epochs saved before "
-            "are kept: free space or fix the folder, then rerun with --resume"
-        ) from None
-    for old in checkpoints(folder)[:-keep]:
-        old.unlink()
-
-
-def load_checkpoint(path) -> dict:
-    """A checkpoint, on the CPU, with `weights_only` (tensors and plain data, never code)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (truncated, not a zip, not torch's at all)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise LabError(
-            f"checkpoint {path} cannot be loaded ({first[:160]}); delete it to restart that run "
-            "or restore a good copy"
-        ) from None
-    if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "config"} <= state.keys():
-        raise LabError(f"{path} is not a checkpoint written by this lab; delete it or pick another")
-    return state
-
-
-def _check_resumable(state: dict, path, config: dict, precision: str, data: str) -> None:
-    """A LabError unless checkpoint `state` was written by `config` (the name aside), in
-    `precision` and on `data` (a Cifar10.source)."""
-    saved = state["config"]
-    diff = sorted(k for k in {*saved, *config} - {"name"} if saved.get(k) != config.get(k))
-    if diff:
-        raise LabError(
-            f"checkpoint {path} was written by a different configuration ({', '.join(diff)} "
-            "differ); delete its folder or rerun with --force to start over"
-        )
-    if (saved_prec := state.get("precision", "fp32")) != precision:  # older files: fp32
-        raise LabError(
-            f"checkpoint {path} was trained in {saved_prec}, this run would continue in "
-            f"{precision}; rerun with --precision {saved_prec} to resume, or --force to start over"
-        )
-    if state.get("data") not in (None, data):  # older files did not record it
-        raise LabError(
-            f"checkpoint {path} was trained on other data ({state['data']}), this run has "
-            f"{data}; point --data-dir at that copy to resume, or --force to start over"
-        )
+    return dict(loss=loss_sum.item() / n, acc=conf.diag().sum().item() / n, confusion=conf.tolist())
 
 
 def train(
@@ -364,12 +274,10 @@ def train(
     world: World | None = None,
     precision: str | None = "auto",
 ) -> RunResult:
-    """Train `cfg` on `data`; evaluate on validation every epoch and on test once at the end.
-
-    `ckpt_dir` gets a checkpoint every `ckpt_every` epochs and `model.pt`, the final weights;
-    `resume` continues from its newest checkpoint. `world` (default: one process) spreads the
-    run over a DDP group (engine/distributed.py). `precision` is auto | bf16 | fp32. The losses
-    are looked at every `check_every` steps: a look costs a device sync."""
+    """Train `cfg` on `data`, validating every epoch and testing once at the end. `ckpt_dir` gets
+    a checkpoint every `ckpt_every` epochs and the final weights (model.pt); `resume` continues
+    from its newest checkpoint; `world` spreads the run over a DDP group (engine/distributed.py).
+    The losses are looked at every `check_every` steps: a look costs a device sync."""
     cfg.validate()
     world = world or World()
     if world.helper:  # under DDP rank 0 alone prints and writes files
@@ -396,10 +304,7 @@ def train(
     for part, labels in (("training", data.train_labels), ("test", data.test_labels)):
         counts = torch.bincount(labels.cpu(), minlength=len(data.classes)).tolist()
         if missing := [c for c, k in zip(data.classes, counts) if k == 0]:
-            say(
-                f"warning: the {part} images have no {', '.join(missing)} (a class folder "
-                f"missing from {data.source}?); the figures are not CIFAR-10's: fix the copy"
-            )
+            say(f"warning: the {part} images have no {', '.join(missing)}: fix {data.source}")
     model = world.prepare(make_model(cfg, device, prec))  # SyncBatchNorm on request
     if compile_mode and device.type == "cpu":  # a crash there is one line, not a dead kernel
         shapes = [(n, *data.train_images.shape[1:]) for n in train_dl.batch_sizes()]
@@ -414,12 +319,12 @@ def train(
     result = RunResult(dataclasses.asdict(cfg), {k: [] for k in HISTORY}, norm_stats=norm, env=env)
     hist, result.log = result.history, lines
 
-    def diverged(what: str, lr: float, limit: bool = True) -> RunResult:
-        bound, fix = (
-            (f"limit {DIVERGENCE_LOSS:g}, ", " or lengthen the warm-up") if limit else ("", "")
-        )
+    def diverged(what: str, lr: float) -> RunResult:
         result.status, result.wall_seconds = "diverged", elapsed()
-        result.message = f"diverged: {what} ({bound}lr {lr:g}); lower the learning rate{fix}"
+        result.message = (
+            f"diverged: {what} (limit {DIVERGENCE_LOSS:g}, lr {lr:g}); lower the learning rate "
+            "or lengthen the warm-up"
+        )
         say(result.message)
         return result
 
@@ -430,7 +335,23 @@ def train(
     if (state := world.from_main(load_checkpoint(path) if path else None)) is None:
         say(f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}")
     else:
-        _check_resumable(state, path, result.config, prec.name, data.source)
+        saved, mine = state["config"], result.config  # refused unless the same run (the name aside)
+        diff = sorted(k for k in {*saved, *mine} - {"name"} if saved.get(k) != mine.get(k))
+        if diff:
+            raise LabError(
+                f"checkpoint {path} was written by a different configuration ({', '.join(diff)} "
+                "differ); delete its folder or rerun with --force to start over"
+            )
+        if (saved_prec := state.get("precision", "fp32")) != prec.name:  # older files: fp32
+            raise LabError(
+                f"checkpoint {path} was trained in {saved_prec}, this run would continue in "
+                f"{prec.name}; rerun with --precision {saved_prec}, or --force to start over"
+            )
+        if state.get("data") not in (None, data.source):  # older files did not record it
+            raise LabError(
+                f"checkpoint {path} was trained on other data ({state['data']}), this run has "
+                f"{data.source}; point --data-dir at that copy to resume, or --force to start over"
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if scaler is not None and "scaler" in state:
@@ -445,22 +366,14 @@ def train(
 
     # ---- the epochs
     step = start * steps_per_epoch  # optimizer steps taken, over every epoch
+    bar = dict(total=steps_per_epoch, leave=False, disable=not progress, file=bar_file())
     for epoch in range(start, cfg.epochs):
         model.train()
         t0 = time.perf_counter()
         losses = torch.zeros(steps_per_epoch, device=device)  # summed over each batch's images
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
-        batches = tqdm(
-            train_dl.batches(epoch),
-            total=steps_per_epoch,
-            leave=False,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
-            file=bar_file(),
-            mininterval=1.0,
-            ascii=True,
-        )
+        batches = tqdm(train_dl.batches(epoch), f"epoch {epoch + 1}/{cfg.epochs}", **bar)
         for i, (x, y) in enumerate(batches):
             lr = lr_at(step, total_steps, sched)
             set_lr(opt, lr)
@@ -482,12 +395,10 @@ def train(
                         for key, value in zip(HISTORY, (epoch + 1, lr, mean) + (None,) * 4):
                             hist[key].append(value)
                     where = f"epoch {epoch + 1}, step {first + 1}"
-                    return diverged(f"non-finite loss at {where}", lr, limit=False)
+                    return diverged(f"non-finite loss at {where}", lr)
         batches.close()
         if world.ddp:  # the epoch's figures over the global batches
             losses, correct, seen = world.sum(losses), world.sum(correct), train_dl.num_images
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
         train_loss, train_acc = losses.sum().item() / seen, correct.item() / seen
         seconds = time.perf_counter() - t0
         val = evaluate(model, val_dl, world=world, precision=prec)
@@ -502,40 +413,28 @@ def train(
             if not value <= DIVERGENCE_LOSS:  # also true for nan
                 return diverged(f"{what} loss {value:.4g} at epoch {epoch + 1}", lr)
         if ckpt_dir is not None and ckpt_every > 0 and (epoch + 1) % ckpt_every == 0:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "epoch": epoch + 1,
-                "config": result.config,
-                "history": hist,
-                "log": lines,
-                "wall_seconds": elapsed(),
-                "precision": prec.name,
-                "data": data.source,
-                "rng": {"torch": torch.get_rng_state()},
-            }
+            rng = {"torch": torch.get_rng_state()}
             if torch.cuda.is_available():
-                state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-            if scaler is not None:
-                state["scaler"] = scaler.state_dict()
-            save_checkpoint(state, ckpt_dir)
+                rng["cuda"] = torch.cuda.get_rng_state_all()
+            state = dict(model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1)
+            state.update(config=result.config, history=hist, log=lines, rng=rng, data=data.source)
+            state.update(wall_seconds=elapsed(), precision=prec.name)
+            save_checkpoint(
+                state | ({"scaler": scaler.state_dict()} if scaler is not None else {}), ckpt_dir
+            )
 
     # ---- the test, once, with the configured test-time augmentation
     test = evaluate(model, test_dl, cfg.tta, world, prec, cfg.tta_shift)
-    result.test_loss, result.test_acc, result.confusion = (
-        test["loss"],
-        test["acc"],
-        test["confusion"],
-    )
+    result.test_loss, result.test_acc = test["loss"], test["acc"]
+    result.confusion = test["confusion"]
     say(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
     if ckpt_dir is not None:  # the weights, after the test figures: a full disk loses neither
-        weights = model.state_dict()
+        weights, path = model.state_dict(), Path(ckpt_dir) / "model.pt"
         try:
-            atomic_write(Path(ckpt_dir) / "model.pt", lambda f: torch.save(weights, f))
+            atomic_write(path, lambda f: torch.save(weights, f))
         except OSError as e:
             say(
-                f"warning: cannot write {Path(ckpt_dir) / 'model.pt'} ({e.strerror or e}); the "
-                "test figures and results are kept, the final weights are not saved"
+                f"warning: cannot write {path} ({e.strerror or e}); the results are kept without it"
             )
     if device.type == "cuda":
         result.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20

@@ -1,5 +1,7 @@
 """Files written whole or not at all: every checkpoint, results file, cache, zip and PDF goes
-through `atomic_write`, so a crash mid-save leaves the previous file, never a half-written one."""
+through `atomic_write`, so a crash mid-save leaves the previous file, never a half-written one.
+A run's checkpoints are epoch_<k>.pt in its folder, the newest two kept, loaded `weights_only`
+(tensors and plain data, never code); what goes in them is train_utils.train's business."""
 
 from __future__ import annotations
 
@@ -66,3 +68,47 @@ def check_writable(folder: str | os.PathLike, what: str, keep: bool = True) -> P
                 except OSError:
                     break
     return folder
+
+
+def checkpoints(folder) -> list[Path]:
+    """A run's checkpoints, oldest first (a temporary file of a killed save never matches)."""
+    return sorted(Path(folder).glob("epoch_*.pt"), key=lambda p: (len(p.name), p.name))
+
+
+def latest_checkpoint(folder) -> Path | None:
+    return (checkpoints(folder) or [None])[-1]
+
+
+def save_checkpoint(state: dict, folder, keep: int = 2) -> None:
+    """epoch_<k>.pt written atomically, then all but the newest `keep` deleted; a full disk is
+    one line saying what is kept."""
+    import torch  # here: the zip and the report need no torch
+
+    try:
+        atomic_write(
+            Path(folder) / f"epoch_{state['epoch']:03d}.pt", lambda f: torch.save(state, f)
+        )
+    except OSError as e:
+        raise LabError(
+            f"cannot write a checkpoint in {folder} ({e.strerror or e}); the epochs saved before "
+            "are kept: free space or fix the folder, then rerun with --resume"
+        ) from None
+    for old in checkpoints(folder)[:-keep]:
+        old.unlink()
+
+
+def load_checkpoint(path) -> dict:
+    """A checkpoint, on the CPU, with `weights_only` (tensors and plain data, never code)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (truncated, not a zip, not torch's at all)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise LabError(
+            f"checkpoint {path} cannot be loaded ({first[:160]}); delete it to restart that run "
+            "or restore a good copy"
+        ) from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "config"} <= state.keys():
+        raise LabError(f"{path} is not a checkpoint written by this lab; delete it or pick another")
+    return state

@@ -23,13 +23,13 @@ import types
 import typing
 from pathlib import Path
 
-from engine.checkpoint import check_writable, save_json
+from engine.checkpoint import check_writable, latest_checkpoint, save_json
 from engine.data import load_cifar10
 from engine.errors import LabError
 from engine.runtime import command_line
 from engine.schedules import fitted_batch
 from lab.results import read_result
-from train_utils import RunConfig, latest_checkpoint, train, train_size
+from train_utils import RunConfig, train, train_size
 
 # The handout's run: inputs in [0, 1], no augmentation, SGD lr 0.05 halved every 10 epochs,
 # 20 epochs, batch 128 (momentum 0.9 and weight decay 5e-4 as in the handout's optimizer).

@@ -125,8 +125,9 @@ def test_compiled_run_matches_eager_and_saves_plain_weights(cifar, tmp_path, one
         f"""
         import json, torch
         from conftest import data_location
+        from engine.checkpoint import latest_checkpoint, load_checkpoint
         from engine.data import load_cifar10
-        from train_utils import RunConfig, latest_checkpoint, load_checkpoint, train
+        from train_utils import RunConfig, train
         torch.set_num_threads(1)
         data = load_cifar10(data_location(), cache_dir=".cache", download=False)
         r = train(RunConfig(**{TINY!r}), data, progress=False, log=lambda s: None,

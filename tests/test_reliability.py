@@ -13,14 +13,13 @@ import pytest
 
 import make_submission
 import train_utils
-from engine.checkpoint import atomic_write
+from engine.checkpoint import atomic_write, latest_checkpoint, load_checkpoint
 from engine.plotting import plot_overlay
 from experiments import cli
 from lab import grid, notebook, stats
 from lab.grid import make_config, parse_overrides
 from lab.notebook import Lab
 from lab.results import load_results
-from train_utils import latest_checkpoint, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")

@@ -10,16 +10,9 @@ import pytest
 import torch
 from conftest import data_location
 
-import train_utils
+from engine.checkpoint import checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
 from engine.errors import LabError
-from train_utils import (
-    RunConfig,
-    checkpoints,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    train,
-)
+from train_utils import RunConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -106,7 +99,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         f.write(b"PK\x03\x04 half a checkpoint")
         raise OSError(28, "disk full")
 
-    monkeypatch.setattr(train_utils.torch, "save", half_save)
+    monkeypatch.setattr(torch, "save", half_save)
     with pytest.raises(LabError, match="cannot write a checkpoint .*disk full.*--resume"):
         save_checkpoint({"model": {}, "optimizer": {}, "epoch": 2, "config": {}}, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_001.pt"]  # no temp file left
