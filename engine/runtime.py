@@ -35,9 +35,8 @@ def torchvision():
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
     version = torch.__version__.split("+")[0]
     major, minor = (int(x) for x in version.split(".")[:2])
-    index = (
-        " --index-url https://download.pytorch.org/whl/cpu" if "+cpu" in torch.__version__ else ""
-    )
+    cpu = "+cpu" in torch.__version__
+    index = " --index-url https://download.pytorch.org/whl/cpu" if cpu else ""
     raise LabError(
         f"torchvision cannot be used with torch {torch.__version__} ({reason}); install a "
         f"matching pair from one source: pip install --force-reinstall torch=={version} "
@@ -72,10 +71,8 @@ def environment(device: torch.device) -> dict:
         env["torchvision"] = torchvision().__version__
     except LabError:
         env["torchvision"] = None
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    else:
-        env["cpu"] = _cpu_model()
+    cuda = device.type == "cuda"
+    env["gpu" if cuda else "cpu"] = torch.cuda.get_device_name(device) if cuda else _cpu_model()
     return env
 
 
@@ -140,13 +137,10 @@ def cpu_native_bf16() -> bool:
 def choose_precision(
     device: torch.device, requested: str | None = "auto", native_bf16: bool | None = None
 ) -> Precision:
-    """The one precision decision for every step (training, evaluation, LR range test, bench).
-
-    CUDA: bf16 autocast where the GPU has it, else fp16 with a GradScaler. CPU: bf16 where the
-    processor runs it natively (2x the float32 rate on an AVX512-BF16 EPYC), else float32.
-    channels_last everywhere: 1.2-1.5x faster float32 steps on the CPUs measured (`python -m
-    tools.bench`). `requested` bf16 or fp32 forces one; `native_bf16` stands in for the CPU's
-    answer in tests."""
+    """The one precision decision for every step. CUDA: bf16 autocast where the GPU has it, else
+    fp16 with a GradScaler. CPU: bf16 where it runs natively (2x float32 on an AVX512-BF16 EPYC),
+    else float32. channels_last everywhere (1.2-1.5x faster CPU steps: `python -m tools.bench`).
+    `requested` bf16 or fp32 forces one; `native_bf16` stands in for the CPU's answer in tests."""
     requested = requested or "auto"
     if requested not in PRECISIONS:
         raise LabError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
@@ -179,10 +173,9 @@ def precision_of(result: dict) -> str:
 def train_step(
     model, opt, x, y, precision: Precision, scaler=None, label_smoothing=0.0, weight=1.0
 ):
-    """One training step: forward under `precision`'s autocast, cross-entropy, backward, update
-    (with a GradScaler for fp16). Returns (logits, loss); `weight` scales the loss that is
-    backpropagated (a DDP rank's share of the global batch), not the loss returned. train(),
-    the LR range test, the bench and the compile probe all step through here."""
+    """One step, for train(), the LR range test, the bench and the compile probe: forward under
+    `precision`'s autocast, cross-entropy, backward, update. Returns (logits, loss); `weight`
+    scales the loss backpropagated (a DDP rank's share of the global batch), not the one returned."""
     with precision.autocast():
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
@@ -238,46 +231,33 @@ _PROBED: set = set()
 
 
 def probe_compile(model: torch.nn.Module, shapes: list[tuple], mode: str, precision) -> None:
-    """Compile `model`'s training step in a child process first, on a CPU: one step on an input
-    of each of `shapes` (the run's batch twice, then its smaller last one, if any).
-
-    torch.compile's CPU backend (inductor) has crashed with SIGSEGV or SIGABRT on this ResNet18's
-    backward on AVX2 and AVX-512 processors; in the run itself that kills the process, a
-    notebook's kernel included, without a word. In a child it becomes one line. The child
-    compiles the same graph, so the run then reads it from inductor's cache. Once per graph."""
+    """Compile `model`'s training step in a child process first, on a CPU, one step on an input
+    of each of `shapes` (the run's batch twice, then its smaller last one, if any): inductor has
+    crashed (SIGSEGV, SIGABRT) on this ResNet18's backward on AVX2 and AVX-512 processors, which
+    in the run itself kills the process, a notebook's kernel included, without a word. The run
+    then reads the same graph from inductor's cache. Once per graph."""
     import signal
     import subprocess
     import sys
     import tempfile
 
-    key = (repr(model), tuple(shapes), mode, precision)
-    if key in _PROBED:
+    if (key := (repr(model), tuple(shapes), mode, precision)) in _PROBED:
         return
-    where = os.path.dirname(os.path.abspath(sys.modules[type(model).__module__].__file__ or "."))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # engine's parent
-    path_list = os.pathsep.join([where, root, os.environ.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "probe.pt")
         torch.save((model, [torch.randn(shape) for shape in shapes], precision), path)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # what this one imports
         done = subprocess.run(
-            [sys.executable, "-c", _PROBE, path, mode],
-            env={**os.environ, "PYTHONPATH": path_list},
-            capture_output=True,
-            text=True,
+            [sys.executable, "-c", _PROBE, path, mode], env=env, capture_output=True, text=True
         )
-    if done.returncode < 0:
-        raise LabError(
-            f"torch.compile crashed ({signal.Signals(-done.returncode).name}) compiling one "
-            "training step in a child process on this CPU: a fault of its compiler backend "
-            "(inductor), not of the lab's code (a stale compile cache can do it too: delete "
-            "TORCHINDUCTOR_CACHE_DIR, by default /tmp/torchinductor_<user>); run without "
-            "--compile (or LAB3_COMPILE): eager mode trains the same run"
-        )
-    if done.returncode != 0:
+    if (rc := done.returncode) != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise LabError(
-            f"torch.compile failed on one training step in a child process ({last}); run "
-            "without --compile (or LAB3_COMPILE), eager mode trains the same run"
+            f"torch.compile {f'crashed ({signal.Signals(-rc).name})' if rc < 0 else 'failed'} "
+            f"compiling one training step in a child process on this CPU ({last}): a fault of "
+            "its compiler backend (inductor) or a stale cache (delete TORCHINDUCTOR_CACHE_DIR, "
+            "by default /tmp/torchinductor_<user>); run without --compile (or LAB3_COMPILE): "
+            "eager mode trains the same run"
         )
     _PROBED.add(key)
 
