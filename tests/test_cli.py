@@ -1,5 +1,6 @@
 """experiments.py from the command line: results files, replay, and one-line errors."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from experiments import cli
 from lab import grid
 from lab.grid import make_config
 from tests.test_data import make_folder
+from train_utils import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,6 +76,33 @@ def test_the_cpu_profile_keeps_each_groups_lesson():
         assert {k: v for k, v in full.items() if k not in scale} == {
             k: v for k, v in cpu.items() if k not in scale
         }, name
+
+
+def committed_results() -> list[Path]:
+    """The results files in git (results/<profile>/<name>__seed<k>.json), or beside the code."""
+    ls = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True)
+    if ls.returncode != 0:  # not a git checkout
+        return sorted(REPO.glob("results/*/*__seed*.json"))
+    return [REPO / p for p in ls.stdout.split() if "__seed" in p and p.endswith(".json")]
+
+
+def test_every_committed_results_file_is_what_its_experiment_now_makes():
+    """Each committed run replays as it is: saved_result takes it, without a warning, and its
+    experiment, profile and seed make the configuration it records (a field added since the run
+    was made has the default, which is what the run did)."""
+    paths = committed_results()
+    assert paths
+    default = dataclasses.asdict(RunConfig())
+    for path in paths:
+        warnings = []
+        profile = path.parent.name
+        saved = json.loads(path.read_text())
+        cfg = make_config(saved["experiment"], profile, saved["seed"])
+        assert grid.saved_result(path, profile, warnings.append, cfg) == saved, warnings
+        assert not warnings, path
+        now = dataclasses.asdict(cfg)
+        assert {k: now[k] for k in saved["config"]} == saved["config"], path
+        assert all(now[k] == default[k] for k in set(now) - set(saved["config"])), path
 
 
 def test_run_writes_parseable_results_then_replays(cifar, capsys, tmp_path):

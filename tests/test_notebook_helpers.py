@@ -132,8 +132,6 @@ def test_the_cpu_profile_is_a_study_of_its_own_not_a_preview():
 
 
 def test_unfinished_runs_are_read_from_the_logs_a_cut_job_left(tmp_path):
-    from lab import results
-
     def block(e, acc):
         return [
             f"Epoch: {e}",
@@ -150,7 +148,7 @@ def test_unfinished_runs_are_read_from_the_logs_a_cut_job_left(tmp_path):
             + ["[cut seed 1, profile full]", *block(1, 0.2)]
         )
     )
-    runs = results.unfinished_runs([tmp_path / "lane.log"])
+    runs = grid.unfinished_runs([tmp_path / "lane.log"])
     assert list(runs) == ["cut", "cut (seed 1)"]  # a finished run has its results file
     assert runs["cut"]["epoch"] == [1, 2] and runs["cut"]["val_acc"] == [0.3, 0.4]
     assert runs["cut"]["lr"] == [0.05, 0.05] and runs["cut"]["train_loss"] == [1.0, 1.0]

@@ -17,9 +17,8 @@ from engine.checkpoint import atomic_write, latest_checkpoint, load_checkpoint
 from engine.plotting import plot_overlay
 from experiments import cli
 from lab import grid, notebook, stats
-from lab.grid import make_config, parse_overrides
+from lab.grid import load_results, make_config, parse_overrides
 from lab.notebook import Lab
-from lab.results import load_results
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
@@ -231,6 +230,8 @@ def test_output_folder_problems_show_before_training(cifar, tmp_path, capsys):
 
 
 def test_a_failed_results_save_keeps_the_finished_run(cifar, tmp_path, capsys, monkeypatch):
+    """A full disk at the results file: one line naming the checkpoints, which keep the whole
+    run; the rerun with --resume only tests it again, and saves what the first run would have."""
     real = grid.save_json
 
     def disk_full(obj, path):
@@ -241,10 +242,17 @@ def test_a_failed_results_save_keeps_the_finished_run(cifar, tmp_path, capsys, m
     monkeypatch.setattr(grid, "save_json", disk_full)
     code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"))
     line = one_error_line(code, err, "No space left on device")
-    kept = tmp_path / "ck" / "smoke" / "baseline__seed0" / "baseline__seed0.json"
-    assert str(kept) in line
-    r = json.loads(kept.read_text())
-    assert r["status"] == "ok" and len(r["history"]["epoch"]) == r["config"]["epochs"]
+    ck = tmp_path / "ck" / "smoke" / "baseline__seed0"
+    assert str(ck) in line and "--resume" in line
+    first = out[out.index("Test loss") :].splitlines()[0]
+    epochs = make_config("baseline", "smoke").epochs
+    assert latest_checkpoint(ck) is not None
+    monkeypatch.setattr(grid, "save_json", real)
+    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"), "--resume")
+    assert code == 0 and "Resumed from" in out and "Epoch:" not in out, out + err
+    r = json.loads((tmp_path / "res" / "smoke" / "baseline__seed0.json").read_text())
+    assert r["status"] == "ok" and len(r["history"]["epoch"]) == epochs
+    assert r["log"][-1] == first and not ck.exists()  # the same test figures, bit for bit
 
 
 # ------------------------------------------------------------ 6. a damaged checkpoint
@@ -438,30 +446,6 @@ def test_27_2_a_preview_result_under_full_is_reported_and_skipped(tmp_path, caps
     ]
 
 
-def test_27_3a_a_kept_result_is_moved_into_place_by_the_obvious_rerun(
-    cifar, tmp_path, capsys, monkeypatch
-):
-    real = grid.save_json
-
-    def disk_full(obj, path):
-        if Path(path).parent == tmp_path / "res" / "smoke":
-            raise OSError(28, "No space left on device")
-        real(obj, path)
-
-    monkeypatch.setattr(grid, "save_json", disk_full)
-    code, _, err = run(capsys, *smoke_args(tmp_path, "baseline"))
-    one_error_line(code, err, "rerun the same command")
-    kept = json.loads(
-        (tmp_path / "ck" / "smoke" / "baseline__seed0" / "baseline__seed0.json").read_text()
-    )
-    monkeypatch.setattr(grid, "save_json", real)
-    code, out, err = run(capsys, *smoke_args(tmp_path, "baseline"))  # no --resume
-    assert code == 0 and "is moved to" in out and "Epoch: 1" in out, err
-    assert "Normalization" in out  # replayed lines only: nothing trained again
-    saved = json.loads((tmp_path / "res" / "smoke" / "baseline__seed0.json").read_text())
-    assert saved == kept
-
-
 def test_27_3b_a_failed_final_weights_save_keeps_the_test_figures_and_results(
     cifar, tmp_path, capsys, monkeypatch
 ):
@@ -481,14 +465,13 @@ def test_27_3b_a_failed_final_weights_save_keeps_the_test_figures_and_results(
 
 
 def test_27_3c_an_unusable_results_file_is_trained_again_and_replaced(tmp_path):
-    run = grid.RunFiles.of("baseline", "smoke", 0, grid.RunOptions(out=tmp_path))
-    path = run.path
+    path = grid.result_path(tmp_path, "smoke", "baseline", 0)
     assert path == tmp_path / "smoke" / "baseline__seed0.json"
     path.parent.mkdir()
     path.write_text("{half")
     lines = []
-    assert grid._replayable(run, lines.append) is None
-    assert len(lines) == 1 and "cannot be used" in lines[0] and "training the run again" in lines[0]
+    assert grid.saved_result(path, "smoke", lines.append) is None  # so the run trains again
+    assert len(lines) == 1 and "skipping" in lines[0] and "rerun the run to replace it" in lines[0]
 
 
 def test_27_6_collisions_same_folder_and_name_setting(cifar, tmp_path, capsys):
