@@ -188,8 +188,9 @@ def make_submission(
             for f in sorted((results / p).glob("*.json")) + sorted((results / p).glob("*/*.log")):
                 members[f"results/{f.relative_to(results).as_posix()}"] = f
         n_runs = sum(m.startswith("results/") and m.endswith(".json") for m in members)
-        readme = members["README.md"] = Path(tmp) / "README.md"
-        readme.write_text(grader_readme(sid, name, profiles, nb_name, pdf_name, modules, n_runs))
+        text = grader_readme(sid, name, profiles, nb_name, pdf_name, modules, n_runs)
+        members["README.md"] = Path(tmp) / "README.md"
+        members["README.md"].write_text(text, encoding="utf-8")
 
         def write(f) -> None:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
