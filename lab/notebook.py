@@ -1,9 +1,6 @@
-"""The notebook's glue, importable and tested: run or replay a group, print where runs were
-made, overlay curves on the baseline's, table a group and turn the table into sentences.
-
-The notebook (student_lab3.ipynb) builds one `Lab` in its set-up cell and calls it section by
-section; every figure it quotes in text comes from a results dict, none is typed by hand.
-"""
+"""The notebook's glue: one `Lab`, built in the set-up cell, runs or replays a group, says
+where its runs were made, overlays their curves on the baseline's and tables them; every figure
+the notebook quotes comes from a results dict, none is typed by hand."""
 
 from __future__ import annotations
 
@@ -16,17 +13,14 @@ from pathlib import Path
 from engine.errors import LabError
 from engine.plotting import plot_overlay
 from engine.runtime import precision_of
-from lab import grid, results, stats, tables
+from lab import grid, stats, tables
 from train_utils import TEST_IMAGES, train_size
 
 
 @dataclasses.dataclass
 class Lab:
-    """One notebook session: where results live and how runs are made.
-
-    `runs` collects every experiment's results (one dict per seed) as sections run them;
-    `not_run` the experiments skipped in replay-only mode for lack of saved results.
-    """
+    """One notebook session: where results live and how runs are made. `runs` collects each
+    experiment's results (one dict per seed), `not_run` those replay-only mode skipped."""
 
     profile: str
     data: object  # engine.data.Cifar10
@@ -44,10 +38,9 @@ class Lab:
     not_run: list = dataclasses.field(default_factory=list)
 
     def run(self, names, echo: Callable[[str], None] | None = print) -> dict[str, list[dict]]:
-        """Replay the saved seeds of each experiment; train the missing ones when allowed.
-        `echo` gets every line of each run's log; None prints only warnings and each
-        experiment's test accuracies (a study whose table says the rest)."""
-        saved = results.load_results(self.profile, self.results_dir)
+        """Replay the saved seeds of each experiment, train the missing ones when allowed. `echo`
+        gets each run's log; None prints only warnings and each experiment's test accuracies."""
+        saved = grid.load_results(self.profile, self.results_dir)
         # One header per call, so that a headless run's log (papermill --log-output) says which
         # section of the lab is running.
         groups = ", ".join(dict.fromkeys(grid.GROUP_OF.get(n, n) for n in names))
@@ -72,11 +65,11 @@ class Lab:
         out = {}
         for name in names:
             readable = {r["seed"] for r in saved.get(name, [])}  # bad files: skipped, reported
-            seeds = sorted(set(range(self.seeds)) | readable)
-            done = []
-            for seed in seeds:
-                if seed in readable or self.train_missing or self.force:
-                    done.append(grid.run_experiment(name, self.profile, self.data, seed, options))
+            done = [
+                grid.run_experiment(name, self.profile, self.data, seed, options)
+                for seed in sorted(set(range(self.seeds)) | readable)
+                if seed in readable or self.train_missing or self.force
+            ]
             if done:
                 out[name] = self.runs[name] = done
                 if echo is _warnings_only:
@@ -138,9 +131,8 @@ class Lab:
         )
 
     def section(self, names, title: str, file: str, echo=None, ending=False) -> tuple[dict, list]:
-        """One group at this scale: its runs (replayed or trained), where they were made, their
-        curves over the baseline's and their table, then, with `ending`, how the runs ended
-        (`tables.ending_table`); returns the runs and the table's rows."""
+        """One group at this scale: its runs, where they were made, their curves over the
+        baseline's, their table and, with `ending`, how they ended; returns (runs, rows)."""
         import matplotlib.pyplot as plt
         from IPython.display import display
 
@@ -161,24 +153,18 @@ class Lab:
 
 
 def study(lab: Lab, profile: str | None) -> Lab | None:
-    """The study of `profile` shown beside `lab`'s runs (its saved results replayed, never
-    trained here), or None when there is none to show: no profile, the lab's own, or one with
-    no results in the lab's results folder."""
+    """The study of `profile` beside `lab`'s runs (replayed, never trained here), or None: no
+    profile, the lab's own, or one without results in the lab's results folder."""
     if not profile or profile == lab.profile:
         return None
     folder = Path(lab.results_dir) / profile
     if not any(folder.glob("*.json")):
         print(f"study:   profile {profile} not shown: no results in {folder}/")
         return None
+    replay_only = dict(force=False, train_missing=False, runs={}, not_run=[])
+    plots = Path(lab.plots_dir).parent / profile
     study = dataclasses.replace(
-        lab,
-        profile=profile,
-        plots_dir=Path(lab.plots_dir).parent / profile,
-        seeds=grid.default_seeds(profile),
-        force=False,
-        train_missing=False,
-        runs={},
-        not_run=[],
+        lab, profile=profile, plots_dir=plots, seeds=grid.default_seeds(profile), **replay_only
     )
     print(f"study:   profile {profile} ({study.scale()}), replayed from {lab.results_dir}/")
     return study
@@ -206,38 +192,24 @@ def show_markdown(text: str) -> None:
 
 def preview_banner(lab: Lab) -> str:
     """Markdown for the top of the notebook: unless the profile is `full`, a banner naming the
-    profile, the data, the hardware and what the preview shrinks, so that no page of the notebook
-    or its PDF can pass for the lab's results. Empty for `full`; for `cpu`, a line naming its
-    scale (its runs are a study of their own, compared with their own baseline)."""
+    profile and its scale, so that no page of the notebook or its PDF can pass for the lab's
+    results (`cpu`: a study of its own, compared with its own baseline). The set-up report
+    beneath it names the data and the hardware."""
     if lab.profile == "full":
         return ""
     if lab.profile == "cpu":
-        base = grid.make_config("baseline", "cpu")
         return (
             f"> **Profile `cpu`: the lab's grid at a scale two CPU cores train in hours** "
-            f"({train_size(dataclasses.asdict(base)):,} training images, ResNet18 width "
-            f"{base.width}, {base.epochs} epochs for the baseline, {lab.seeds} seeds). Every run "
-            "is compared with the baseline of this scale; the lab's own figures are the `full` "
-            "profile's."
+            f"({lab.scale()}, {lab.seeds} seeds). Every run is compared with the baseline of this "
+            "scale; the lab's own figures are the `full` profile's."
         )
-    from engine.runtime import choose_precision, hardware_name, pick_device
-
-    device = pick_device(lab.device)
-    prec = choose_precision(device, lab.precision)
-    base, final = (grid.make_config(n, lab.profile) for n in ("baseline", "final"))
-    full_base, full_final = (grid.make_config(n, "full") for n in ("baseline", "final"))
-    shrink = (
-        f"{train_size(dataclasses.asdict(base)):,} training images, "
-        f"{base.val_size:,} for validation, {base.test_subset or TEST_IMAGES:,} test images, "
-        f"ResNet18 width {base.width} ({full_base.width} in the lab), {base.epochs} epochs "
-        f"for the baseline ({full_base.epochs} in the lab) and {final.epochs} for the final "
-        f"model ({full_final.epochs})"
-    )
+    base, full = (grid.make_config("baseline", p) for p in (lab.profile, "full"))
+    final, full_final = (grid.make_config("final", p).epochs for p in (lab.profile, "full"))
     return (
         f"> **PREVIEW: profile `{lab.profile}`, not the lab's results.**  \n"
-        f"> {shrink}.  \n"
-        f"> Data: {getattr(lab.data, 'source', '?')}.  \n"
-        f"> Hardware: {hardware_name(device)}, precision {prec.name} ({prec.reason}).  \n"
+        f"> {lab.scale()}, the final model {final} ({full.width} wide and {full.epochs} and "
+        f"{full_final} epochs in the lab); {base.val_size:,} images for validation, "
+        f"{base.test_subset or TEST_IMAGES:,} test images.  \n"
         "> Every figure and table below is a preview of the method; only the `full` profile "
         "answers the lab's questions. The written discussions describe the committed `full` "
         "results (`results/full/`), not the numbers this preview prints."
@@ -245,80 +217,48 @@ def preview_banner(lab: Lab) -> str:
 
 
 class RunLog:
-    """Echo for the groups: each run's log in the handout's words (`Epoch: N`, `learning rate:`,
-    `Train loss: ... | Train acc: ...`, `Val loss: ... | Val acc: ...`, then the test line).
+    """The groups' echo: each run's log in the handout's words (`Epoch: N`, `learning rate:`,
+    `Train loss: ...`, `Val loss: ...`, then the test line). A replayed run ("[<name> seed <k>:
+    replaying <file>]") is folded for the report: one line an epoch, the first and last `keep`
+    epochs and between them a line saying how many there were and which file holds them all. A
+    run being trained prints every line as it comes: those lines are its progress."""
 
-    A replayed run (announced by grid's "[<name> seed <k>: replaying <file>]" line) is folded for
-    the report: each epoch on one line, only the first and last `keep` epochs, and a line
-    between naming how many epochs there were and the results file that holds the full log. A
-    run being trained prints every epoch as it ends, since those lines are its progress. Lines
-    outside an epoch (headers, warnings, the test line) print at once."""
-
-    HEADER = re.compile(r"^\[(?P<name>\S+) seed (?P<seed>\d+), profile (?P<profile>\w+)\]")
     BLOCK = ("learning rate:", "Train loss:", "Val loss:")
 
-    def __init__(self, keep: int = 2, results_dir: str = "results", out=print):
-        self.keep, self.results_dir, self.out = keep, results_dir, out
-        self.replaying = False
-        self._reset(None)
+    def __init__(self, keep: int = 2, out=print):
+        self.keep, self.out = keep, out
+        self.path, self.epochs = None, []  # the file being replayed, its epochs not yet shown
 
-    def _reset(self, path: str | None) -> None:
-        self.path, self.epochs, self.block = path, [], None
-
-    def _end_block(self) -> None:
-        if self.block is not None:
-            self.epochs.append(" | ".join(self.block))
-            if len(self.epochs) <= self.keep:
-                self.out(self.epochs[-1])
-            self.block = None
+    def __call__(self, line: str) -> None:
+        if self.path and line.startswith("Epoch:"):
+            self.epochs.append(line)
+        elif self.path and self.epochs and line.startswith(self.BLOCK):
+            self.epochs[-1] += " | " + line
+        else:
+            self.flush()
+            if line.startswith("[") and ": replaying " in line:
+                self.path = line.split(": replaying ", 1)[1].removesuffix("]")
+            elif line.startswith(("Test", "diverged")):
+                self.path = None
+            self.out(line)
 
     def flush(self) -> None:
-        """Print the 'N epochs' line, then the last `keep` epochs not printed yet."""
-        self._end_block()
-        hidden = len(self.epochs) - 2 * self.keep
-        if hidden > 0:
-            where = f", full log in {self.path}" if self.path else ""
-            self.out(f"... ({len(self.epochs)} epochs, {hidden} not shown{where})")
-        for line in self.epochs[max(self.keep, len(self.epochs) - self.keep) :]:
+        """Print the epochs held back, the middle ones folded into one line."""
+        n, k = len(self.epochs), self.keep
+        if n > 2 * k:
+            folded = f"... ({n} epochs, {n - 2 * k} not shown, full log in {self.path})"
+            self.epochs[k:-k] = [folded]
+        for line in self.epochs:
             self.out(line)
         self.epochs = []
 
-    def __call__(self, line: str) -> None:
-        if ": replaying " in line and line.startswith("["):
-            self.flush()
-            self.replaying = True
-            self.out(line)
-        elif not self.replaying:
-            self.out(line)
-        elif m := self.HEADER.match(line):
-            self.flush()
-            path = grid.result_path(Path(self.results_dir), m["profile"], m["name"], int(m["seed"]))
-            self._reset(path.as_posix())
-            self.out(line)
-        elif line.startswith("Epoch:"):
-            self._end_block()
-            self.block = [line]
-        elif self.block is not None and line.startswith(self.BLOCK):
-            self.block.append(line)
-        else:
-            self._end_block()
-            if line.startswith(("Test", "diverged")):
-                self.flush()
-                self.replaying = False
-            self.out(line)
+
+brief = RunLog()  # the groups' echo: each run's log, long replayed runs folded
 
 
 def _warnings_only(line: str) -> None:
     if line.startswith("warning"):
         print(line)
-
-
-def brief(line: str) -> None:
-    """The groups' echo (see RunLog): each run's log, long runs collapsed."""
-    _BRIEF(line)
-
-
-_BRIEF = RunLog()
 
 
 def _quiet_summary(name: str, done: list[dict]) -> None:
@@ -347,38 +287,35 @@ def test_line(r: dict) -> str:
 def provenance_lines(runs: dict) -> list[str]:
     """Where and when the runs were made, from their results files: one line for the runs that
     share status, hardware, precision, torch, data and note, naming their seeds and dates."""
-    where: dict[str, dict[str, list]] = {}
+    where: dict[tuple[str, str], dict[str, list]] = {}
     for name, rs in runs.items():
         for r in rs:
             env = r.get("env", {})
-            line = (
+            made = (
                 f"{r['status']} on {env.get('device')} {env.get('gpu') or env.get('cpu', '')}, "
                 f"{precision_of(r)}, torch {env.get('torch')}, "
                 f"data: {r.get('data', 'not recorded')}"
             )
-            seeds = where.setdefault(line + _note(env.get("note")), {}).setdefault(name, [])
+            seeds = where.setdefault((made, _note(env.get("note"))), {}).setdefault(name, [])
             seeds.append((r["seed"], r.get("finished_at", "?")))
     lines = []
-    for line, names in where.items():
-        line, sep, note = line.partition("\0")
+    for (made, note), names in where.items():
         dates = sorted(d for seeds in names.values() for _, d in seeds)
         when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
-        runs_ = ", ".join(
+        which = ", ".join(
             f"{n} seed{'s' if len(v) > 1 else ''} {', '.join(str(k) for k, _ in v)}"
             for n, v in names.items()
         )
-        lines.append(f"{runs_}: {line}, finished {when}" + (f"; {note}" if sep else ""))
+        lines.append(f"{which}: {made}, finished {when}" + (f"; {note}" if note else ""))
     return lines
 
 
 def _note(note: str | None) -> str:
     """A results file's note, without the name of a script the repository does not have."""
-    if not note:
-        return ""
-    for path in re.findall(r"\(([\w./-]+\.(?:sh|py))\)", note):
+    for path in re.findall(r"\(([\w./-]+\.(?:sh|py))\)", note or ""):
         if not (Path(__file__).resolve().parents[1] / path).exists():
             note = note.replace(f" ({path})", "")
-    return "\0" + note
+    return note or ""
 
 
 def provenance(runs: dict) -> None:
@@ -386,30 +323,16 @@ def provenance(runs: dict) -> None:
     print("\n".join(provenance_lines(runs)))
 
 
-def source_block(obj, max_lines: int | None = None, drop_docstring: bool = False) -> str:
-    """Markdown: the source of a function or class (inspect.getsource, so it is the code that
-    runs) as a fenced block under a line naming its file; optionally without its docstring and
-    cut after `max_lines` lines, with a comment saying how many are left out."""
+def show_code(*objects) -> None:
+    """Show the source of functions or classes (inspect.getsource: the code that runs) as
+    Markdown code blocks, each under a line naming its file."""
     import inspect
-    import re
     import textwrap
 
-    src = textwrap.dedent(inspect.getsource(obj))
-    if drop_docstring:
-        src = re.sub(r'(\)[^\n]*:\n)(\s+)(""".*?""")\n', r"\1", src, count=1, flags=re.S)
-    lines = src.rstrip().splitlines()
-    if max_lines is not None and len(lines) > max_lines:
-        more = len(lines) - max_lines
-        lines = lines[:max_lines] + [f"    # ... {more} more lines in {obj.__module__}"]
-    where = f"`{obj.__module__.replace('.', '/')}.py`, `{obj.__qualname__}`"
-    return f"{where}:\n\n```python\n" + "\n".join(lines) + "\n```\n"
-
-
-def show_code(*objects) -> None:
-    """Show the source of functions or classes as Markdown code blocks: the implementation
-    next to the results it produced."""
     for obj in objects:
-        show_markdown(source_block(obj))
+        src = textwrap.dedent(inspect.getsource(obj)).rstrip()
+        where = f"`{obj.__module__.replace('.', '/')}.py`, `{obj.__qualname__}`"
+        show_markdown(f"{where}:\n\n```python\n{src}\n```\n")
 
 
 def describe_setup(lab: Lab) -> list[str]:
@@ -417,11 +340,10 @@ def describe_setup(lab: Lab) -> list[str]:
     from engine.runtime import choose_precision, hardware_name, pick_device
 
     dev, data = pick_device(lab.device), lab.data
-    where = f"{dev} ({hardware_name(dev)})"
     prec = choose_precision(dev, lab.precision)
-    saved = results.load_results(lab.profile, lab.results_dir)
+    saved = grid.load_results(lab.profile, lab.results_dir)
     lines = [
-        f"device:  {where}",
+        f"device:  {dev} ({hardware_name(dev)})",
         f"precision: {prec.name}{' + channels_last' if prec.channels_last else ''} ({prec.reason})",
         f"profile: {lab.profile} {grid.PROFILES[lab.profile]}",
         f"data:    {data.source}",
