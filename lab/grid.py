@@ -53,11 +53,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-_MUST = {
-    bool: "is true or false (or 1 or 0)",
-    int: "must be a whole number",
-    float: "must be a number",
-}
+_MUST = {bool: "is true or false", int: "must be a whole number", float: "must be a number"}
 
 
 def _parse_value(key: str, text: str, kind):
@@ -76,15 +72,11 @@ def _parse_value(key: str, text: str, kind):
     return value
 
 
-# final_airbench's fitting to small subsets (AIRBENCH_WHY says why; issue #19): its lr rises at
-# most peak / MIN_RISE_STEPS a step (schedules.scaled_peak), and its batch is halved until an
-# epoch makes about the anchor's steps (schedules.fitted_batch). The full profile keeps both.
+# final_airbench's lr rises at most peak / MIN_RISE_STEPS a step (AIRBENCH_WHY says why; #19)
 MIN_RISE_STEPS = 40
-ANCHOR_STEPS_PER_EPOCH = 45_000 // 500  # 90
 
-# The two final recipes, each setting written as --set writes it, with where it comes from: a
-# paper, or the anchor (never a grid run: what those found is the notebook's to say). The
-# notebook prints these tables.
+# The final recipes, each setting as --set writes it with where it comes from: a paper, or the
+# anchor (never a grid run: what those found is the notebook's to say). The notebook prints them.
 # final: the lab's >90% run (results/full/final__seed0.json: 91.44% test accuracy).
 FINAL_WHY: dict[str, str] = {
     "norm=standard_exact": "per-channel standardization with the training split's statistics, "
@@ -112,7 +104,7 @@ AIRBENCH_WHY: dict[str, str] = {
     "augment=translate_flip_cutout12": "the anchor's (Jordan 2024): random translation by up "
     "to 4 pixels (reflect padding), a flip, and one 12x12 cutout square (DeVries & Taylor 2017)",
     "batch_size=500": "the anchor's batch (Jordan 2024)",
-    f"min_steps_per_epoch={ANCHOR_STEPS_PER_EPOCH}": "the anchor's 500 makes 90 steps an epoch "
+    "min_steps_per_epoch=90": "the anchor's 500 makes 90 steps an epoch "
     "of 45,000 images; on a subset the batch is halved (not below 32) to keep as many, the lr "
     "scaled with it: few images learn more from small batches (McCandlish et al. 2018)",
     "optimizer=sgd, momentum=0.9, nesterov=True": "the anchor's optimizer; Nesterov momentum "
@@ -191,8 +183,7 @@ def default_profile() -> str:
 
 
 def default_seeds(profile: str) -> int:
-    """3 seeds on full and cpu, so that tables show mean +- std and which differences exceed
-    the noise; 1 for the previews."""
+    """3 on full and cpu (for mean +- std, and differences beyond the noise); 1 for previews."""
     return 3 if profile in ("full", "cpu") else 1
 
 
@@ -281,8 +272,9 @@ def result_problem(r: dict) -> str | None:
     h = r["history"]
     if not all(isinstance(h.get(k), list) for k in ("epoch", "train_loss", "val_loss", "val_acc")):
         return "no per-epoch history"
-    if any(not isinstance(v, list) or not all(isinstance(x, _NUMBER) or x is None for x in v)
-           for v in h.values()):  # fmt: skip
+    if not all(isinstance(v, list) for v in h.values()):
+        return "history values that are not lists of numbers"
+    if not all(isinstance(x, _NUMBER) or x is None for v in h.values() for x in v):
         return "history values that are not lists of numbers"
     if len({len(v) for v in h.values()}) > 1:
         return "history lists of different lengths"
@@ -311,19 +303,15 @@ def saved_result(path: Path, profile: str, warn=_stderr, cfg: RunConfig | None =
         if warn:
             warn(f"warning: skipping {path}: {problem}; delete it, or rerun the run to replace it")
         return None
-    if cfg is not None and warn and (stale := stale_settings(cfg, r)):
+    # a setting absent from the saved config is newer than the run, and defaults to what it did
+    now = dataclasses.asdict(cfg) if cfg else {}
+    stale = sorted(k for k, v in r["config"].items() if k in now and k != "name" and now[k] != v)
+    if stale and warn:
         warn(
             f"warning: {path.name} was saved with other settings than lab/grid.py now gives "
             f"({', '.join(stale)}); --force reruns it"
         )
     return r
-
-
-def stale_settings(cfg: RunConfig, result: dict) -> list[str]:
-    """The settings (but the name) in which a saved result differs from `cfg`. A setting absent
-    from the saved config is newer than the run, and defaults to the old behaviour."""
-    now, saved = dataclasses.asdict(cfg), result.get("config", {})
-    return sorted(k for k in saved if k != "name" and now.get(k) != saved.get(k))
 
 
 def load_results(profile: str, out: str | Path = "results", warn=_stderr) -> dict[str, list[dict]]:

@@ -4,8 +4,6 @@ the model table measures both stems."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from lab import grid, notebook, stats, tables
 from resnet18 import resnet18
 from tests.test_stats import fake_grid
@@ -28,16 +26,21 @@ def test_replay_only_lists_missing_experiments(tmp_path, capsys):
     assert rows == [] and "No runs" in text
 
 
-def test_stale_settings_are_flagged_but_new_fields_are_not():
+def test_stale_settings_are_flagged_but_new_fields_are_not(tmp_path):
+    from tests.test_reliability import fake_result, write_results
+
     cfg = grid.make_config("baseline", "smoke", 0)
-    saved = {"seed": 0, "config": dataclasses.asdict(cfg)}
-    assert grid.stale_settings(cfg, saved) == []
+    path, lines = grid.result_path(tmp_path, "smoke", "baseline", 0), []
+    saved = fake_result("baseline")
     del saved["config"]["min_rise_steps"]  # a field added after the run was made
-    assert grid.stale_settings(cfg, saved) == []
+    write_results(tmp_path / "smoke", saved)
+    assert grid.saved_result(path, "smoke", lines.append, cfg) == saved and lines == []
     saved["config"]["lr"] = 0.5
-    assert grid.stale_settings(cfg, saved) == ["lr"]
-    line = "warning: baseline__seed0.json was saved with other settings"
-    notebook.brief(line)  # the groups' echo keeps warnings
+    write_results(tmp_path / "smoke", saved)
+    assert grid.saved_result(path, "smoke", lines.append, cfg) == saved  # replayed, with a warning
+    assert len(lines) == 1 and "baseline__seed0.json was saved with other settings" in lines[0]
+    assert "(lr)" in lines[0]
+    notebook.brief(lines[0])  # the groups' echo keeps warnings
 
 
 def test_provenance_and_test_line():
