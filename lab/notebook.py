@@ -14,7 +14,7 @@ from engine.errors import LabError
 from engine.plotting import plot_overlay
 from engine.runtime import precision_of
 from lab import grid, stats, tables
-from train_utils import TEST_IMAGES, train_size
+from train_utils import train_size
 
 
 @dataclasses.dataclass
@@ -117,8 +117,7 @@ class Lab:
             print(f"warning: {e}")
             return [], f"*Not compared: {e}*"
         head = f"**Scale `{self.profile}`** ({self.scale()}), against its own baseline:\n\n"
-        # seconds per epoch: the batch section's own table, with images/s beside them; no group
-        # column: each experiment's name says its group
+        # s/epoch: the batch section's table, beside images/s; the name says the group
         table = stats.format_table(rows, skip=("sec_per_epoch", "group"))
         return rows, head + table + "\n\n" + tables.conclude(rows)
 
@@ -203,13 +202,10 @@ def preview_banner(lab: Lab) -> str:
             f"({lab.scale()}, {lab.seeds} seeds). Every run is compared with the baseline of this "
             "scale; the lab's own figures are the `full` profile's."
         )
-    base, full = (grid.make_config("baseline", p) for p in (lab.profile, "full"))
-    final, full_final = (grid.make_config("final", p).epochs for p in (lab.profile, "full"))
+    full = dataclasses.replace(lab, profile="full").scale()
     return (
         f"> **PREVIEW: profile `{lab.profile}`, not the lab's results.**  \n"
-        f"> {lab.scale()}, the final model {final} ({full.width} wide and {full.epochs} and "
-        f"{full_final} epochs in the lab); {base.val_size:,} images for validation, "
-        f"{base.test_subset or TEST_IMAGES:,} test images.  \n"
+        f"> {lab.scale()} (the lab: {full}).  \n"
         "> Every figure and table below is a preview of the method; only the `full` profile "
         "answers the lab's questions. The written discussions describe the committed `full` "
         "results (`results/full/`), not the numbers this preview prints."
@@ -286,7 +282,8 @@ def test_line(r: dict) -> str:
 
 def provenance_lines(runs: dict) -> list[str]:
     """Where and when the runs were made, from their results files: one line for the runs that
-    share status, hardware, precision, torch, data and note, naming their seeds and dates."""
+    share status, hardware, precision, torch, data and note (without the name of a script the
+    repository no longer has), naming their seeds and dates."""
     where: dict[tuple[str, str], dict[str, list]] = {}
     for name, rs in runs.items():
         for r in rs:
@@ -296,7 +293,11 @@ def provenance_lines(runs: dict) -> list[str]:
                 f"{precision_of(r)}, torch {env.get('torch')}, "
                 f"data: {r.get('data', 'not recorded')}"
             )
-            seeds = where.setdefault((made, _note(env.get("note"))), {}).setdefault(name, [])
+            note = env.get("note") or ""
+            for script in re.findall(r"\(([\w./-]+\.(?:sh|py))\)", note):  # gone from the repo
+                if not (Path(__file__).resolve().parents[1] / script).exists():
+                    note = note.replace(f" ({script})", "")
+            seeds = where.setdefault((made, note), {}).setdefault(name, [])
             seeds.append((r["seed"], r.get("finished_at", "?")))
     lines = []
     for (made, note), names in where.items():
@@ -308,14 +309,6 @@ def provenance_lines(runs: dict) -> list[str]:
         )
         lines.append(f"{which}: {made}, finished {when}" + (f"; {note}" if note else ""))
     return lines
-
-
-def _note(note: str | None) -> str:
-    """A results file's note, without the name of a script the repository does not have."""
-    for path in re.findall(r"\(([\w./-]+\.(?:sh|py))\)", note or ""):
-        if not (Path(__file__).resolve().parents[1] / path).exists():
-            note = note.replace(f" ({path})", "")
-    return note or ""
 
 
 def provenance(runs: dict) -> None:

@@ -198,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from engine.checkpoint import atomic_write
-    from lab.grid import PROFILES
-    from lab.results import load_results
+    from lab.grid import PROFILES, load_results
 
     if args.profile not in PROFILES:
         raise LabError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")
