@@ -99,6 +99,11 @@ class RunConfig:
         def refuse(name: str, rule: str):
             raise LabError(f"{name} must be {rule}, got {getattr(self, name)}")
 
+        for name in ("momentum", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                refuse(name, "in [0, 1)")
+        if not 0 < self.pct_start < 1:
+            refuse("pct_start", "in (0, 1)")
         positive = {"epochs", "batch_size", "lr", "width", "val_size", "step_epochs", "gamma"}
         positive |= {"cycle_epochs", "train_subset", "test_subset", "max_lr", "lr_batch"}
         for name, value in dataclasses.asdict(self).items():
@@ -108,11 +113,6 @@ class RunConfig:
                 refuse(name, "positive")
             if not value >= 0:
                 refuse(name, ">= 0")
-        for name in ("momentum", "label_smoothing"):
-            if not 0 <= getattr(self, name) < 1:
-                refuse(name, "in [0, 1)")
-        if not 0 < self.pct_start < 1:
-            refuse("pct_start", "in (0, 1)")
         if self.val_size >= TRAIN_IMAGES:
             msg = f"val_size {self.val_size} does not fit in the {TRAIN_IMAGES} training images"
             raise LabError(msg + " with some left to train on; choose a smaller val_size")
