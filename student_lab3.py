@@ -41,7 +41,7 @@
 # The set-up cell loads CIFAR-10 and prints what this execution is: the profile, the data
 # (named by its content), the device and precision, and the saved runs it reads. Before anything
 # trains it prints the runs it would train here and the time a few measured steps project for
-# them (`tools/cost.py`).
+# them (`lab/cost.py`).
 
 # %% tags=["parameters"]
 import os
@@ -74,7 +74,7 @@ from lab import lr_finder, notebook, results, stats
 from lab.notebook import Lab, brief, describe_setup, show_code
 from lab.tables import epoch_table, n_params, stem_table
 from resnet18 import BasicBlock, ResNet18, resnet18
-from tools.cost import projected_cost
+from lab.cost import projected_cost
 
 # %%
 check_compile_mode(COMPILE)  # a typo fails here, not after the first replayed runs
