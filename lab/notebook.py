@@ -41,8 +41,7 @@ class Lab:
         """Replay the saved seeds of each experiment, train the missing ones when allowed. `echo`
         gets each run's log; None prints only warnings and each experiment's test accuracies."""
         saved = grid.load_results(self.profile, self.results_dir)
-        # One header per call, so that a headless run's log (papermill --log-output) says which
-        # section of the lab is running.
+        # a header, so that a headless run's log (papermill --log-output) says where it is
         groups = ", ".join(dict.fromkeys(grid.GROUP_OF.get(n, n) for n in names))
         print(f"== {groups}: {len(names)} experiment(s), profile {self.profile} ==", flush=True)
         if echo is None:
@@ -213,11 +212,10 @@ def preview_banner(lab: Lab) -> str:
 
 
 class RunLog:
-    """The groups' echo: each run's log in the handout's words (`Epoch: N`, `learning rate:`,
-    `Train loss: ...`, `Val loss: ...`, then the test line). A replayed run ("[<name> seed <k>:
-    replaying <file>]") is folded for the report: one line an epoch, the first and last `keep`
-    epochs and between them a line saying how many there were and which file holds them all. A
-    run being trained prints every line as it comes: those lines are its progress."""
+    """The groups' echo: each run's log in the handout's words. A replayed run is folded for the
+    report: one line an epoch, the first and last `keep` epochs and between them a line saying
+    how many there were and which file holds them all. A run being trained prints every line as
+    it comes: those lines are its progress."""
 
     BLOCK = ("learning rate:", "Train loss:", "Val loss:")
 
