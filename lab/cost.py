@@ -61,8 +61,8 @@ def measure_rate(profile: str, device=None) -> float:
 def projected_cost(
     profile, seeds, results_dir, device, train_missing=True, force=False, rate=None, echo=print
 ) -> dict:
-    """Before anything trains: the runs about to train here (without a results file, or all with
-    `force`) and their minutes at a speed measured here; nothing is measured for no runs."""
+    """Before anything trains: the runs about to train here (without a usable results file, or
+    all with `force`) and their minutes at a speed measured here; none: nothing is measured."""
     todo = [
         n
         for s in range(seeds)
