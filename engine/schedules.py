@@ -77,11 +77,9 @@ def scaled_peak(
     pct_start: float = 0.25,
     min_rise_steps: int = 0,
 ) -> float:
-    """A recipe's peak lr fitted to this run (issue #19): scaled by `batch_size / lr_batch`
-    (linear scaling, Goyal et al. 2017), and lowered in proportion when the rise to it is
-    shorter than `min_rise_steps`, so that the lr never climbs faster than `peak /
-    min_rise_steps` a step: a fresh network cannot take a large lr at once (issue #19's preview
-    reached 0.4 in 16 steps and ended at 17.7%)."""
+    """A recipe's peak lr scaled by `batch_size / lr_batch` (Goyal et al. 2017), and lowered in
+    proportion when its rise is shorter than `min_rise_steps`: a fresh network cannot take a
+    large lr at once (issue #19: a preview reached 0.4 in 16 steps and ended at 17.7%)."""
     if lr_batch:
         peak *= batch_size / lr_batch
     rise = max(1, round(pct_start * total_steps))
