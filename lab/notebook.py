@@ -190,9 +190,8 @@ def show_markdown(text: str) -> None:
 
 def preview_banner(lab: Lab) -> str:
     """Markdown for the top of the notebook: unless the profile is `full`, a banner naming the
-    profile and its scale, so that no page of the notebook or its PDF can pass for the lab's
-    results (`cpu`: a study of its own, compared with its own baseline). The set-up report
-    beneath it names the data and the hardware."""
+    profile, its scale, the data and the hardware, so that no page of the notebook or its PDF
+    can pass for the lab's results (`cpu`: a study of its own, compared with its own baseline)."""
     if lab.profile == "full":
         return ""
     if lab.profile == "cpu":
@@ -201,10 +200,16 @@ def preview_banner(lab: Lab) -> str:
             f"({lab.scale()}, {lab.seeds} seeds). Every run is compared with the baseline of this "
             "scale; the lab's own figures are the `full` profile's."
         )
+    from engine.runtime import choose_precision, hardware_name, pick_device
+
+    device = pick_device(lab.device)
+    prec = choose_precision(device, lab.precision)
     full = dataclasses.replace(lab, profile="full").scale()
     return (
         f"> **PREVIEW: profile `{lab.profile}`, not the lab's results.**  \n"
         f"> {lab.scale()} (the lab: {full}).  \n"
+        f"> Data: {getattr(lab.data, 'source', '?')}.  \n"
+        f"> Hardware: {hardware_name(device)}, precision {prec.name} ({prec.reason}).  \n"
         "> Every figure and table below is a preview of the method; only the `full` profile "
         "answers the lab's questions. The written discussions describe the committed `full` "
         "results (`results/full/`), not the numbers this preview prints."
