@@ -417,14 +417,12 @@ def unfinished_runs(logs) -> dict[str, dict]:
             elif hist is not None and line.startswith(("Test loss:", "diverged")):
                 hist = runs[name] = None  # finished: its results file holds it
             elif hist is not None:  # "Epoch: 1", "Train loss: 1.6 | Train acc: 0.41", ...
-                for part in line.split("|"):
-                    key, _, value = part.partition(":")
-                    key = _CURVES.get(key.strip())
-                    if key:
-                        hist[key].append(int(value) if key == "epoch" else float(value))
+                for label, value in _FIGURE.findall(line):
+                    hist[_CURVES[label]].append(int(value) if label == "Epoch" else float(value))
     return {n: h for n, h in runs.items() if h and h["val_acc"]}
 
 
-_HEADER = re.compile(r"^\[(?P<name>\S+) seed (?P<seed>\d+)(?:, profile (?P<profile>\w+))?")
+_HEADER = re.compile(r"^\[(?P<name>\S+) seed (?P<seed>\d+)(?P<profile>, profile)?")
 _CURVES = {"Epoch": "epoch", "learning rate": "lr", "Train loss": "train_loss"}
 _CURVES |= {"Train acc": "train_acc", "Val loss": "val_loss", "Val acc": "val_acc"}
+_FIGURE = re.compile(f"({'|'.join(_CURVES)}): (\\S+)")
