@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import LabError
-from engine.plotting import plot_overlay
+from engine.plotting import plot_history, plot_overlay
 from engine.runtime import precision_of
 from lab import grid, stats, tables
 from train_utils import train_size
@@ -80,8 +80,6 @@ class Lab:
 
     def show(self, runs: dict, name: str) -> None:
         """Where each seed of `name` was made, its four curves and its test line."""
-        from engine.plotting import plot_history
-
         provenance(runs)
         for r in runs.get(name, []):
             plot_history(
