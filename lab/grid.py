@@ -212,6 +212,7 @@ def make_config(
             warmup_epochs=cfg.warmup_epochs * r,
         )
     cfg = dataclasses.replace(cfg, **{**scale, **overrides})
+    # on a subset a recipe keeps its steps an epoch with a smaller batch (AIRBENCH_WHY)
     if cfg.min_steps_per_epoch and "batch_size" not in overrides:
         images = train_size(dataclasses.asdict(cfg))
         cfg.batch_size = fitted_batch(cfg.batch_size, images, cfg.min_steps_per_epoch)
