@@ -7,4 +7,5 @@ nothing below imports this package (tests/test_imports.py).
     tables      those rows as markdown or csv
     lr_finder   the LR range test (python -m lab.lr_finder)
     notebook    the notebook's helpers: run or replay a group, overlay, compare
+    cost        FLOPs per image, the runs' workload, the notebook's time projection (python -m lab.cost)
 """
