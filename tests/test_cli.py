@@ -233,7 +233,7 @@ def _bad_data(tmp_path, kind):
     "kind, words",
     [
         ("missing", "does not exist"),
-        ("empty", "be downloaded"),
+        ("empty", "cannot read or download"),
         ("classes", "expected the 10 CIFAR-10 classes"),
         ("unreadable", "9999.png"),
     ],
