@@ -70,7 +70,7 @@ import torch
 
 from engine import augment, data, plotting, schedules
 from engine.runtime import check_compile_mode, pick_device
-from lab import lr_finder, notebook, results, stats
+from lab import lr_finder, notebook, stats
 from lab.notebook import Lab, brief, describe_setup, show_code
 from lab.tables import epoch_table, n_params, stem_table
 from resnet18 import BasicBlock, ResNet18, resnet18
@@ -483,7 +483,7 @@ lr, lr_rows = lab.section(grid.GROUPS["lr"], "Learning rate and schedule", "lr_o
 # epochs.
 
 # %%
-unfinished = results.unfinished_runs(Path(RESULTS_DIR, PROFILE, "gpu_run").glob("*.log"))
+unfinished = grid.unfinished_runs(Path(RESULTS_DIR, PROFILE, "gpu_run").glob("*.log"))
 partial = {n: h for n, h in unfinished.items() if n in grid.GROUPS["lr"] and n not in lr}
 if partial and baseline.get("baseline"):
     n = max(len(h["epoch"]) for h in partial.values())

@@ -2,7 +2,6 @@
 nothing below imports this package (tests/test_imports.py).
 
     grid        the baseline, its named changes, the profiles, running or replaying a run
-    results     the results files' schema, and the one reader of a profile's saved runs
     stats       rows over seeds: mean, std, Welch intervals, verdicts (python -m lab.stats)
     tables      those rows as markdown or csv
     lr_finder   the LR range test (python -m lab.lr_finder)
