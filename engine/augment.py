@@ -1,22 +1,14 @@
 """Augmentation presets, two ways: whole uint8 batches on the device, as airbench does (fast),
 and torchvision v2 one image at a time (the reference; tests/test_augment.py checks they agree).
-`draw` makes every random choice for n images from one seeded CPU generator, so a seed gives
-the same crops, flips, angles and squares on any device; `float_steps` is then a pure function
-of the images and the draws. A loader draws a whole epoch at once (tools/bench.py).
+`draw` makes every random choice from one seeded CPU generator, so a seed gives the same crops,
+flips, angles and squares on any device; `float_steps` is a pure function of images and draws.
 
-Presets (each adds to `crop_flip`, the standard CIFAR recipe of He et al. 2015):
-- none:              no augmentation (the handout's baseline)
-- crop_flip:         random 32x32 crop of the image zero-padded by 4, horizontal flip p=0.5
-- crop_flip_rotate:  + rotation by a uniform angle in [-15, 15] degrees
-- crop_flip_jitter:  + colour jitter (brightness, contrast, saturation each +-20%)
-- crop_flip_noise:   + Gaussian pixel noise, sigma 0.05 on the [0, 1] scale
-- strong:            + cutout, one 16x16 square set to the mean (DeVries & Taylor 2017), as
-                     torchvision's RandomErasing: always inside the image (they let it cross
-                     the border, which hides less), so the stronger regularizer of the two
-- crop_flip_cutout8: + an 8x8 cutout: Myrtle.ai's ResNet-18 ("How to train your ResNet", 2018)
-- translate_flip_cutout12: the crop reads an image padded by reflection (airbench's
-                     "translate 4"), + a 12x12 cutout: airbench's ResNet-18 baseline (Jordan
-                     2024), which the final recipe follows (lab/grid.py)
+Presets: `none` (the handout's); `crop_flip`, a random 32x32 crop of the image zero-padded by 4
+and a horizontal flip (He et al. 2015), which the others extend: `_rotate` (+-15 degrees),
+`_jitter` (brightness, contrast, saturation +-20%), `_noise` (Gaussian, sigma 0.05), `strong`
+(a 16x16 cutout set to the mean, DeVries & Taylor 2017, always inside the image as torchvision's
+RandomErasing), `crop_flip_cutout8` (Myrtle.ai's ResNet-18, 2018), `translate_flip_cutout12`
+(reflection padding, a 12x12 cutout: airbench's ResNet-18 baseline, Jordan 2024).
 """
 
 from __future__ import annotations
@@ -67,25 +59,16 @@ class Draws:
     noise: torch.Generator | None = None
 
     def map(self, fn) -> Draws:
-        """A copy with `fn` applied to each tensor."""
         tensors = {f: getattr(self, f) for f in ("rows", "cols", "angle", "jitter", "corner")}
         return dataclasses.replace(self, **{f: fn(t) for f, t in tensors.items() if t is not None})
 
     def __getitem__(self, s: slice) -> Draws:
-        """The draws of images s (views). The noise generator is shared, so slices must be
-        applied in order for a run to be reproducible, as a loader does."""
+        """Images s's draws. The noise generator is shared: slices are used in order."""
         return self.map(lambda t: t[s])
 
 
-def draw(
-    preset: str,
-    n: int,
-    g: torch.Generator | None,
-    device: torch.device | str = "cpu",
-    size: tuple[int, int] = (32, 32),
-) -> Draws:
-    """`preset`'s random choices for `n` images of `size` (H, W), drawn from the CPU generator `g`
-    (None only for `none`) and moved to `device`."""
+def draw(preset: str, n: int, g: torch.Generator | None, device="cpu", size=(32, 32)) -> Draws:
+    """`preset`'s choices for `n` images of `size` (H, W) from the CPU generator `g`, on `device`."""
     d = Draws()
     if check_preset(preset) == "none":
         return d
@@ -114,8 +97,7 @@ def draw(
 
 
 def pad_images(images: torch.Tensor, reflect: bool = False) -> torch.Tensor:
-    """uint8 (N, C, H, W) padded by PAD on each side: zeros, or (`reflect`) a mirror of the
-    border without repeating the edge (F.pad's "reflect"), done by indexing to work on uint8."""
+    """uint8 (N, C, H, W) padded by PAD: zeros, or F.pad's "reflect" done by indexing (uint8)."""
     if not reflect:
         return F.pad(images, (PAD, PAD, PAD, PAD))
 
@@ -128,14 +110,14 @@ def pad_images(images: torch.Tensor, reflect: bool = False) -> torch.Tensor:
 
 
 def gather_crops(padded: torch.Tensor, index, rows: torch.Tensor, cols: torch.Tensor):
-    """Crop i is image index[i] of the padded images, read at rows[i] x cols[i]: one gather does
-    a loader's shuffle, crops and flips. (B, C, H, W), channels-last in memory."""
+    """Crop i: padded image index[i] at rows[i] x cols[i], so one gather shuffles, crops and flips
+    (B, C, H, W), channels-last in memory."""
     crops = padded[index[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return crops.permute(0, 3, 1, 2)
 
 
 def rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Rotate each image about its centre by `angle` radians (bilinear, corners filled with 0)."""
+    """Each image about its centre by `angle` radians (bilinear, corners 0)."""
     cos, sin = angle.cos(), angle.sin()
     zero = torch.zeros_like(cos)
     mat = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
@@ -153,9 +135,8 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 
 def color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Brightness, contrast, saturation of float images in [0, 1] by (B, 3) `factors`: each is
-    torchvision's adjust_* with the image's own factor. ColorJitter applies them in a random
-    order per image; a fixed order changes the result only through the clamping between steps."""
+    """torchvision's adjust_brightness, _contrast, _saturation by each image's (B, 3) `factors`,
+    in a fixed order (ColorJitter's random order differs only by the clamping between steps)."""
     f = factors.to(x.dtype).view(-1, 3, 1, 1, 1).unbind(1)
     x = (x * f[0]).clamp_(0, 1)
     x = _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), f[1])
@@ -163,7 +144,7 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
 
 
 def cutout(x: torch.Tensor, corner: torch.Tensor, size: int = CUTOUT) -> torch.Tensor:
-    """Set one size x size square per image, with top-left `corner` (row, col), to 0."""
+    """One size x size square per image, top-left at `corner` (row, col), set to 0."""
     top, left = corner[:, 0:1], corner[:, 1:2]  # (B, 1)
     r = torch.arange(x.shape[2], device=x.device)
     c = torch.arange(x.shape[3], device=x.device)
@@ -172,19 +153,12 @@ def cutout(x: torch.Tensor, corner: torch.Tensor, size: int = CUTOUT) -> torch.T
     return x.masked_fill((rows[:, :, None] & cols[:, None, :])[:, None], 0.0)
 
 
-def float_steps(
-    images: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    d: Draws,
-    memory_format: torch.memory_format = torch.contiguous_format,
-) -> torch.Tensor:
-    """Everything after the crop: uint8 (B, 3, H, W) -> augmented, normalized float32, in
-    torchvision_transform's order, so that `none` gives its numbers bit for bit. `mean`/`std`:
-    (3,) float32 on the [0, 1] scale, on the images' device."""
+def float_steps(images, mean, std, d: Draws, memory_format=torch.contiguous_format) -> torch.Tensor:
+    """After the crop: uint8 (B, 3, H, W) -> augmented, normalized float32, in the order of
+    torchvision_transform (so `none` matches it bit for bit); mean/std (3,) on [0, 1]."""
     if images.dtype != torch.uint8:  # a float batch would be normalized in place below
         raise ValueError(f"expected uint8 images, got {images.dtype}")
-    # Convert the layout while the batch is 1 byte a value; the float steps keep it.
+    # the layout converted while a value is 1 byte; the float steps keep it
     x = images.contiguous(memory_format=memory_format).float().mul_(1.0 / 255)  # as v2.ToDtype
     if d.angle is not None:
         x = rotate(x, d.angle)
@@ -200,8 +174,7 @@ def float_steps(
 
 
 def augment_batch(images: torch.Tensor, preset: str, mean, std, g=None) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> augmented, normalized float32 batch on the same device. `mean`,
-    `std`: (3,) tensors on the images' device; `g`: a CPU generator (None only for `none`)."""
+    """uint8 (B, 3, H, W) -> augmented, normalized float32; `g`: a CPU generator."""
     d = draw(preset, len(images), g, images.device, tuple(images.shape[-2:]))
     if d.rows is not None:
         index = torch.arange(len(images), device=images.device)
@@ -210,8 +183,8 @@ def augment_batch(images: torch.Tensor, preset: str, mean, std, g=None) -> torch
 
 
 def torchvision_transform(preset: str, mean, std, pil: bool = False):
-    """The same preset as a torchvision v2 pipeline for one uint8 (3, H, W) image tensor; with
-    `pil`, the geometric and colour steps run on a PIL Image, as in most lab handouts."""
+    """The preset as a torchvision v2 pipeline for one uint8 (3, H, W) image; with `pil`, the
+    geometric and colour steps run on a PIL Image, as in most lab handouts."""
     from engine.runtime import torchvision
 
     torchvision()  # one line where torch and torchvision mismatch
@@ -239,24 +212,20 @@ def torchvision_transform(preset: str, mean, std, pil: bool = False):
 class TensorImages(Dataset):
     """uint8 (N, 3, H, W) images + labels as a map-style Dataset with a per-image transform."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform) -> None:
         self.images, self.labels, self.transform = images, labels, transform
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        x = self.images[i]
-        return (x if self.transform is None else self.transform(x)), int(self.labels[i])
+        return self.transform(self.images[i]), int(self.labels[i])
 
 
 def torchvision_loader(
     images, labels, batch_size, mean, std, augment="none", pil=False, seed=0, **kw
 ) -> DataLoader:
-    """A DataLoader applying torchvision v2 transforms one image at a time (with `pil`, through
-    a PIL Image, as in most lab handouts); `kw` (shuffle, num_workers) go to the DataLoader."""
-    transform = torchvision_transform(augment, mean, std, pil=pil)
-    generator = torch.Generator().manual_seed(seed)
-    persistent = kw.get("num_workers", 0) > 0
-    dataset = TensorImages(images, labels, transform)
+    """A DataLoader transforming one image at a time; `kw` (shuffle, num_workers) go to it."""
+    dataset = TensorImages(images, labels, torchvision_transform(augment, mean, std, pil=pil))
+    generator, persistent = torch.Generator().manual_seed(seed), kw.get("num_workers", 0) > 0
     return DataLoader(dataset, batch_size, generator=generator, persistent_workers=persistent, **kw)

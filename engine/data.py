@@ -52,12 +52,8 @@ class Cifar10:
     classes: tuple[str, ...] = CLASSES
 
 
-def load_cifar10(
-    data_dir: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    download: bool = True,
-) -> Cifar10:
-    """Load CIFAR-10 from an image copy or torchvision's release (see the module docstring)."""
+def load_cifar10(data_dir=None, cache_dir=None, download: bool = True) -> Cifar10:
+    """CIFAR-10 from an image copy or torchvision's release (see the module docstring)."""
     given = data_dir if data_dir is not None else os.environ.get("LAB3_DATA_DIR")
     root = Path(given or "data").expanduser()
     if given and not root.exists():
@@ -121,8 +117,8 @@ def _read_tarball(tarball: Path) -> Cifar10:
 
 
 def _decode(files: list[tuple[str, str, str, bytes]], where: str, digest: str = "") -> Cifar10:
-    """(split, class, file name, bytes) of a copy's images, as a Cifar10 named by the tarball's
-    `digest`, else by its pixels (saved with every run: these names must not change)."""
+    """(split, class, file name, bytes) of a copy's images as a Cifar10 named by the tarball's
+    `digest`, else its pixels (saved with every run: these names must not change)."""
     from PIL import Image
 
     ok = (f for f in files if f[0] in SPLITS and f[2][0] != ".")
@@ -186,13 +182,11 @@ def _read_torchvision(root: Path, download: bool) -> Cifar10:
     except Exception as e:  # noqa: BLE001  (offline, a proxy, a broken archive: all end the same)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LabError(f"cannot read or download CIFAR-10 in {root} ({reason}); {HOW_TO}") from None
-    return Cifar10(
-        train_images=torch.from_numpy(train.data).permute(0, 3, 1, 2).contiguous(),
-        train_labels=torch.tensor(train.targets, dtype=torch.int64),
-        test_images=torch.from_numpy(test.data).permute(0, 3, 1, 2).contiguous(),
-        test_labels=torch.tensor(test.targets, dtype=torch.int64),
-        source="torchvision CIFAR-10 (official batches)",
-    )
+    out = {}
+    for split, d in (("train", train), ("test", test)):
+        out[f"{split}_images"] = torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous()
+        out[f"{split}_labels"] = torch.tensor(d.targets, dtype=torch.int64)
+    return Cifar10(**out, source="torchvision CIFAR-10 (official batches)")
 
 
 def split_train_val(n: int, val_size: int = 5000, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -225,12 +219,9 @@ def _rounded(mean: torch.Tensor, std: torch.Tensor) -> tuple[tuple[float, ...], 
 
 
 def normalization_stats(mode: str, train_images: torch.Tensor, seed: int = 0):
-    """(mean, std) on the [0,1] scale so that (x - mean) / std implements `mode`.
-
-    none: x stays in [0, 1]. minmax: each channel's min..max over the training images maps to
-    [-1, 1]. standard_sampled: the lab's `get_mean_std` on 30% of the training images.
-    standard_exact: the statistics of every training image.
-    """
+    """(mean, std) on the [0,1] scale so that (x - mean) / std implements `mode`: none keeps
+    [0, 1]; minmax maps each channel's min..max to [-1, 1]; standard_sampled is the lab's
+    `get_mean_std` on 30% of the training images, standard_exact the statistics of all."""
     if mode == "none":
         return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     if mode == "minmax":
@@ -240,9 +231,8 @@ def normalization_stats(mode: str, train_images: torch.Tensor, seed: int = 0):
     if mode == "standard_sampled":
         return get_mean_std(train_images, ratio=0.3, seed=seed)
     if mode == "standard_exact":
-        # Chunked so the float copy of 45,000 images never exists at once.
         sums = torch.zeros(2, 3, dtype=torch.float64)
-        for chunk in train_images.split(5000):
+        for chunk in train_images.split(5000):  # never a float copy of all at once
             c = chunk.double() / 255
             sums += torch.stack([c.sum(dim=(0, 2, 3)), (c * c).sum(dim=(0, 2, 3))])
         mean, mean_sq = sums / (train_images.numel() // 3)

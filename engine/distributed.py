@@ -1,12 +1,11 @@
-"""torchrun's processes (it sets RANK, LOCAL_RANK, WORLD_SIZE), used one of two ways:
+"""torchrun's processes (RANK, LOCAL_RANK, WORLD_SIZE), used one of two ways:
 
 - `ddp` (the default): all ranks train one run in DistributedDataParallel, each on its part of
-  every global batch (engine/loader.py), so a seed trains as in one process; validation and test
-  are split over the ranks and summed. Rank 0 alone prints and writes, and on a resume sends the
-  checkpoint to the others. Per-rank BatchNorm makes N ranks train like one process with N
-  "ghost batches" (Hoffer et al. 2017); `sync_bn` (CUDA only) normalizes over the global batch.
-- `runs`: rank r trains runs r, r+N, ... of the grid alone on cuda:LOCAL_RANK; no process group,
-  so a rank that dies loses only its run.
+  every global batch (engine/loader.py); evaluation is split over the ranks and summed. Rank 0
+  alone prints and writes, and sends a resumed checkpoint to the others. Per-rank BatchNorm trains
+  like one process with N "ghost batches" (Hoffer et al. 2017); `sync_bn` (CUDA) does not.
+- `runs`: rank r trains runs r, r+N, ... alone on cuda:LOCAL_RANK; no process group, so a rank
+  that dies loses only its run.
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ class World:
 
     rank: int = 0
     size: int = 1
-    backend: str | None = None  # the process group's backend when the ranks share a run (DDP)
-    sync_bn: bool = False  # SyncBatchNorm instead of per-rank BatchNorm (DDP on CUDA)
+    backend: str | None = None  # the process group's, when the ranks share a run (DDP)
+    sync_bn: bool = False  # SyncBatchNorm instead of per-rank BatchNorm
 
     @property
     def is_main(self) -> bool:
@@ -43,17 +42,15 @@ class World:
 
     @property
     def helper(self) -> bool:
-        """A DDP rank other than 0: it trains beside rank 0, and prints and writes nothing."""
+        """A DDP rank other than 0: it trains, and prints and writes nothing."""
         return self.ddp and not self.is_main
 
     def record(self) -> dict:
-        """Saved with a run's results: how many processes trained it, and how."""
         if self.ddp:
             return {"world_size": self.size, "backend": self.backend, "sync_bn": self.sync_bn}
         return {"world_size": 1, "backend": None}
 
     def loader_args(self) -> dict:
-        """How a training DeviceLoader shares each batch: among the DDP ranks, or not at all."""
         return {"rank": self.rank, "world_size": self.size} if self.ddp else {}
 
     def part(self, n: int) -> slice:
@@ -63,12 +60,11 @@ class World:
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """`t` summed over the ranks, as a new tensor (`t` itself for one process)."""
         if self.ddp:
-            t = t.clone()
-            dist.all_reduce(t)
+            dist.all_reduce(t := t.clone())
         return t
 
     def from_main(self, obj):
-        """Rank 0's `obj` on every rank (picklable objects; tensors should be on the CPU)."""
+        """Rank 0's picklable `obj` (tensors on the CPU) on every rank."""
         box = [obj]
         if self.ddp:
             dist.broadcast_object_list(box, src=0)
@@ -86,19 +82,15 @@ class World:
         return model
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """What a training step runs through: DDP around `model` (whose state_dict checkpoints
-        save, without DDP's `module.` prefix), or `model` itself."""
-        if not self.ddp:
-            return model
+        """What a training step runs through: DDP around `model` (checkpoints save `model`'s
+        state_dict, without DDP's `module.` prefix), or `model` itself."""
         device = next(model.parameters()).device
-        return DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids) if self.ddp else model
 
 
 def start(mode: str | None, device, sync_bn: bool = False) -> tuple[World, torch.device]:
-    """This process's World and device from torchrun's environment; for `ddp` (the default) the
-    process group is formed: nccl on CUDA, gloo on the CPU."""
+    """This process's World and device from torchrun's environment; `ddp` forms the group."""
     device = torch.device(device)
     ddp = "WORLD_SIZE" in os.environ and mode != "runs"
     if sync_bn and not (ddp and device.type == "cuda"):
@@ -126,8 +118,3 @@ def start(mode: str | None, device, sync_bn: bool = False) -> tuple[World, torch
 def stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def my_runs(pairs: list, world: World) -> list:
-    """`--distribute runs`: rank r's share of the (experiment, seed) list, every N-th from r."""
-    return pairs[world.rank :: world.size]

@@ -1,6 +1,7 @@
 """What the command-line tools show besides the lab's lines: one-line errors, and progress bars
 only where they can be redrawn."""
 
+import io
 import os
 import sys
 
@@ -25,15 +26,7 @@ def run_cli(main, argv=None, errors=(LabError,), interrupted="interrupted: nothi
         return 141
 
 
-class _Nowhere:
-    def write(self, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-
 def bar_file():
     """Where progress bars go: stderr in a terminal, nowhere else. In a log file a bar's frames
     end up among the lab's lines (issue #17), in a notebook as a frozen frame in its PDF."""
-    return sys.stderr if sys.stderr.isatty() else _Nowhere()
+    return sys.stderr if sys.stderr.isatty() else io.StringIO()  # one bar's frames, then dropped

@@ -1,10 +1,7 @@
 """`DeviceLoader`: a split kept as uint8 on the device, cut, augmented and normalized a whole
-batch at a time there: no per-image Python, no workers, no host-to-device copy a step (an
-epoch's order and draws go over once). Each epoch is shuffled from a generator seeded by (seed,
-epoch), so a resumed run sees exactly the batches an uninterrupted one saw. Under DDP every rank
-draws the same epoch and takes its contiguous part of each global batch, so the parts make up
-the batch one process would train on.
-"""
+batch at a time there (no per-image Python, no workers, no copy a step). Each epoch is drawn from
+a generator seeded by (seed, epoch), so a resumed run sees the batches an uninterrupted one saw.
+Under DDP every rank draws the same epoch and takes its contiguous part of each global batch."""
 
 from __future__ import annotations
 
@@ -15,8 +12,7 @@ from engine.errors import LabError
 
 
 def rank_part(n: int, rank: int, world_size: int) -> slice:
-    """Rank `rank`'s contiguous part of n items shared by `world_size` processes (sizes differ
-    by at most one)."""
+    """Rank `rank`'s contiguous part of n items over `world_size` (sizes differ by at most one)."""
     return slice(n * rank // world_size, n * (rank + 1) // world_size)
 
 
@@ -73,11 +69,9 @@ class DeviceLoader:
         return list(dict.fromkeys(p.stop - p.start for p in parts))
 
     def weight(self, i: int) -> float:
-        """What this rank's mean loss on batch `i` counts for when DDP averages the ranks'
-        gradients: its share of the global batch times the number of ranks, so that the average
-        is the global batch's mean."""
-        start = i * self.batch_size
-        s = self._part(start)
+        """This rank's share of global batch `i` times the ranks: DDP's average of the ranks'
+        weighted mean losses is then the global batch's mean."""
+        s, start = self._part(i * self.batch_size), i * self.batch_size
         return (s.stop - s.start) * self.world_size / min(self.batch_size, self.num_images - start)
 
     def batches(self, epoch: int = 0):

@@ -1,6 +1,5 @@
-"""The lab's figures, drawn from histories (dicts of per-epoch lists). Each function returns the
-matplotlib Figure (a notebook shows it inline) and saves it as a PNG when given a path. Without
-a display matplotlib draws to files by itself."""
+"""The lab's figures from histories (dicts of per-epoch lists): each returns the Figure (shown
+inline by a notebook) and saves a PNG when given a path."""
 
 from __future__ import annotations
 
@@ -32,7 +31,6 @@ def _xy(history: Mapping, key: str):
 
 
 def _loss_axis(ax, values) -> None:
-    """A log y axis for a loss panel whose positive values span more than LOG_LOSS_RATIO."""
     ys = [float(v) for v in values if v is not None and np.isfinite(v) and v > 0]
     if ys and max(ys) / min(ys) > LOG_LOSS_RATIO:
         ax.set_yscale("log")
@@ -64,12 +62,9 @@ def _mean_band(histories: Sequence[Mapping], key: str):
 
 
 def plot_overlay(runs: Mapping, title: str = "", path=None, diverged: Collection[str] = ()):
-    """Train/val loss and accuracy of several runs on a 2x2 grid.
-
-    `runs` maps a label to one history or to a list of histories (seeds), drawn as their mean
-    with a +-1 std band. The runs named in `diverged` are dashed and do not set the loss axes:
-    a run whose validation loss reached 1e4 would otherwise flatten the others (#31).
-    """
+    """The four curves of several runs on a 2x2 grid. `runs` maps a label to a history or to a
+    list of them (seeds: mean with a +-1 std band). The runs in `diverged` are dashed and do not
+    set the loss axes: a validation loss of 1e4 would flatten the others (#31)."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for key, ax in zip(CURVES, axes.flat):
         healthy = []  # the curves that set the loss axis

@@ -1,6 +1,5 @@
-"""Learning-rate strategies as pure functions of the optimizer step (nanoGPT's `get_lr(it)`):
-`lr_at(step, total_steps, sched)` has no optimizer and no state, so a schedule can be plotted
-and tested without training; the loop writes its value into every parameter group each step.
+"""Learning-rate strategies as pure functions of the optimizer step (nanoGPT's `get_lr(it)`), so
+a schedule is plotted and tested without training; the loop writes lr_at's value every step.
 
 - step: the handout's lr 0.05 halved every 10 epochs (He et al. 2015 divide by 10)
 - cosine: Loshchilov & Hutter 2017, "SGDR", without restarts
@@ -42,7 +41,6 @@ class Schedule:
 
 
 def _base(step: int, total_steps: int, s: Schedule) -> float:
-    """The schedule's value before warm-up."""
     if s.kind == "constant":
         return s.base_lr
     if s.kind == "step":
@@ -69,14 +67,7 @@ def _base(step: int, total_steps: int, s: Schedule) -> float:
     return end + 0.5 * (s.max_lr - end) * (1 + math.cos(math.pi * t))
 
 
-def scaled_peak(
-    peak: float,
-    batch_size: int,
-    total_steps: int,
-    lr_batch: int | None = None,
-    pct_start: float = 0.25,
-    min_rise_steps: int = 0,
-) -> float:
+def scaled_peak(peak, batch_size, total_steps, lr_batch=None, pct_start=0.25, min_rise_steps=0):
     """A recipe's peak lr scaled by `batch_size / lr_batch` (Goyal et al. 2017), and lowered in
     proportion when its rise is shorter than `min_rise_steps`: a fresh network cannot take a
     large lr at once (issue #19: a preview reached 0.4 in 16 steps and ended at 17.7%)."""
@@ -106,5 +97,4 @@ def lr_at(step: int, total_steps: int, s: Schedule) -> float:
 
 
 def lr_curve(total_steps: int, s: Schedule) -> list[float]:
-    """The whole schedule, one value per step, for plots."""
     return [lr_at(i, total_steps, s) for i in range(total_steps)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import time
 
@@ -41,21 +42,28 @@ def workload(names: list[str] | None = None, profile: str = "full", seeds: int =
     return w
 
 
+def timed(device: torch.device, fn) -> float:
+    """fn()'s seconds, the device's queued kernels finished on both sides of the clock."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda _: None
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def measure_rate(profile: str, device=None) -> float:
     """Images/s of the baseline's training step on random images: a rough figure, in seconds."""
     device, cfg = pick_device(device), make_config("baseline", profile)
-    prec, bs, cuda = choose_precision(device), cfg.batch_size, device.type == "cuda"
+    prec, bs = choose_precision(device), cfg.batch_size
     model = make_model(cfg, device, prec)
     opt, scaler = make_optimizer(cfg, model), prec.scaler()
     x = torch.randn(bs, 3, 32, 32, device=device).contiguous(memory_format=prec.memory_format)
     y = torch.randint(0, 10, (bs,), device=device)
-    for n in (5, 20) if cuda else (1, 2):  # a warm-up (cudnn's choices, first calls), then timed
-        t0 = time.perf_counter()
-        for _ in range(n):
-            train_step(model, opt, x, y, prec, scaler)
-        if cuda:  # kernels run asynchronously: wait for them to finish
-            torch.cuda.synchronize(device)
-    return n * bs / (time.perf_counter() - t0)
+    step = functools.partial(train_step, model, opt, x, y, prec, scaler)
+    for n in (5, 20) if device.type == "cuda" else (1, 2):  # a warm-up (cudnn, first calls)
+        s = timed(device, lambda n=n: [step() for _ in range(n)])
+    return n * bs / s
 
 
 def projected_cost(
@@ -63,16 +71,15 @@ def projected_cost(
 ) -> dict:
     """Before anything trains: the runs about to train here (without a usable results file, or
     all with `force`) and their minutes at a speed measured here; none: nothing is measured."""
-    todo = [
-        n
-        for s in range(seeds)
-        for n in expand([])
-        if force
-        or (
-            train_missing
+
+    def to_train(n: str, s: int) -> bool:
+        return (
+            force
+            or train_missing
             and not saved_result(result_path(results_dir, profile, n, s), profile, None)
         )
-    ]
+
+    todo = [n for s in range(seeds) for n in expand([]) if to_train(n, s)]
     if not todo:
         echo("cost:    nothing to train here: every run shown is replayed from its results file")
         return {"runs": 0, "images": 0, "images_per_s": None, "minutes": 0.0}

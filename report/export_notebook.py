@@ -1,15 +1,11 @@
 """Export the executed notebook to PDF (or HTML), after a title page: the lab's report.
 
-    python report/export_notebook.py student_lab3.ipynb --student-id 312551001 --name "王小明"
-        # -> report/build/student_lab3.pdf (--out nb.html: the HTML only)
-
-Outputs without their code (the block and make_layer are printed by a cell), progress bars at
-their last state, long lines wrapped, nothing fetched (Markdown maths shows as LaTeX source).
-"""
+Outputs without their code (a cell prints the block and make_layer), progress bars at their
+last state, long lines wrapped, nothing fetched (Markdown maths shows as LaTeX source)."""
 
 import argparse
 import copy
-import datetime
+import datetime as dt
 import html
 import logging
 import re
@@ -44,8 +40,7 @@ def fold_carriage_returns(text: str) -> str:
 
 
 def merge_streams(outputs: list) -> list:
-    """Consecutive writes to one stream as one output, as Jupyter shows them (nbclient saves each
-    progress-bar redraw as its own)."""
+    """Consecutive writes to one stream as one output, as Jupyter shows them."""
     merged: list = []
     for out in outputs:
         if out.get("output_type") == "stream":
@@ -78,28 +73,12 @@ def clean_notebook(nb: dict) -> dict:
     return nb
 
 
-def notebook_html(nb: dict, student_id: str = "", name: str = "", date: str = "") -> str:
-    """nbconvert's classic HTML of `nb` (its block layout prints well), outputs only, images
-    inside, no scripts, the print CSS, and a title page where an id or a name is given."""
+def export(notebook, out, student_id: str = "", name: str = "", date: str | None = None) -> Path:
+    """Write `out` (.pdf or .html) from `notebook`, atomically: nbconvert's classic HTML (its
+    block layout prints well), outputs only, no scripts, the print CSS, a title page where an id
+    or a name is given."""
     import nbformat
     from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(template_name="classic", exclude_input=True)
-    page, _ = exporter.from_notebook_node(nbformat.from_dict(nb))
-    # The templates load MathJax, require.js and mermaid from CDNs; a printed page runs none.
-    page = re.sub(r"<script\b.*?</script>", "", page, flags=re.DOTALL | re.IGNORECASE)
-    head, _, body = page.partition("</head>")
-    if student_id or name:
-        lines = [COURSE, name, f"Student id: {student_id}", date]
-        title = '<div class="lab3-title"><h1>Lab 3 report</h1><p class="lab3-course">'
-        title += "</p><p>".join(map(html.escape, lines)) + "</p></div>\n"
-        body = re.sub(r"(<body\b[^>]*>)", lambda m: m.group(1) + "\n" + title, body, count=1)
-    return f"{head}<style>{PRINT_CSS.read_text(encoding='utf-8')}</style>\n</head>{body}"
-
-
-def export(notebook, out, student_id: str = "", name: str = "", date: str | None = None) -> Path:
-    """Write `out` (.pdf or .html) from `notebook`, atomically; returns `out`."""
-    import nbformat
 
     notebook, out = Path(notebook), Path(out)
     if not notebook.is_file():
@@ -110,8 +89,17 @@ def export(notebook, out, student_id: str = "", name: str = "", date: str | None
         nb = nbformat.read(notebook, as_version=4)
     except Exception as e:  # nbformat raises several types for a broken file
         raise LabError(f"{notebook} is not a readable notebook ({type(e).__name__})") from None
-    date = date or datetime.date.today().isoformat()
-    page = notebook_html(clean_notebook(nb), student_id, name, date)
+    exporter = HTMLExporter(template_name="classic", exclude_input=True)
+    page, _ = exporter.from_notebook_node(nbformat.from_dict(clean_notebook(nb)))
+    # The templates load MathJax, require.js and mermaid from CDNs; a printed page runs none.
+    page = re.sub(r"<script\b.*?</script>", "", page, flags=re.DOTALL | re.IGNORECASE)
+    head, _, body = page.partition("</head>")
+    if student_id or name:
+        lines = [COURSE, name, f"Student id: {student_id}", date or dt.date.today().isoformat()]
+        title = '<div class="lab3-title"><h1>Lab 3 report</h1><p class="lab3-course">'
+        title += "</p><p>".join(map(html.escape, lines)) + "</p></div>\n"
+        body = re.sub(r"(<body\b[^>]*>)", lambda m: m.group(1) + "\n" + title, body, count=1)
+    page = f"{head}<style>{PRINT_CSS.read_text(encoding='utf-8')}</style>\n</head>{body}"
     if out.suffix.lower() == ".html":
         atomic_write(out, lambda f: f.write(page.encode()))
         return out

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import functools
-import itertools
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from itertools import chain, count, islice
 from pathlib import Path
 
 import torch
@@ -42,7 +42,7 @@ from engine.runtime import (
     torchvision,
     train_step,
 )
-from lab.cost import train_flops_per_image
+from lab.cost import timed, train_flops_per_image
 from train_utils import RunConfig, make_model, make_optimizer
 
 # A ResNet18 step on 128 images takes seconds on two CPU cores, milliseconds on a GPU.
@@ -65,32 +65,6 @@ for _k in ("model", "loop"):
         RATIOS[f"{_k}_{_name}channels_last_vs_not"] = (f"{_k}_{_p}", f"{_k}_{_p}_nchw", _what)
 RATIOS["model_compiled_vs_eager"] = ("model_compiled", "model_hand", "torch.compile / eager")
 RATIOS["loop_fast_compiled_vs_eager"] = ("loop_fast_compiled", "loop_fast", "torch.compile / eager")
-LAYOUT = {True: "channels_last", False: "NCHW"}
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--width", type=int, default=64, help="channels of the first stage")
-    p.add_argument("--steps", type=int, help="timed steps per repeat (CPU 1, CUDA 50)")
-    p.add_argument("--repeats", type=int, help="repeats; figures are medians (5)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (the tutorial's 2)")
-    p.add_argument("--data-dir", help="CIFAR-10 (default: $LAB3_DATA_DIR, ./data, ../shared/data)")
-    p.add_argument("--out", type=Path, help="JSON file (default results/bench/bench_<device>.json)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="of the main step")
-    p.add_argument("--compile", choices=COMPILE_MODES, help="also time the step torch.compile'd")
-    return p.parse_args(argv)
-
-
-def timed(device: torch.device, fn: Callable[[], object]) -> float:
-    """fn()'s seconds, the device's queued kernels finished on both sides of the clock."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda _: None
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t0
 
 
 @dataclasses.dataclass
@@ -103,10 +77,7 @@ class Candidate:
     run: Callable[[], float]
     warmup: Callable[[], object]
     precision: str
-    seconds: list[float] = dataclasses.field(default_factory=list)
-
-    def rates(self) -> list[float]:
-        return [self.images / s for s in self.seconds]
+    rates: list[float] = dataclasses.field(default_factory=list)  # images/s, one a repeat
 
 
 def candidates(args, cfg: dict, device, main: Precision, data) -> list[Candidate]:
@@ -126,19 +97,21 @@ def candidates(args, cfg: dict, device, main: Precision, data) -> list[Candidate
         """train()'s step with `model` over `epoch_of(e)`'s batches. A repeat starts a fresh epoch
         (DataLoader workers that prefetched while another candidate was timed give no free
         batches) and takes `lead_in` steps untimed."""
-        opt, scaler, epochs = make_optimizer(run_cfg, model), prec.scaler(), itertools.count()
+        opt, scaler, epochs = make_optimizer(run_cfg, model), prec.scaler(), count()
 
         def steps_of(k: int, batches) -> None:
-            for xb, yb in itertools.islice(batches, k):  # on a DeviceLoader's, the moves are no-ops
+            for xb, yb in islice(batches, k):  # on a DeviceLoader's, the moves are no-ops
                 xb = xb.to(device, non_blocking=True, memory_format=prec.memory_format)
                 train_step(model, opt, xb, yb.to(device, non_blocking=True), prec, scaler)
 
         def run() -> float:
-            batches = itertools.chain(iter(epoch_of(next(epochs))), endless(epoch_of, epochs))
+            batches = chain(
+                iter(epoch_of(next(epochs))), chain.from_iterable(map(epoch_of, epochs))
+            )
             steps_of(cfg["lead_in"], batches)
             return timed(device, lambda: steps_of(steps, batches))
 
-        warmup = functools.partial(steps_of, warm, endless(epoch_of, epochs))
+        warmup = functools.partial(steps_of, warm, chain.from_iterable(map(epoch_of, epochs)))
         return Candidate(key, label, steps * bs, run, warmup, prec.name)
 
     def step(key: str, what: str, model, prec: Precision = main, warm: int = warm) -> Candidate:
@@ -148,7 +121,7 @@ def candidates(args, cfg: dict, device, main: Precision, data) -> list[Candidate
 
     def pair(keys: tuple, model, prec: Precision, what: str = "", warm: int = warm) -> list:
         """The model step, and the DeviceLoader-fed loop, with `model` in `prec`."""
-        what += f"{prec.name}, {LAYOUT[prec.channels_last]}"
+        what += f"{prec.name}, {'channels_last' if prec.channels_last else 'NCHW'}"
         fed = fast[prec.channels_last].batches
         fed = loop(keys[1], f"training loop, DeviceLoader, {what}", fed, model, prec)
         return [step(keys[0], what, model, prec, warm), fed]
@@ -184,11 +157,6 @@ def candidates(args, cfg: dict, device, main: Precision, data) -> list[Candidate
     return [*cands, loop("loop_pil", what, lambda e: pil, hand)]
 
 
-def endless(epoch_of, epochs):
-    """The batches of one epoch after another."""
-    return itertools.chain.from_iterable(map(epoch_of, epochs))
-
-
 def bench(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     given = {k: getattr(args, k) for k in ("steps", "repeats", "batch_size", "width")}
@@ -209,19 +177,18 @@ def bench(args: argparse.Namespace) -> dict:
     warmup_s = {c.key: timed(device, c.warmup) for c in cands}  # a compiled step's: its compile
     for r in range(cfg["repeats"]):
         for c in cands[r % len(cands) :] + cands[: r % len(cands)]:
-            c.seconds.append(c.run())
+            c.rates.append(c.images / c.run())
     seconds = time.perf_counter() - t_start
-
-    by_key, rate = {c.key: c for c in cands}, {c.key: statistics.median(c.rates()) for c in cands}
+    by_key, rate = {c.key: c for c in cands}, {c.key: statistics.median(c.rates) for c in cands}
     flops, figures, ratios = train_flops_per_image(args.width), {}, {}
     for c in cands:  # a training step's FLOP rate: the FLOPs it does, not the ones it could
         tflops = rate[c.key] * flops / 1e12
         figures[c.key] = dict(label=c.label, precision=c.precision, images_per_s=rate[c.key])
-        figures[c.key].update(repeats=c.rates(), warmup_seconds=warmup_s[c.key], tflops=tflops)
+        figures[c.key].update(repeats=c.rates, warmup_seconds=warmup_s[c.key], tflops=tflops)
     alias = {f"model_{main.name}": "model_hand", f"loop_{main.name}": "loop_fast"}
     for key, (a, b, what) in RATIOS.items():
         a, b = (by_key.get(alias.get(k, k)) for k in (a, b))
-        value = statistics.median(p / q for p, q in zip(a.rates(), b.rates())) if a and b else None
+        value = statistics.median(p / q for p, q in zip(a.rates, b.rates)) if a and b else None
         kind = "model step" if key.startswith("model") else "training loop"
         ratios[key] = {"label": f"{kind}: {what}", "value": value}
     compiled = None
@@ -277,7 +244,18 @@ def report(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--width", type=int, default=64, help="channels of the first stage")
+    p.add_argument("--steps", type=int, help="timed steps per repeat (CPU 1, CUDA 50)")
+    p.add_argument("--repeats", type=int, help="repeats; figures are medians (5)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (the tutorial's 2)")
+    p.add_argument("--data-dir", help="CIFAR-10 (default: $LAB3_DATA_DIR, ./data, ../shared/data)")
+    p.add_argument("--out", type=Path, help="JSON file (default results/bench/bench_<device>.json)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="of the main step")
+    p.add_argument("--compile", choices=COMPILE_MODES, help="also time the step torch.compile'd")
+    args = p.parse_args(argv)
     try:
         res = bench(args)
     except LabError as e:
