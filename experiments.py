@@ -49,32 +49,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     add("--device", help="cuda | cpu (default: cuda if available)")
     add("--shard", default="0/1", help="i/n: run every n-th experiment from the i-th (workers)")
     add("--ckpt-every", type=int, default=1, help="checkpoint every N epochs (0: never)")
-    add(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set a RunConfig field, e.g. lr=0.1",
-    )
+    add("--set", action="append", default=[], metavar="KEY=VALUE", help="set a RunConfig field")
     add("--no-progress", action="store_true", help="no progress bars (logs to files)")
     add("--compile", choices=COMPILE_MODES, dest="compile_mode", help="torch.compile the step")
     add("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 if native, else fp32")
     add("--distribute", choices=engine.distributed.MODES, help="under torchrun (default ddp)")
     add("--sync-bn", action="store_true", help="with ddp on CUDA: BN over the global batch")
-    ap.epilog = _overview(sub)
+    ap.epilog = run.format_help()  # the top-level --help shows every option
     return ap.parse_args(argv)
-
-
-def _overview(sub: argparse._SubParsersAction) -> str:
-    """The top-level --help's list of commands and their options, from the parsers themselves."""
-    lines = ["commands (python experiments.py COMMAND --help shows one in full):"]
-    for choice in sub._choices_actions:
-        lines.append(f"  {choice.dest:<6} {choice.help}")
-        for action in sub.choices[choice.dest]._actions:
-            if action.option_strings and action.dest != "help":
-                flag = action.option_strings[-1] + (f" {action.metavar}" if action.metavar else "")
-                lines.append(f"           {flag:<24} {action.help or ''}")
-    return "\n".join(lines)
 
 
 def _check(args: argparse.Namespace) -> tuple[list[str], dict, object]:
@@ -88,9 +70,7 @@ def _check(args: argparse.Namespace) -> tuple[list[str], dict, object]:
     except (ValueError, AssertionError):
         raise LabError(f"--shard must look like i/n with 0 <= i < n, got {args.shard!r}") from None
     if args.ckpt_every < 0:
-        raise LabError(
-            f"--ckpt-every must be 0 (never) or a number of epochs, not {args.ckpt_every}"
-        )
+        raise LabError(f"--ckpt-every must be 0 (never) or positive, got {args.ckpt_every}")
     selected = expand(args.names)
     overrides = parse_overrides(args.set)
     for name in selected[i::n]:  # every config valid before spending time on data or training
@@ -109,10 +89,7 @@ def _check(args: argparse.Namespace) -> tuple[list[str], dict, object]:
             f"--data-dir {data_dir} is a file; give the folder holding CIFAR-10 or a .tar.gz of it"
         )
     if not selected[i::n]:
-        print(
-            f"nothing to run: shard {args.shard} of {len(selected)} experiment(s) is empty",
-            file=sys.stderr,
-        )
+        print(f"nothing to run: shard {args.shard} of {len(selected)} is empty", file=sys.stderr)
     return selected[i::n], overrides, device
 
 
@@ -136,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     # Under torchrun: this process's rank, its device (cuda:LOCAL_RANK) and, for ddp, the group.
     world, device = engine.distributed.start(args.distribute, device, args.sync_bn)
     if not world.helper:  # output problems shown now, not after hours of training (#17)
-        check_writable(Path(args.out) / args.profile, "--out", keep=False)
-        check_writable(Path(args.checkpoints) / args.profile, "--checkpoints", keep=False)
+        check_writable(Path(args.out) / args.profile, "--out")
+        check_writable(Path(args.checkpoints) / args.profile, "--checkpoints")
     data = load_cifar10(args.data_dir)
     options = RunOptions(
         out=args.out,
@@ -153,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     runs = [(name, seed) for name in names for seed in range(args.seeds)]
     if not world.ddp:  # --distribute runs: rank r takes runs r, r+N, ... (all of them alone)
-        runs = engine.distributed.my_runs(runs, world)
+        runs = runs[world.rank :: world.size]
     # under ddp every rank takes every run; rank 0 alone reads and writes its files
     done = [run_experiment(name, args.profile, data, seed, options, world) for name, seed in runs]
     engine.distributed.stop()

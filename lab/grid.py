@@ -1,7 +1,5 @@
 """The lab's grid: a baseline, its named changes, the profiles that scale it to the hardware,
-and the results files: each run writes results/<profile>/<name>__seed<k>.json (config, history,
-test figures, log, device, versions, wall time), which replays it. experiments.py is its CLI.
-"""
+and the results files (results/<profile>/<name>__seed<k>.json) that replay its runs."""
 
 from __future__ import annotations
 
@@ -29,10 +27,13 @@ from train_utils import RunConfig, train, train_size
 # 20 epochs, batch 128 (momentum 0.9 and weight decay 5e-4 as in the handout's optimizer).
 BASELINE = RunConfig(name="baseline")
 
+_BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_MUST = {bool: "is true or false", int: "must be a whole number", float: "must be a number"}
+
 
 def parse_overrides(items: list[str]) -> dict:
-    """["lr=0.1", "augment=crop_flip"] -> {"lr": 0.1, "augment": "crop_flip"}: each value parsed
-    by its RunConfig field's type (a LabError naming the setting otherwise)."""
+    """["lr=0.1", "tta=no", "max_lr=none"] -> {"lr": 0.1, "tta": False, "max_lr": None}: each
+    value parsed by its RunConfig field's type (a LabError naming the setting otherwise)."""
     types_ = typing.get_type_hints(RunConfig)
     out = {}
     for item in items:
@@ -42,34 +43,22 @@ def parse_overrides(items: list[str]) -> dict:
         if key == "seed":  # one run under every seed number would fake the repeats (#17)
             raise LabError("seed cannot be set with --set; --seeds N runs seeds 0..N-1")
         if key == "name":  # the name picks the results file: it would replay or overwrite another
-            raise LabError(
-                "name cannot be set with --set; a run is named by its experiment and the "
-                "settings you change (e.g. baseline+lr=0.1)"
-            )
+            raise LabError("name cannot be set with --set; --set names a run (baseline+lr=0.1)")
         if key not in types_:
             raise LabError(f"unknown setting {key}; settings are: {', '.join(sorted(types_))}")
-        out[key] = _parse_value(key, text, types_[key])
+        if not text:
+            raise LabError(f"--set {key}= is empty; give a value")
+        kind, *optional = typing.get_args(types_[key]) or (types_[key],)  # X | None: X, NoneType
+        if optional and text.lower() in ("none", "null"):
+            out[key] = None
+            continue
+        try:
+            out[key] = _BOOL[text.lower()] if kind is bool else kind(text)
+        except (KeyError, ValueError):
+            raise LabError(f"--set {key}={text}: {key} {_MUST[kind]}") from None
+        if kind is float and not math.isfinite(out[key]):
+            raise LabError(f"--set {key}={text}: {key} must be a finite number")
     return out
-
-
-_BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-_MUST = {bool: "is true or false", int: "must be a whole number", float: "must be a number"}
-
-
-def _parse_value(key: str, text: str, kind):
-    """`text` as a value of type `kind` (bool, int, float, str, or one of them | None)."""
-    kind, *none = typing.get_args(kind) or (kind,)  # X | None: (X, NoneType)
-    if none and text.lower() in ("none", "null"):
-        return None
-    try:
-        value = _BOOL[text.lower()] if kind is bool else kind(text)
-    except (KeyError, ValueError):
-        raise LabError(f"--set {key}={text}: {key} {_MUST[kind]}") from None
-    if kind is float and not math.isfinite(value):
-        raise LabError(f"--set {key}={text}: {key} must be a finite number")
-    if not text:
-        raise LabError(f"--set {key}= is empty; give a value")
-    return value
 
 
 # final_airbench's lr rises at most peak / MIN_RISE_STEPS a step (AIRBENCH_WHY says why; #19)
@@ -77,7 +66,6 @@ MIN_RISE_STEPS = 40
 
 # The final recipes, each setting as --set writes it with where it comes from: a paper, or the
 # anchor (never a grid run: what those found is the notebook's to say). The notebook prints them.
-# final: the lab's >90% run (results/full/final__seed0.json: 91.44% test accuracy).
 FINAL_WHY: dict[str, str] = {
     "norm=standard_exact": "per-channel standardization with the training split's statistics, "
     "the usual CIFAR input (He et al. 2015)",
@@ -95,9 +83,8 @@ FINAL_WHY: dict[str, str] = {
     "tta=True": "each test image scored with its mirror image, the logits averaged (flip TTA; "
     "Krizhevsky et al. 2012 averaged over patches and their reflections)",
 }
-# final_airbench, aimed at 94%: the ResNet-18 baseline of Keller Jordan's airbench work
-# (cifar10-zoo's airbench/baselines/train_resnet18_94.py: 94.0% with its TTA, mean of 200 runs
-# on 50,000 images). Not yet run at full scale.
+# final_airbench: the anchor, the ResNet-18 baseline of Keller Jordan's airbench (cifar10-zoo's
+# airbench/baselines/train_resnet18_94.py: 94.0% with its TTA, mean of 200 runs on 50,000 images).
 AIRBENCH_WHY: dict[str, str] = {
     "norm=standard_exact": "per-channel standardization with the training split's statistics, "
     "the usual CIFAR input (He et al. 2015) and the anchor's (Jordan 2024)",
@@ -166,10 +153,8 @@ EXPERIMENTS = {name: change for group in GROUPS.values() for name, change in gro
 GROUP_OF = {name: group for group, runs in GROUPS.items() for name in runs}
 
 # How each profile rescales a run (epochs_scale scales every schedule length in epochs too, so a
-# schedule keeps its shape). cpu runs the grid at 3 seeds on two CPU cores in about 4 h
-# (results/cpu/README.md) and keeps each group's lesson: the step at epoch 5 of 10; 219 steps an
-# epoch at batch 32, 4 at 2048 (bs_2048_scaled diverges in every seed); a baseline that memorizes
-# (train accuracy 97%, validation about 50%). It loses the absolute accuracy and the width-64 net.
+# schedule keeps its shape). cpu runs the grid at 3 seeds on two CPU cores in about 4 h and keeps
+# each group's lesson (results/cpu/README.md); it loses the absolute accuracy and the width-64 net.
 PROFILES: dict[str, dict] = {
     "full": dict(epochs_scale=1.0),
     "cpu": dict(epochs_scale=0.5, width=16, val_size=1000, train_subset=7000),
@@ -203,14 +188,9 @@ def make_config(
     scale = dict(PROFILES[profile])
     f = scale.pop("epochs_scale")
     if f != 1.0:
-        epochs = max(1, round(cfg.epochs * f))
-        r = epochs / cfg.epochs
-        scale.update(
-            epochs=epochs,
-            step_epochs=cfg.step_epochs * r,
-            cycle_epochs=cfg.cycle_epochs * r,
-            warmup_epochs=cfg.warmup_epochs * r,
-        )
+        r = (epochs := max(1, round(cfg.epochs * f))) / cfg.epochs
+        lengths = ("step_epochs", "cycle_epochs", "warmup_epochs")
+        scale.update(epochs=epochs, **{k: getattr(cfg, k) * r for k in lengths})
     cfg = dataclasses.replace(cfg, **{**scale, **overrides})
     # on a subset a recipe keeps its steps an epoch with a smaller batch (AIRBENCH_WHY)
     if cfg.min_steps_per_epoch and "batch_size" not in overrides:
@@ -225,24 +205,18 @@ def expand(names: list[str]) -> list[str]:
     out: list[str] = []
     for n in names or EXPERIMENTS:
         if n not in EXPERIMENTS and n not in GROUPS:
-            raise LabError(
-                f"unknown experiment or group {n!r}; choose from groups {', '.join(GROUPS)} "
-                "or see `python experiments.py list`"
-            )
+            raise LabError(f"unknown experiment or group {n!r}; run `python experiments.py list`")
         out += [n] if n in EXPERIMENTS else list(GROUPS[n])
     return list(dict.fromkeys(out))
 
 
 # ------------------------------------------------------------------------- the results files
-
-
 def result_path(out: str | Path, profile: str, name: str, seed: int) -> Path:
     return Path(out) / profile / f"{name}__seed{seed}.json"
 
 
 def read_json(path: str | Path, needs: tuple[str, ...] = ()) -> tuple[dict | None, str]:
-    """(the JSON object in `path`, "") or (None, why it cannot be used: unreadable, not JSON or
-    truncated, not an object, or missing one of the keys `needs`)."""
+    """(the JSON object in `path`, "") or (None, why it cannot be used, e.g. no key of `needs`)."""
     try:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -273,12 +247,9 @@ def result_problem(r: dict) -> str | None:
     h = r["history"]
     if not all(isinstance(h.get(k), list) for k in ("epoch", "train_loss", "val_loss", "val_acc")):
         return "no per-epoch history"
-    if not all(isinstance(v, list) for v in h.values()):
+    lists = all(isinstance(v, list) for v in h.values())
+    if not lists or not all(isinstance(x, _NUMBER) or x is None for v in h.values() for x in v):
         return "history values that are not lists of numbers"
-    if not all(isinstance(x, _NUMBER) or x is None for v in h.values() for x in v):
-        return "history values that are not lists of numbers"
-    if len({len(v) for v in h.values()}) > 1:
-        return "history lists of different lengths"
     if r["status"] not in ("ok", "diverged") or r["status"] == "ok" and r.get("test_acc") is None:
         return f"status {r['status']!r} without a test accuracy"
     return None
@@ -308,10 +279,8 @@ def saved_result(path: Path, profile: str, warn=_stderr, cfg: RunConfig | None =
     now = dataclasses.asdict(cfg) if cfg else {}
     stale = sorted(k for k, v in r["config"].items() if k in now and k != "name" and now[k] != v)
     if stale and warn:
-        warn(
-            f"warning: {path.name} was saved with other settings than lab/grid.py now gives "
-            f"({', '.join(stale)}); --force reruns it"
-        )
+        stale = ", ".join(stale)
+        warn(f"warning: {path.name} was saved with other settings ({stale}); --force reruns it")
     return r
 
 
@@ -326,8 +295,7 @@ def load_results(profile: str, out: str | Path = "results", warn=_stderr) -> dic
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """How runs are carried out, the same for every run of one command (the CLI's flags, the
-    notebook's Lab); what a run trains is its RunConfig."""
+    """How runs are carried out (the CLI's flags, the notebook's Lab); what they train: RunConfig."""
 
     out: str | Path = "results"  # results folder: <out>/<profile>/<name>__seed<k>.json
     ckpt_root: str | Path = "checkpoints"  # checkpoints: <ckpt_root>/<profile>/<name>__seed<k>/
@@ -363,19 +331,9 @@ def run_experiment(
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     header = f"[{cfg.name} seed {seed}, profile {profile}]"
     echo(header)
-    res = train(
-        cfg,
-        data,
-        device=options.device,
-        ckpt_dir=ckpt_dir,
-        resume=options.resume,
-        progress=options.progress,
-        log=echo,
-        ckpt_every=options.ckpt_every,
-        compile_mode=options.compile_mode,
-        precision=options.precision,
-        world=world,
-    )
+    as_is = ("device", "resume", "progress", "ckpt_every", "compile_mode", "precision")
+    kw = {k: getattr(options, k) for k in as_is}  # RunOptions fields train() takes as they are
+    res = train(cfg, data, ckpt_dir=ckpt_dir, log=echo, world=world, **kw)
     if world.helper:
         return None
     result = res.to_dict()
@@ -393,10 +351,8 @@ def run_experiment(
     try:
         save_json(result, path)
     except OSError as e:  # the last checkpoint holds the run: a resume only tests it again
-        raise LabError(
-            f"cannot write {path} ({e.strerror or e}); the run's checkpoints stay in {ckpt_dir}: "
-            "fix the folder or free space, then rerun with --resume"
-        ) from None
+        why = f"{e.strerror or e}; its checkpoints stay in {ckpt_dir}"
+        raise LabError(f"cannot write {path} ({why}): free space, then --resume") from None
     if GROUP_OF[name] == "final" and (ckpt_dir / "model.pt").exists():
         # the final model's weights, kept for the student (a state_dict, weights_only-loadable)
         os.replace(ckpt_dir / "model.pt", ckpt_dir.parent / f"{path.stem}_model.pt")
@@ -405,9 +361,8 @@ def run_experiment(
 
 
 def unfinished_runs(logs) -> dict[str, dict]:
-    """The runs that training logs show started but not finished (a job cut off part-way leaves
-    only its lines), as histories of the epochs they logged; keyed by run name, with
-    " (seed <k>)" after it for seeds other than 0."""
+    """The runs that training logs show started, not finished (a job cut off part-way), as
+    histories of the epochs they logged; keyed by name, plus " (seed <k>)" for seeds past 0."""
     runs: dict[str, dict] = {}
     for path in sorted(logs):
         hist = None
