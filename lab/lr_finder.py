@@ -1,16 +1,15 @@
 """The learning-rate range test (Smith 2015, "Cyclical Learning Rates for Training Neural
 Networks", section 3.3): one short run from scratch with the lr growing exponentially, the loss
-smoothed by a bias-corrected moving average (fastai's `lr_find`; Gugger 2017). The loss stays
-flat, falls (the useful range), then blows up. `suggest` reads the smoothed curve:
+smoothed by a bias-corrected moving average (fastai's `lr_find`). The loss stays flat, falls
+(the useful range), then blows up. `suggest` reads the smoothed curve:
 - min_loss_lr, where it is lowest: already the edge (the test is short, the average lags);
 - max_lr = min_loss_lr / 3, a one-cycle peak: the best lr "is usually within a factor of two of
   the largest one that converges" (Bengio 2012), and a run 100x longer needs room (fastai's
-  / 10 fell below the handout's working 0.05 on our quick curves);
-- base_lr = max_lr / 4 (Smith 2015, section 3.3: "1/3 or 1/4 of max_lr");
+  / 10 fell below the handout's working 0.05);
+- base_lr = max_lr / 4 (Smith 2015: "1/3 or 1/4 of max_lr");
 - steepest_lr, the fastest fall left of the minimum (fastai's "steep"): a safe constant lr.
 
-    python -m lab.lr_finder --profile quick --steps 100 --out results
-    -> results/quick/lr_range.json, plots/quick/lr_range.png and one line with the suggestion.
+    python -m lab.lr_finder --profile quick  # results/quick/lr_range.json, plots/quick/lr_range.png
 """
 
 from __future__ import annotations
@@ -24,24 +23,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from engine.errors import LabError, bar_file, run_cli
-from engine.runtime import (
-    choose_precision,
-    command_line,
-    environment,
-    pick_device,
-    set_lr,
-    train_step,
-)
+from engine.runtime import choose_precision, environment, pick_device, set_lr, train_step
 from train_utils import build_loaders, make_model, make_optimizer, seed_everything
 
 SMOOTHING = 0.95  # EMA weight of the past (torch-lr-finder's smooth_f=0.05): ~20-step memory
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is 4x its best so far (fastai, torch-lr-finder)
 MAX_LR_DIVISOR = 3.0  # max_lr = lowest-loss lr / 3 (see the module docstring)
 BASE_LR_DIVISOR = 4.0  # base_lr = max_lr / 4 (see the module docstring)
+MIN_LR, MAX_LR = 1e-5, 10.0  # the range tried
 # Steps per profile: 100 is fastai's default (num_it=100); the tiny smoke net needs ~40 to dip.
 DEFAULT_STEPS = {"full": 100, "cpu": 100, "quick": 100, "smoke": 40}
 
@@ -53,21 +45,15 @@ def _check_range(min_lr: float, max_lr: float, steps: int) -> None:
         raise LabError(f"the range test needs at least 3 steps, got {steps}")
 
 
-def lr_range_test(
-    cfg, data, device=None, min_lr=1e-5, max_lr=10.0, steps=100, progress=False, precision="auto"
-) -> dict:
-    """Train `cfg`'s model (a RunConfig, with its seed) from scratch for up to `steps` steps of
-    train()'s own step in `precision`, the lr rising exponentially from `min_lr` to `max_lr`;
-    stop when the loss is not finite or the smoothed loss passes DIVERGE_FACTOR x its best.
-    Returns a JSON-safe dict (lrs, losses, smoothed, suggestion, stop_reason, env, ...)."""
+def lr_range_test(cfg, data, device=None, min_lr=MIN_LR, max_lr=MAX_LR, steps=100, progress=False):
+    """Train `cfg`'s model from scratch for up to `steps` of train()'s own steps, the lr rising
+    exponentially from `min_lr` to `max_lr`, until the loss is not finite or the smoothed loss
+    passes DIVERGE_FACTOR x its best. Returns a JSON-safe dict."""
     _check_range(min_lr, max_lr, steps)
-    cfg.validate()
     device = pick_device(device)
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    prec = choose_precision(device, precision)
+    prec = choose_precision(device, "auto")
     (train_dl, _, _), norm = build_loaders(cfg, data, device, channels_last=prec.channels_last)
     model = make_model(cfg, device, prec).train()
     opt, scaler = make_optimizer(cfg, model), prec.scaler()
@@ -103,13 +89,10 @@ def lr_range_test(
 
 
 def suggest(lrs, smoothed) -> dict:
-    """{"max_lr", "base_lr", "steepest_lr", "min_loss_lr", "warning"} from a range-test curve
-    (the rules are in the module docstring), every lr within [lrs[0], lrs[-1]]; the warning is
-    "" unless the curve cannot support the suggestion."""
+    """The suggested lrs (module docstring), each within [lrs[0], lrs[-1]], and a warning ("" if
+    none) where the curve cannot support them."""
     if len(lrs) < 3:
-        raise LabError(
-            f"the loss blew up after only {len(lrs)} steps: lower --min-lr or more --steps"
-        )
+        raise LabError(f"the loss blew up after only {len(lrs)} steps: lower min_lr or more steps")
     lrs, smoothed = np.asarray(lrs, dtype=float), np.asarray(smoothed, dtype=float)
     i_min = int(np.argmin(smoothed))
     # Slope per unit of log(lr): the curve is plotted, and read, on a log axis. Skip the first
@@ -132,11 +115,14 @@ def suggest(lrs, smoothed) -> dict:
     }
 
 
-def _stamp(result: dict, name: str, profile: str, data, command: str) -> dict:
-    """The result as saved: which run, on which data, by which command, when."""
+def _save(result: dict, path: Path, profile: str, data, command: str) -> None:
+    """Save the result with which run, on which data, by which command, when."""
+    from engine.checkpoint import save_json
+
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    result.update(name=name, profile=profile, data=data.source, command=command, finished_at=now)
-    return result
+    result.update(name="baseline", profile=profile, data=data.source, command=command)
+    result["finished_at"] = now
+    save_json(result, path)
 
 
 def _said(s: dict) -> str:
@@ -150,7 +136,6 @@ def _said(s: dict) -> str:
 def lr_range(lab, base_cfg) -> dict | None:
     """The notebook's LR range test of `base_cfg`: replayed from results/<profile>/lr_range.json,
     or run and saved when training is allowed; its suggestion printed beside the grid's rates."""
-    from engine.checkpoint import save_json
     from lab import grid
 
     path = Path(lab.results_dir) / lab.profile / "lr_range.json"
@@ -161,7 +146,7 @@ def lr_range(lab, base_cfg) -> dict | None:
         print(f"[LR range test: replaying results/{lab.profile}/lr_range.json]")
     elif lab.train_missing or lab.force:
         result = lr_range_test(base_cfg, lab.data, lab.device, steps=DEFAULT_STEPS[lab.profile])
-        save_json(_stamp(result, "baseline", lab.profile, lab.data, "student_lab3.ipynb"), path)
+        _save(result, path, lab.profile, lab.data, "student_lab3.ipynb")
     else:
         print(f"[LR range test: not run: no results/{lab.profile}/lr_range.json]")
         return None
@@ -210,45 +195,33 @@ def plot_lr_range(result: dict, path=None):
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from engine.checkpoint import save_json
     from engine.data import load_cifar10
+    from engine.runtime import command_line
     from lab.grid import default_profile, make_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument(
-        "--profile", help="full | cpu | quick | smoke (default: full on CUDA, or quick)"
-    )
-    ap.add_argument("--experiment", default="baseline", help="whose configuration to test")
+    ap.add_argument("--profile", help="full | cpu | quick | smoke (default: full on CUDA)")
     ap.add_argument("--data-dir", help="CIFAR-10 (default: $LAB3_DATA_DIR, ./data, ../shared/data)")
     ap.add_argument("--steps", type=int, help="steps (default: 100; 40 on smoke)")
-    ap.add_argument("--min-lr", type=float, default=1e-5, help="first lr (default 1e-5)")
-    ap.add_argument("--max-lr", type=float, default=10.0, help="last lr (default 10)")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", help="cuda | cpu (default: cuda if available)")
-    ap.add_argument("--precision", default="auto", help="auto | bf16 | fp32 (default: auto)")
     ap.add_argument("--out", default="results", help="results folder (default: results)")
     ap.add_argument("--plots", default="plots", help="figures folder (default: plots)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
 
     profile = args.profile or default_profile()
-    cfg = make_config(args.experiment, profile, args.seed)  # refuses an unknown name or profile
+    cfg = make_config("baseline", profile)  # refuses an unknown profile
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[profile]
-    _check_range(args.min_lr, args.max_lr, steps)  # before minutes of data loading
+    _check_range(MIN_LR, MAX_LR, steps)  # before loading the data
     device = pick_device(args.device)
     data = load_cifar10(args.data_dir)
-    progress = not args.no_progress
-    result = lr_range_test(
-        cfg, data, device, args.min_lr, args.max_lr, steps, progress, args.precision
-    )
-    _stamp(result, args.experiment, profile, data, command_line())
-    stem = "lr_range" if args.experiment == "baseline" else f"lr_range_{args.experiment}"
-    json_path = Path(args.out, profile, f"{stem}.json")
-    png_path = Path(args.plots, profile, f"{stem}.png")
-    save_json(result, json_path)
+    result = lr_range_test(cfg, data, device, steps=steps, progress=not args.no_progress)
+    json_path = Path(args.out, profile, "lr_range.json")
+    png_path = Path(args.plots, profile, "lr_range.png")
+    _save(result, json_path, profile, data, command_line())
     plot_lr_range(result, png_path)
     print(
-        f"lr range test ({args.experiment}, {profile}, {len(result['lrs'])}/{steps} steps): "
+        f"lr range test ({profile}, {len(result['lrs'])}/{steps} steps): "
         f"{_said(result['suggestion'])}; wrote {json_path} and {png_path}"
     )
     return 0

@@ -1,26 +1,29 @@
-"""The notebook's glue: one `Lab`, built in the set-up cell, runs or replays a group, says
-where its runs were made, overlays their curves on the baseline's and tables them; every figure
-the notebook quotes comes from a results dict, none is typed by hand."""
+"""The notebook's glue: one `Lab` runs or replays a group, says where its runs were made,
+overlays their curves on the baseline's and tables them; every figure quoted comes from results."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
+import textwrap
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from IPython.display import display
+
 from engine.errors import LabError
-from engine.plotting import plot_history, plot_overlay
-from engine.runtime import precision_of
+from engine.plotting import plot_history, plot_overlay, plt
+from engine.runtime import choose_precision, hardware_name, pick_device, precision_of
 from lab import grid, stats, tables
 from train_utils import train_size
 
 
 @dataclasses.dataclass
 class Lab:
-    """One notebook session: where results live and how runs are made. `runs` collects each
-    experiment's results (one dict per seed), `not_run` those replay-only mode skipped."""
+    """One notebook session: where results live, how runs are made, the runs made (one results
+    dict per seed) and the experiments replay-only mode skipped."""
 
     profile: str
     data: object  # engine.data.Cifar10
@@ -41,12 +44,9 @@ class Lab:
         """Replay the saved seeds of each experiment, train the missing ones when allowed. `echo`
         gets each run's log; None prints only warnings and each experiment's test accuracies."""
         saved = grid.load_results(self.profile, self.results_dir)
-        # a header, so that a headless run's log (papermill --log-output) says where it is
         groups = ", ".join(dict.fromkeys(grid.GROUP_OF.get(n, n) for n in names))
         print(f"== {groups}: {len(names)} experiment(s), profile {self.profile} ==", flush=True)
-        if echo is None:
-            echo = _warnings_only
-        else:
+        if echo is not None:
             print(
                 "(each epoch's 'learning rate' is the rate it trained with; the handout's log "
                 "prints it after scheduler.step(), i.e. the next epoch's)"
@@ -57,7 +57,7 @@ class Lab:
             force=self.force,
             resume=self.resume,
             device=self.device,
-            echo=echo,
+            echo=echo or _warnings_only,
             compile_mode=self.compile_mode,
             precision=self.precision,
         )
@@ -71,7 +71,7 @@ class Lab:
             ]
             if done:
                 out[name] = self.runs[name] = done
-                if echo is _warnings_only:
+                if echo is None:
                     _quiet_summary(name, done)
             else:
                 self.not_run.append(name)
@@ -80,7 +80,7 @@ class Lab:
 
     def show(self, runs: dict, name: str) -> None:
         """Where each seed of `name` was made, its four curves and its test line."""
-        provenance(runs)
+        print("\n".join(provenance_lines(runs)))
         for r in runs.get(name, []):
             plot_history(
                 r["history"],
@@ -103,8 +103,7 @@ class Lab:
         )
 
     def compare(self, runs: dict) -> tuple[list[dict], str]:
-        """The table of `runs` against the baseline (Markdown) under a line naming the scale,
-        and the sentences it supports."""
+        """The Markdown table of `runs` against the baseline, under its scale, and its findings."""
         if not runs:
             return [], "*No runs of this group to compare.*"
         both = {"baseline": self.runs["baseline"], **runs} if "baseline" in self.runs else runs
@@ -114,8 +113,7 @@ class Lab:
             print(f"warning: {e}")
             return [], f"*Not compared: {e}*"
         head = f"**Scale `{self.profile}`** ({self.scale()}), against its own baseline:\n\n"
-        # s/epoch: the batch section's table, beside images/s; the name says the group
-        table = stats.format_table(rows, skip=("sec_per_epoch", "group"))
+        table = stats.format_table(rows, skip=("sec_per_epoch", "group"))  # s/epoch: batch table
         return rows, head + table + "\n\n" + tables.conclude(rows)
 
     def scale(self) -> str:
@@ -129,11 +127,8 @@ class Lab:
     def section(self, names, title: str, file: str, echo=None, ending=False) -> tuple[dict, list]:
         """One group at this scale: its runs, where they were made, their curves over the
         baseline's, their table and, with `ending`, how they ended; returns (runs, rows)."""
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
         runs = self.run(names, echo=echo)
-        provenance(runs)
+        print("\n".join(provenance_lines(runs)))
         fig = self.overlay(runs, title, file)
         if fig is not None:
             display(fig)  # here, above the table, not at the end of the cell
@@ -171,25 +166,21 @@ def sources_list(why: dict[str, str]) -> str:
     return "\n".join(f"- `{k}`: {v}" for k, v in why.items())
 
 
-def settings_lines(cfg, per_line: int = 3) -> str:
-    """A run's settings, `per_line` `name=value` pairs to a line."""
-    pairs = [f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()]
-    return "\n".join("  " + "  ".join(f"{p:<26}" for p in pairs[i : i + per_line]).rstrip()
-                     for i in range(0, len(pairs), per_line))  # fmt: skip
+def settings_lines(cfg) -> str:
+    """A run's settings, three `name=value` pairs to a line."""
+    pairs = [f"{k}={v}".ljust(26) for k, v in dataclasses.asdict(cfg).items()]
+    lines = ("  " + "  ".join(pairs[i : i + 3]) for i in range(0, len(pairs), 3))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def show_markdown(text: str) -> None:
-    """Display Markdown in the notebook that also reads as itself where only text is shown (the
-    log of a headless run: papermill --log-output prints text/plain)."""
-    from IPython.display import display
-
+    """Markdown that also reads as itself where only text is shown (papermill --log-output)."""
     display({"text/markdown": text, "text/plain": text}, raw=True)
 
 
 def preview_banner(lab: Lab) -> str:
-    """Markdown for the top of the notebook: unless the profile is `full`, a banner naming the
-    profile, its scale, the data and the hardware, so that no page of the notebook or its PDF
-    can pass for the lab's results (`cpu`: a study of its own, compared with its own baseline)."""
+    """Unless the profile is `full`, a banner naming the profile, its scale, the data and the
+    hardware, so that no page of a preview can pass for the lab's results."""
     if lab.profile == "full":
         return ""
     if lab.profile == "cpu":
@@ -198,8 +189,6 @@ def preview_banner(lab: Lab) -> str:
             f"({lab.scale()}, {lab.seeds} seeds). Every run is compared with the baseline of this "
             "scale; the lab's own figures are the `full` profile's."
         )
-    from engine.runtime import choose_precision, hardware_name, pick_device
-
     device = pick_device(lab.device)
     prec = choose_precision(device, lab.precision)
     full = dataclasses.replace(lab, profile="full").scale()
@@ -215,10 +204,9 @@ def preview_banner(lab: Lab) -> str:
 
 
 class RunLog:
-    """The groups' echo: each run's log in the handout's words. A replayed run is folded for the
-    report: one line an epoch, the first and last `keep` epochs and between them a line saying
-    how many there were and which file holds them all. A run being trained prints every line as
-    it comes: those lines are its progress."""
+    """The groups' echo: a run being trained prints every line as it comes (its progress); a
+    replayed run is folded to one line an epoch, the first and last `keep` epochs and a line
+    naming the file that holds them all."""
 
     BLOCK = ("learning rate:", "Train loss:", "Val loss:")
 
@@ -259,8 +247,7 @@ def _warnings_only(line: str) -> None:
 
 
 def _quiet_summary(name: str, done: list[dict]) -> None:
-    """One line for an experiment's seeds: their test accuracies; a seed without one (diverged,
-    failed) gets its own line with the reason."""
+    """One line of an experiment's test accuracies; a seed without one gets a line with why."""
     ok = [r for r in done if r.get("test_acc") is not None]
     if ok:
         accs = " ".join(f"{r['test_acc']:.4f}" for r in ok)
@@ -282,9 +269,8 @@ def test_line(r: dict) -> str:
 
 
 def provenance_lines(runs: dict) -> list[str]:
-    """Where and when the runs were made, from their results files: one line for the runs that
-    share status, hardware, precision, torch, data and note (without the name of a script the
-    repository no longer has), naming their seeds and dates."""
+    """Where and when the runs were made: one line for the runs that share status, hardware,
+    precision, torch, data and note (less the name of a script the repository no longer has)."""
     where: dict[tuple[str, str], dict[str, list]] = {}
     for name, rs in runs.items():
         for r in rs:
@@ -294,10 +280,7 @@ def provenance_lines(runs: dict) -> list[str]:
                 f"{precision_of(r)}, torch {env.get('torch')}, "
                 f"data: {r.get('data', 'not recorded')}"
             )
-            note = env.get("note") or ""
-            for script in re.findall(r"\(([\w./-]+\.(?:sh|py))\)", note):  # gone from the repo
-                if not (Path(__file__).resolve().parents[1] / script).exists():
-                    note = note.replace(f" ({script})", "")
+            note = re.sub(r" \(([\w./-]+\.(?:sh|py))\)", _if_in_repo, env.get("note") or "")
             seeds = where.setdefault((made, note), {}).setdefault(name, [])
             seeds.append((r["seed"], r.get("finished_at", "?")))
     lines = []
@@ -312,27 +295,20 @@ def provenance_lines(runs: dict) -> list[str]:
     return lines
 
 
-def provenance(runs: dict) -> None:
-    """Print where and when each run was made (a notebook cell's last line shows no value)."""
-    print("\n".join(provenance_lines(runs)))
+def _if_in_repo(script: re.Match) -> str:
+    return script[0] if (Path(__file__).resolve().parents[1] / script[1]).exists() else ""
 
 
 def show_code(*objects) -> None:
-    """Show the source of functions or classes (inspect.getsource: the code that runs) as
-    Markdown code blocks, each under a line naming its file."""
-    import inspect
-    import textwrap
-
+    """The source of functions or classes (the code that runs), each under its file's name."""
     for obj in objects:
         src = textwrap.dedent(inspect.getsource(obj)).rstrip()
         where = f"`{obj.__module__.replace('.', '/')}.py`, `{obj.__qualname__}`"
         show_markdown(f"{where}:\n\n```python\n{src}\n```\n")
 
 
-def describe_setup(lab: Lab) -> list[str]:
+def describe_setup(lab: Lab) -> None:
     """The set-up cell's report: device, profile, data (named by content), saved runs, mode."""
-    from engine.runtime import choose_precision, hardware_name, pick_device
-
     dev, data = pick_device(lab.device), lab.data
     prec = choose_precision(dev, lab.precision)
     saved = grid.load_results(lab.profile, lab.results_dir)
@@ -362,4 +338,3 @@ def describe_setup(lab: Lab) -> list[str]:
     else:
         lines.append("mode:    replay only: experiments without saved results are skipped")
     print("\n".join(lines))
-    return lines

@@ -1,32 +1,32 @@
-"""Conclusions that hold: means over seeds, Welch intervals against the baseline, verdicts.
-
-Seeds of one configuration differ in test accuracy often by as much as the effects studied, so
-an experiment is compared with the baseline by the difference of mean test accuracies and its
-95% Welch t interval (Welch 1947), each side's spread from its own seeds: "better" means the
-whole interval is above 0; with fewer than two seeds on a side the verdict is "n too small".
-The test is unpaired (seed k of two experiments shares initial weights), so conservative.
+"""Conclusions that hold over seeds. Seeds often differ in test accuracy by as much as the
+effects studied, so an experiment is compared with the baseline by the difference of mean test
+accuracies and its 95% Welch t interval (Welch 1947), each side's spread from its own seeds;
+unpaired (seed k of two experiments shares initial weights), so conservative.
 
     python -m lab.stats --profile full --out results [--write]   # the tables [-> summary.md]
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 from scipy.stats import t as student_t
 
+from engine.checkpoint import atomic_write
 from engine.errors import LabError, run_cli
-from lab.tables import VERDICTS, format_table  # also stats.VERDICTS / format_table to callers
+from engine.runtime import precision_of
+from lab.grid import PROFILES, load_results
+from lab.tables import format_table  # also stats.format_table to the notebook
 from train_utils import train_size  # also stats.train_size to the notebook
-
-__all__ = ["VERDICTS", "format_table", "train_size"]
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
-    """(mean, sample std (ddof=1), n), None entries (a diverged run's) skipped. The std is nan
-    with n = 1, not 0.0: one seed says nothing about the spread; with n = 0 the mean is nan too."""
+    """(mean, sample std, n), None entries skipped; the std is nan with n = 1 (one seed says
+    nothing about the spread), the mean too with n = 0."""
     xs = [float(v) for v in values if v is not None]
     n = len(xs)
     mean = math.fsum(xs) / n if n else math.nan
@@ -36,10 +36,9 @@ def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
 
 
 def diff_interval(a: Sequence, b: Sequence, level: float = 0.95) -> dict:
-    """mean(a) - mean(b) with its Welch t interval at `level` (Welch-Satterthwaite df):
-    {"diff", "lo", "hi", "level", "df", "se", "n_a", "n_b", "method"}. With fewer than two
-    seeds on a side its spread is unknown, and borrowing the other's would assume the change
-    leaves the noise alone (augmentation does not): no interval, method "n too small"."""
+    """mean(a) - mean(b) with its Welch t interval at `level` (Welch-Satterthwaite df). With fewer
+    than two seeds on a side there is no interval: borrowing the other side's spread would assume
+    the change leaves the noise alone (augmentation does not)."""
     (mean_a, sd_a, n_a), (mean_b, sd_b, n_b) = mean_std(a), mean_std(b)
     out = dict(diff=None, lo=None, hi=None, level=level, df=None, se=None)
     out.update(n_a=n_a, n_b=n_b, method="n too small")
@@ -61,9 +60,7 @@ def verdict(lo: float | None, hi: float | None) -> str:
     """Read an interval of (experiment - baseline), higher better, as one of VERDICTS."""
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return "n too small"
-    if lo == hi:
-        # Seeds that all scored the same (a copy, a deterministic metric): a zero-width interval
-        # is no measure of the noise, so it is no evidence either way (issue #27).
+    if lo == hi:  # seeds that all scored alike measure no noise: no evidence (issue #27)
         return "no spread measured"
     return "better" if lo > 0 else "worse" if hi < 0 else "within noise"
 
@@ -73,8 +70,7 @@ def _curve(result: Mapping, key: str) -> list[float]:
 
 
 def seconds_per_epoch(result: Mapping) -> float | None:
-    """Mean training seconds per epoch, without the first epoch when there are two or more (it
-    includes cudnn autotuning and the first allocations)."""
+    """Mean training seconds per epoch, the first left out (cudnn autotuning, first allocations)."""
     secs = _curve(result, "seconds")
     secs = secs[1:] if len(secs) >= 2 else secs
     return math.fsum(secs) / len(secs) if secs else None
@@ -88,8 +84,6 @@ def _stat(values: Iterable[float | None]) -> dict:
 
 def _check_one_profile(results: Mapping[str, Sequence[Mapping]]) -> None:
     """Runs of different profiles, data or precision are never pooled or compared: one line."""
-    from engine.runtime import precision_of
-
     runs = [r for rs in results.values() for r in rs]
     profiles = {r.get("profile") for r in runs} - {None}
     data = {str(r["data"]) for r in runs if r.get("data") is not None}
@@ -136,21 +130,20 @@ def _aggregate(name: str, runs: Sequence[Mapping]) -> dict:
     }
 
 
-def summarize(results: Mapping[str, Sequence[Mapping]], baseline: str = "baseline") -> list[dict]:
+def summarize(results: Mapping[str, Sequence[Mapping]]) -> list[dict]:
     """One row per experiment, the baseline first, each with its figures over the finished runs
     ({"mean", "std", "n"}, JSON-safe), vs_baseline (`diff_interval` of the test accuracies,
     experiment - baseline), its verdict ("" for the baseline itself) and a note."""
     _check_one_profile(results)
-    names = ([baseline] if baseline in results else []) + [n for n in results if n != baseline]
-    base_ok = [r["test_acc"] for r in _finished(results.get(baseline, []))]
+    base_ok = [r["test_acc"] for r in _finished(results.get("baseline", []))]
     rows = []
-    for name in names:
+    for name in sorted(results, key=lambda n: n != "baseline"):  # the baseline first
         row = _aggregate(name, results[name])
-        if name == baseline:
+        if name == "baseline":
             row.update(vs_baseline=None, verdict="")
         elif not base_ok:
             row.update(vs_baseline=None, verdict="no baseline")
-            row["note"] = "; ".join(filter(None, [row["note"], f"no finished {baseline} runs"]))
+            row["note"] = "; ".join(filter(None, [row["note"], "no finished baseline runs"]))
         else:
             d = diff_interval([r["test_acc"] for r in _finished(results[name])], base_ok)
             row.update(vs_baseline=d, verdict=verdict(d["lo"], d["hi"]))
@@ -158,14 +151,13 @@ def summarize(results: Mapping[str, Sequence[Mapping]], baseline: str = "baselin
     return rows
 
 
-def batch_table(results: Mapping[str, Sequence[Mapping]], baseline: str = "baseline") -> list[dict]:
-    """The small-vs-large-batch rows from our own runs: the "bs_*" experiments and the baseline,
-    sorted by batch size then lr, with steps per epoch (the last batch kept), images/s and peak
-    GPU memory (None on the CPU) beside the accuracies."""
+def batch_table(results: Mapping[str, Sequence[Mapping]]) -> list[dict]:
+    """The "bs_*" experiments and the baseline by batch size then lr, with steps per epoch,
+    images/s and peak GPU memory (None on the CPU) beside the accuracies."""
     _check_one_profile(results)
     rows = []
     for name, runs in results.items():
-        if not runs or not (name.startswith("bs_") or name == baseline):
+        if not runs or not (name.startswith("bs_") or name == "baseline"):
             continue
         cfg, row, ok = runs[0]["config"], _aggregate(name, runs), _finished(runs)
         n_train = train_size(cfg)
@@ -187,31 +179,21 @@ def batch_table(results: Mapping[str, Sequence[Mapping]], baseline: str = "basel
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    from pathlib import Path
-
     ap = argparse.ArgumentParser(description="Tables of a profile's saved results.")
     ap.add_argument("--profile", default="full", help="full | cpu | quick | smoke (default: full)")
     ap.add_argument("--out", default="results", help="results folder (default: results)")
-    ap.add_argument("--baseline", default="baseline", help="experiment to compare against")
     ap.add_argument("--write", action="store_true", help="also save <out>/<profile>/summary.md")
     args = ap.parse_args(argv)
-
-    from engine.checkpoint import atomic_write
-    from lab.grid import PROFILES, load_results
-
     if args.profile not in PROFILES:
         raise LabError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")
-    results = load_results(args.profile, args.out)
+    results, folder = load_results(args.profile, args.out), Path(args.out, args.profile)
     if not results:
         raise LabError(
-            f"no results in {Path(args.out) / args.profile}; run `python experiments.py run "
+            f"no results in {folder}; run `python experiments.py run "
             f"--profile {args.profile}` first"
         )
-    text = f"## Experiments vs {args.baseline} ({args.profile})\n\n" + format_table(
-        summarize(results, args.baseline)
-    )
-    batch = batch_table(results, args.baseline)
+    text = f"## Experiments vs baseline ({args.profile})\n\n" + format_table(summarize(results))
+    batch = batch_table(results)
     if batch:
         text += f"\n## Batch size ({args.profile})\n\n" + format_table(batch)
     runs = [r for rs in results.values() for r in rs]
@@ -219,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     text += f"\n{len(runs)} runs; their wall time, one after another: {hours:.1f} h\n"
     print(text, end="")
     if args.write:
-        path = Path(args.out) / args.profile / "summary.md"
+        path = folder / "summary.md"
         try:
             atomic_write(path, lambda f: f.write(text.encode()))
         except OSError as e:

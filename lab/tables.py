@@ -1,6 +1,5 @@
-"""The lab's Markdown tables: `lab.stats`' rows and the sentences their verdicts allow, a run's
-epochs, how runs ended, the two stems. Formatting only: the numbers come from stats.py or the
-results."""
+"""The lab's Markdown tables (formatting only): `lab.stats`' rows and the sentences their
+verdicts allow, a run's epochs, how runs ended, the two stems."""
 
 from __future__ import annotations
 
@@ -16,8 +15,7 @@ VERDICTS = {
     "measures no noise, so it is no evidence",
 }
 
-# Column key -> (header, decimals after accuracies turn into percent), in display order; a
-# table shows the keys its rows have.
+# Column key -> (header, decimals; accuracies in percent), in display order.
 COLUMNS = {
     "name": ("experiment", None),
     "group": ("group", None),
@@ -74,9 +72,8 @@ def _cell(key: str, value, runs: int | None = None) -> str:
 
 
 def format_table(rows: Sequence[Mapping], skip: Sequence[str] = ()) -> str:
-    """Rows of `stats.summarize` or `stats.batch_table` as Markdown, without the columns in
-    `skip`: "mean ± std" over the runs counted ok (another n in brackets), accuracies in percent,
-    differences in points with their 95% interval; then each row's note."""
+    """Rows of `stats.summarize` or `stats.batch_table` without the columns in `skip`: "mean ±
+    std" over the runs counted ok (another n in brackets), differences in points; then notes."""
     keys = [k for k in COLUMNS if k not in skip and any(k in r for r in rows)]
     table = [[COLUMNS[k][0] for k in keys]] + [
         [_cell(k, r.get(k), r.get("status", {}).get("ok")) for k in keys] for r in rows
@@ -89,7 +86,7 @@ def format_table(rows: Sequence[Mapping], skip: Sequence[str] = ()) -> str:
 
 
 def epoch_table(result: dict, epochs: list[int]) -> str:
-    """Markdown: the lr, losses and accuracies of one run at the given epochs (1-based)."""
+    """The lr, losses and accuracies of one run at the given epochs (1-based)."""
     h = result["history"]
     rows = ["| epoch | lr | train loss | train acc | val loss | val acc |", "|" + " ---: |" * 6]
     for e in sorted({e for e in epochs if 1 <= e <= len(h["train_loss"])}):
@@ -102,10 +99,8 @@ def epoch_table(result: dict, epochs: list[int]) -> str:
 
 
 def ending_table(runs: dict[str, list[dict]]) -> str:
-    """Markdown: how each experiment's finished runs ended, means over their seeds: the last lr
-    and training accuracy, the validation loss at its lowest (each seed's epoch) and at the end.
-    A validation loss that climbs from its lowest while the training accuracy nears 1 is
-    overfitting."""
+    """How each experiment's finished runs ended (means over seeds): last lr and training accuracy,
+    the validation loss at its lowest (each seed's epoch) and at the end: overfitting shows."""
     rows = [
         "| experiment | seeds | lr, last epoch | train acc, last | val loss, lowest (epoch) "
         "| val loss, last |",
@@ -131,8 +126,7 @@ def n_params(module) -> int:
 
 
 def stem_table(cifar, imagenet) -> str:
-    """Markdown: each top-level module's parameters and output (C, H, W) for one 32x32 image,
-    under both stems."""
+    """Each top-level module's parameters and output (C, H, W) for a 32x32 image, both stems."""
     import torch
 
     def shapes(model) -> dict[str, tuple]:
@@ -157,12 +151,11 @@ def stem_table(cifar, imagenet) -> str:
 
 
 def conclude(rows: list[dict]) -> str:
-    """Sentences (Markdown) saying what a table's verdicts allow: only "better" and "worse" are
-    findings; an "n too small" row's difference is quoted as a value, not as an effect."""
+    """What a table's verdicts allow: only "better" and "worse" are findings; an "n too small"
+    row's difference is quoted as a value, not as an effect."""
 
     def acc(r):
-        t = r["test_acc"]
-        return f"{100 * t['mean']:.2f}% (n = {t['n']})"
+        return f"{100 * r['test_acc']['mean']:.2f}% (n = {r['test_acc']['n']})"
 
     base = next((r for r in rows if r["name"] == "baseline"), None)
     rest = [r for r in rows if r["name"] != "baseline" and r["test_acc"]["mean"] is not None]

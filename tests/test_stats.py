@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import t as student_t
 
 from engine.errors import LabError
-from lab import stats
+from lab import stats, tables
 from lab.stats import batch_table, diff_interval, format_table, mean_std, summarize, verdict
 
 # ---------------------------------------------------------------- numbers
@@ -107,7 +107,7 @@ def test_verdicts() -> None:
     assert verdict(0.0, 0.02) == "within noise"  # touching 0 is not a difference
     assert verdict(None, None) == "n too small"
     assert verdict(0.045, 0.045) == "no spread measured"  # identical seeds: no evidence
-    assert set(stats.VERDICTS) == {
+    assert set(tables.VERDICTS) == {
         "better",
         "worse",
         "within noise",
@@ -304,7 +304,7 @@ def test_summarize_real_smoke_runs(smoke_results) -> None:
     assert (d["n_a"], d["n_b"]) == (2, 3)
     if d["lo"] is not None:  # None only if every run scored exactly the same
         assert d["lo"] <= d["diff"] <= d["hi"]
-    assert big["verdict"] in stats.VERDICTS
+    assert big["verdict"] in tables.VERDICTS
     md = format_table(list(rows.values()))
     assert "| baseline" in md and "| bs_512" in md and "3 ok" in md
 
