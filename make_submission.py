@@ -2,9 +2,6 @@
 folder with only CIFAR-10 added: the executed notebook, resnet18.py and the report (the notebook
 exported to PDF) under the handout's names, the local modules the notebook and experiments.py
 import, the results files the notebook replays, requirements.txt and a README for the grader.
-
-    python make_submission.py --student-id 312551001 --name "王小明" [--notebook student_lab3.ipynb]
-        [--results results] [--out .] [--pdf ready.pdf] [--force] [--allow-preview]
 """
 
 import argparse
@@ -55,11 +52,8 @@ def check_notebook(path: Path, allow_preview: bool = False) -> dict:
         cells = None
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         raise LabError(f"{path} is not a Jupyter notebook (its cells are not a list of cells)")
-    code = [
-        (i, c)
-        for i, c in enumerate(cells, 1)
-        if c.get("cell_type") == "code" and "".join(c.get("source", "")).strip()
-    ]
+    code = [(i, c) for i, c in enumerate(cells, 1) if c.get("cell_type") == "code"]
+    code = [(i, c) for i, c in code if "".join(c.get("source", "")).strip()]
     unrun = [i for i, c in code if c.get("execution_count") is None]
     if unrun:
         raise LabError(
@@ -69,13 +63,9 @@ def check_notebook(path: Path, allow_preview: bool = False) -> dict:
     outputs = [(i, out) for i, c in code for out in c.get("outputs", [])]
     for i, out in outputs:
         if out.get("output_type") == "error":
-            raise LabError(
-                f"{path} cell {i} ended with an error ({out.get('ename', 'error')}: "
-                f"{str(out.get('evalue', ''))[:80]}); fix it, rerun all cells and save"
-            )
-    texts = [
-        "".join(out.get("text", out.get("data", {}).get("text/plain", ""))) for _, out in outputs
-    ]
+            err = f"{out.get('ename', 'error')}: {str(out.get('evalue', ''))[:80]}"
+            raise LabError(f"{path} cell {i} ended with an error ({err}); fix it, rerun, save")
+    texts = ["".join(o.get("text", o.get("data", {}).get("text/plain", ""))) for _, o in outputs]
     test_lines = [ln.strip() for t in texts for ln in t.splitlines() if TEST_ACC in ln]
     if not test_lines:
         raise LabError(f"{path} shows no '{TEST_ACC}' line; run all cells and save it first")

@@ -71,15 +71,13 @@ def projected_cost(
 ) -> dict:
     """Before anything trains: the runs about to train here (without a usable results file, or
     all with `force`) and their minutes at a speed measured here; none: nothing is measured."""
-
-    def to_train(n: str, s: int) -> bool:
-        return (
-            force
-            or train_missing
-            and not saved_result(result_path(results_dir, profile, n, s), profile, None)
-        )
-
-    todo = [n for s in range(seeds) for n in expand([]) if to_train(n, s)]
+    path = functools.partial(result_path, results_dir, profile)
+    todo = [
+        n
+        for s in range(seeds)
+        for n in expand([])
+        if force or train_missing and not saved_result(path(n, s), profile, None)
+    ]
     if not todo:
         echo("cost:    nothing to train here: every run shown is replayed from its results file")
         return {"runs": 0, "images": 0, "images_per_s": None, "minutes": 0.0}

@@ -141,10 +141,9 @@ def candidates(args, cfg: dict, device, main: Precision, data) -> list[Candidate
                 model = make_model(run_cfg, device, prec)
                 cands += pair((f"model_{tag}", f"loop_{tag}"), model, prec)
     if args.compile:
-        # A cold compile, as a first run meets it: inductor's on-disk caches are bypassed.
-        import torch._inductor.config as inductor_config
+        from torch._inductor import config  # a cold compile, as a first run meets it: no caches
 
-        inductor_config.force_disable_caches = True
+        config.force_disable_caches = True
         model = make_model(run_cfg, device, main)
         if device.type == "cpu":  # where inductor's CPU backend crashes: one line
             probe_compile(model, [(bs, *images.shape[1:])] * 2, args.compile, main)
