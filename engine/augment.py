@@ -53,9 +53,8 @@ class Draws:
     corner: torch.Tensor | None = None  # (n, 2) int64: cutout square's top-left (row, col)
     cutout: int = CUTOUT  # side of the cutout square, pixels
     reflect: bool = False  # the crops read an image padded by reflection (pad_images)
-    # Noise is 3,072 numbers an image, too many to draw on the CPU and copy, so it comes from a
-    # generator on the images' device seeded from the CPU one: the same seed gives the same noise
-    # on the same kind of device.
+    # Noise, 3,072 numbers an image, is drawn on the images' device by a generator seeded from the
+    # CPU one: the same seed gives the same noise on the same kind of device.
     noise: torch.Generator | None = None
 
     def map(self, fn) -> Draws:
