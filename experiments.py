@@ -89,7 +89,8 @@ def _check(args: argparse.Namespace) -> tuple[list[str], dict, object]:
             f"--data-dir {data_dir} is a file; give the folder holding CIFAR-10 or a .tar.gz of it"
         )
     if not selected[i::n]:
-        print(f"nothing to run: shard {args.shard} of {len(selected)} is empty", file=sys.stderr)
+        of = f"{len(selected)} experiment(s)"
+        print(f"nothing to run: shard {args.shard} of {of} is empty", file=sys.stderr)
     return selected[i::n], overrides, device
 
 
