@@ -1,9 +1,6 @@
 """One run of the lab's ResNet18 on CIFAR-10: `train(cfg, data)` trains a `RunConfig`, prints the
-handout's lines (Epoch / learning rate / Train loss | Train acc / Val loss | Val acc, then Test
-loss | Test acc) and returns a `RunResult`. The loop reads top to bottom in `train()`, as in
-nanoGPT, with the divergence stop, the validation and the checkpoint (a resume is bit for bit)
-where they happen. Precision and `compile_mode` are execution choices, recorded in the result
-but not part of the RunConfig."""
+handout's lines and returns a `RunResult`. The loop reads top to bottom in `train()`, as in
+nanoGPT, with the divergence stop, the validation and the checkpoint where they happen."""
 
 from __future__ import annotations
 
@@ -27,8 +24,6 @@ from engine.distributed import World
 from engine.errors import LabError, bar_file
 from engine.loader import DeviceLoader
 from engine.runtime import (
-    Precision,
-    check_compile_mode,
     choose_precision,
     compile_for_training,
     environment,
@@ -46,6 +41,9 @@ from resnet18 import resnet18
 DIVERGENCE_LOSS = 1e3
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # CIFAR-10's; validation is split from the training
 HISTORY = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+POSITIVE = {"epochs", "batch_size", "lr", "width", "val_size", "step_epochs", "gamma"}
+POSITIVE |= {"cycle_epochs", "train_subset", "test_subset", "max_lr", "lr_batch"}
+RANGES = {"momentum": "in [0, 1)", "label_smoothing": "in [0, 1)", "pct_start": "in (0, 1)"}
 
 
 @dataclass
@@ -95,27 +93,18 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """A LabError naming the first setting no run can use, before any data is loaded (the
         --set parser has checked the types)."""
-
-        def refuse(name: str, rule: str):
-            raise LabError(f"{name} must be {rule}, got {getattr(self, name)}")
-
-        for name in ("momentum", "label_smoothing"):
-            if not 0 <= getattr(self, name) < 1:
-                refuse(name, "in [0, 1)")
-        if not 0 < self.pct_start < 1:
-            refuse("pct_start", "in (0, 1)")
-        positive = {"epochs", "batch_size", "lr", "width", "val_size", "step_epochs", "gamma"}
-        positive |= {"cycle_epochs", "train_subset", "test_subset", "max_lr", "lr_batch"}
-        for name, value in dataclasses.asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+        for name, v in dataclasses.asdict(self).items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue  # a flag, a string (checked below), or None (all, or off)
-            if name in positive and not value > 0:
-                refuse(name, "positive")
-            if not value >= 0:
-                refuse(name, ">= 0")
+            rule = RANGES.get(name, "positive" if name in POSITIVE else ">= 0")
+            ok = {"in [0, 1)": 0 <= v < 1, "in (0, 1)": 0 < v < 1, "positive": v > 0}
+            if not ok.get(rule, v >= 0):
+                raise LabError(f"{name} must be {rule}, got {v}")
         if self.val_size >= TRAIN_IMAGES:
-            msg = f"val_size {self.val_size} does not fit in the {TRAIN_IMAGES} training images"
-            raise LabError(msg + " with some left to train on; choose a smaller val_size")
+            raise LabError(
+                f"val_size {self.val_size} does not fit in the {TRAIN_IMAGES} training images "
+                "with some left to train on; choose a smaller val_size"
+            )
         if self.optimizer not in ("sgd", "adamw"):
             raise LabError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
         if self.norm not in NORM_MODES:
@@ -127,10 +116,12 @@ class RunConfig:
         return self
 
     def make_schedule(self, steps_per_epoch: int) -> Schedule:
+        """The schedule in optimizer steps; scaled_peak's factor for max_lr (batch size and run
+        length) applies to lr too."""
+
         def steps(epochs: float) -> int:
             return max(1, round(epochs * steps_per_epoch))
 
-        # The factor scaled_peak applies to max_lr applies to lr too (batch and run length).
         rise = self.min_rise_steps if self.schedule in ("onecycle", "triangle") else 0
         total = self.epochs * steps_per_epoch
         fit = scaled_peak(1.0, self.batch_size, total, self.lr_batch, self.pct_start, rise)
@@ -211,7 +202,7 @@ def build_loaders(cfg: RunConfig, data: Cifar10, device, world=None, channels_la
     return loaders, {"mode": cfg.norm, "mean": list(mean), "std": list(std)}
 
 
-def make_model(cfg: RunConfig, device: torch.device, precision: Precision) -> torch.nn.Module:
+def make_model(cfg: RunConfig, device: torch.device, precision) -> torch.nn.Module:
     """The run's ResNet18 on `device`, in the memory layout `precision` trains with."""
     model = resnet18(num_classes=10, width=cfg.width, zero_init_residual=cfg.zero_init_residual)
     return model.to(device, memory_format=precision.memory_format)
@@ -230,7 +221,7 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
 
 
 @torch.no_grad()
-def evaluate(model, loader: DeviceLoader, tta=False, world=None, precision=None, tta_shift=0):
+def evaluate(model, loader: DeviceLoader, precision, tta=False, tta_shift=0, world=None):
     """Mean loss, accuracy and confusion matrix over a loader (under DDP over every rank's part,
     with rank 0's BN statistics). TTA as airbench's (tta_level 2): with `tta` the mean logits of
     the image and its mirror; with `tta_shift` that mean counts half, and a quarter each the same
@@ -238,7 +229,6 @@ def evaluate(model, loader: DeviceLoader, tta=False, world=None, precision=None,
     world = world or World()
     world.sync_buffers(model)
     model.eval()
-    precision = precision or choose_precision(loader.device)
 
     def mirrored(v: torch.Tensor) -> torch.Tensor:
         return (model(v) + model(v.flip(3))) / 2 if tta else model(v)
@@ -277,23 +267,20 @@ def train(
     """Train `cfg` on `data`, validating every epoch and testing once at the end. `ckpt_dir` gets
     a checkpoint every `ckpt_every` epochs and the final weights (model.pt); `resume` continues
     from its newest checkpoint; `world` spreads the run over a DDP group (engine/distributed.py).
-    The losses are looked at every `check_every` steps: a look costs a device sync."""
+    The losses are looked at every `check_every` steps: a look costs a device sync. Precision and
+    `compile_mode` are execution choices, recorded in the result's env, not in its config."""
     cfg.validate()
     world = world or World()
     if world.helper:  # under DDP rank 0 alone prints and writes files
         log, progress, ckpt_dir = (lambda line: None), False, None
     device = pick_device(device)
-    check_compile_mode(compile_mode)  # a typo fails before the data is touched
     prec = choose_precision(device, precision)
-    t_start, prior_seconds = time.perf_counter(), 0.0  # prior: the segments before a resume
+    t_start = time.perf_counter()  # moved back by the seconds of the segments before a resume
     lines: list[str] = []  # this run's log, saved in each checkpoint so a resume keeps it
 
     def say(line: str) -> None:
         lines.append(line)
         log(line)
-
-    def elapsed() -> float:
-        return prior_seconds + time.perf_counter() - t_start
 
     # ---- set-up: seed, loaders, model, optimizer, schedule
     seed_everything(cfg.seed)
@@ -310,17 +297,15 @@ def train(
         shapes = [(n, *data.train_images.shape[1:]) for n in train_dl.batch_sizes()]
         probe_compile(model, shapes[:1] + shapes, compile_mode, prec)
     step_model = compile_for_training(world.wrap(model), compile_mode)
-    opt = make_optimizer(cfg, model)
-    scaler = prec.scaler()
+    opt, scaler = make_optimizer(cfg, model), prec.scaler()
     steps_per_epoch = len(train_dl)
-    sched = cfg.make_schedule(steps_per_epoch)
-    total_steps = cfg.epochs * steps_per_epoch
+    sched, total_steps = cfg.make_schedule(steps_per_epoch), cfg.epochs * steps_per_epoch
     env = {**environment(device), **prec.record(), "compile": compile_mode, **world.record()}
     result = RunResult(dataclasses.asdict(cfg), {k: [] for k in HISTORY}, norm_stats=norm, env=env)
     hist, result.log = result.history, lines
 
     def diverged(what: str, lr: float) -> RunResult:
-        result.status, result.wall_seconds = "diverged", elapsed()
+        result.status, result.wall_seconds = "diverged", time.perf_counter() - t_start
         result.message = (
             f"diverged: {what} (limit {DIVERGENCE_LOSS:g}, lr {lr:g}); lower the learning rate "
             "or lengthen the warm-up"
@@ -361,7 +346,7 @@ def train(
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         result.history = hist = state["history"]
         lines += state.get("log", [])
-        prior_seconds, start = state.get("wall_seconds", 0.0), state["epoch"]
+        t_start, start = t_start - state.get("wall_seconds", 0.0), state["epoch"]
         say(f"Resumed from {path} after epoch {start}")
 
     # ---- the epochs
@@ -372,19 +357,17 @@ def train(
         t0 = time.perf_counter()
         losses = torch.zeros(steps_per_epoch, device=device)  # summed over each batch's images
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
         batches = tqdm(train_dl.batches(epoch), f"epoch {epoch + 1}/{cfg.epochs}", **bar)
         for i, (x, y) in enumerate(batches):
             lr = lr_at(step, total_steps, sched)
             set_lr(opt, lr)
-            weight = train_dl.weight(i) if world.ddp else 1.0  # a DDP rank's share of the batch
+            # weight: this rank's share of the global batch under DDP (1.0 in one process)
             logits, loss = train_step(
-                step_model, opt, x, y, prec, scaler, cfg.label_smoothing, weight
+                step_model, opt, x, y, prec, scaler, cfg.label_smoothing, train_dl.weight(i)
             )
             step += 1
             losses[i] = loss.detach().float() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
             if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
                 so_far = world.sum(losses[: i + 1])  # every rank stops at the same step
                 if len(bad := (~torch.isfinite(so_far)).nonzero()):
@@ -397,18 +380,20 @@ def train(
                     where = f"epoch {epoch + 1}, step {first + 1}"
                     return diverged(f"non-finite loss at {where}", lr)
         batches.close()
-        if world.ddp:  # the epoch's figures over the global batches
-            losses, correct, seen = world.sum(losses), world.sum(correct), train_dl.num_images
-        train_loss, train_acc = losses.sum().item() / seen, correct.item() / seen
-        seconds = time.perf_counter() - t0
-        val = evaluate(model, val_dl, world=world, precision=prec)
+        # the epoch's figures over the global batches (every rank's, under DDP)
+        seen, seconds = train_dl.num_images, time.perf_counter() - t0
+        train_loss, train_acc = (
+            world.sum(losses).sum().item() / seen,
+            world.sum(correct).item() / seen,
+        )
+        val = evaluate(model, val_dl, prec, world=world)
         row = (epoch + 1, lr, train_loss, train_acc, val["loss"], val["acc"], seconds)
         for key, value in zip(HISTORY, row):
             hist[key].append(value if math.isfinite(value) else None)
         say(f"Epoch: {epoch + 1}")
         say(f"learning rate: {lr:.6g}")
-        say(f"Train loss: {_num(train_loss)} | Train acc: {train_acc:.4f}")
-        say(f"Val loss: {_num(val['loss'])} | Val acc: {val['acc']:.4f}")
+        say(f"Train loss: {train_loss:.4f} | Train acc: {train_acc:.4f}")
+        say(f"Val loss: {val['loss']:.4f} | Val acc: {val['acc']:.4f}")  # nan stays "nan"
         for what, value in (("training", train_loss), ("validation", val["loss"])):
             if not value <= DIVERGENCE_LOSS:  # also true for nan
                 return diverged(f"{what} loss {value:.4g} at epoch {epoch + 1}", lr)
@@ -418,15 +403,18 @@ def train(
                 rng["cuda"] = torch.cuda.get_rng_state_all()
             state = dict(model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1)
             state.update(config=result.config, history=hist, log=lines, rng=rng, data=data.source)
-            state.update(wall_seconds=elapsed(), precision=prec.name)
-            save_checkpoint(
-                state | ({"scaler": scaler.state_dict()} if scaler is not None else {}), ckpt_dir
-            )
+            state.update(wall_seconds=time.perf_counter() - t_start, precision=prec.name)
+            if scaler is not None:
+                state["scaler"] = scaler.state_dict()
+            save_checkpoint(state, ckpt_dir)
 
     # ---- the test, once, with the configured test-time augmentation
-    test = evaluate(model, test_dl, cfg.tta, world, prec, cfg.tta_shift)
-    result.test_loss, result.test_acc = test["loss"], test["acc"]
-    result.confusion = test["confusion"]
+    test = evaluate(model, test_dl, prec, cfg.tta, cfg.tta_shift, world)
+    result.test_loss, result.test_acc, result.confusion = (
+        test["loss"],
+        test["acc"],
+        test["confusion"],
+    )
     say(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
     if ckpt_dir is not None:  # the weights, after the test figures: a full disk loses neither
         weights, path = model.state_dict(), Path(ckpt_dir) / "model.pt"
@@ -439,11 +427,7 @@ def train(
     if device.type == "cuda":
         result.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
     if not result.test_loss <= DIVERGENCE_LOSS:
-        diverged(f"test loss {result.test_loss:.4g}", hist["lr"][-1] if hist["lr"] else cfg.lr)
+        diverged(f"test loss {result.test_loss:.4g}", hist["lr"][-1])
     result.test_loss = result.test_loss if math.isfinite(result.test_loss) else None
-    result.wall_seconds = elapsed()
+    result.wall_seconds = time.perf_counter() - t_start
     return result
-
-
-def _num(v: float) -> str:
-    return f"{v:.4f}" if math.isfinite(v) else "nan"  # stored as None: JSON has no nan

@@ -1,6 +1,5 @@
-"""Files written whole or not at all: every checkpoint, results file, cache, zip and PDF goes
-through `atomic_write`, so a crash mid-save leaves the previous file, never a half-written one.
-A run's checkpoints are epoch_<k>.pt in its folder, the newest two kept, loaded `weights_only`
+"""Files written whole or not at all (`atomic_write`: a crash mid-save leaves the previous file),
+and a run's checkpoints: epoch_<k>.pt in its folder, the newest two kept, loaded `weights_only`
 (tensors and plain data, never code); what goes in them is train_utils.train's business."""
 
 from __future__ import annotations
@@ -8,15 +7,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from engine.errors import LabError
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call write(file_object) on a temp file beside `path` (made with the user's umask), flush
-    it to disk, then move it over `path`; a failed write removes the temp file."""
+    """write(file) on a temp file beside `path`, flushed to disk, then moved over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -45,29 +42,16 @@ def save_json(obj, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def check_writable(folder: str | os.PathLike, what: str, keep: bool = True) -> Path:
-    """Prove a file can be written in `folder` before any training (with keep=False the folders
-    this made are removed again); a LabError naming the option `what` (e.g. "--out") if not."""
-    folder = Path(folder)
-    made = [p for p in (folder, *folder.parents) if not p.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder) as f:
-            f.write(b"x")
-    except OSError as e:
-        file = next((p for p in (folder, *folder.parents) if p.is_file()), None)
-        reason = f"{file} is a file" if file else e.strerror or type(e).__name__
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Before any training, and making nothing: a LabError naming the option `what` (e.g. "--out")
+    unless `folder` is, or can be made, a writable folder."""
+    folder = Path(folder).absolute()
+    nearest = next(p for p in (folder, *folder.parents) if p.exists())
+    if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
+        reason = f"{nearest} is a file" if nearest.is_file() else "permission denied"
         raise LabError(
             f"{what} {folder} is not a writable folder ({reason}); pick another with {what}"
-        ) from None
-    finally:
-        if not keep:
-            for p in made:  # deepest first
-                try:
-                    p.rmdir()
-                except OSError:
-                    break
-    return folder
+        )
 
 
 def checkpoints(folder) -> list[Path]:
@@ -80,8 +64,7 @@ def latest_checkpoint(folder) -> Path | None:
 
 
 def save_checkpoint(state: dict, folder, keep: int = 2) -> None:
-    """epoch_<k>.pt written atomically, then all but the newest `keep` deleted; a full disk is
-    one line saying what is kept."""
+    """epoch_<k>.pt written atomically, then all but the newest `keep` deleted."""
     import torch  # here: the zip and the report need no torch
 
     try:

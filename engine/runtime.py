@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -23,10 +24,8 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def torchvision():
-    """torchvision, imported where it is needed, or one line that says how to fix the install.
-
-    A torchvision built for another torch (a CPU torch beside a CUDA torchvision) fails on
-    import with "operator torchvision::nms does not exist"; training never needs it."""
+    """torchvision, or one line naming the fix: one built for another torch (a CPU torch beside a
+    CUDA torchvision) fails on import with "operator torchvision::nms does not exist"."""
     try:
         import torchvision as tv
 
@@ -35,20 +34,14 @@ def torchvision():
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
     version = torch.__version__.split("+")[0]
     major, minor = (int(x) for x in version.split(".")[:2])
-    cpu = "+cpu" in torch.__version__
-    index = " --index-url https://download.pytorch.org/whl/cpu" if cpu else ""
+    index = (
+        " --index-url https://download.pytorch.org/whl/cpu" if "+cpu" in torch.__version__ else ""
+    )
     raise LabError(
         f"torchvision cannot be used with torch {torch.__version__} ({reason}); install a "
         f"matching pair from one source: pip install --force-reinstall torch=={version} "
         f"'torchvision=={major - 2}.{minor + 15}.*'{index}"
     )
-
-
-def hardware_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model (where Linux tells it) and the threads torch uses."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({_cpu_model()}), {torch.get_num_threads()} threads"
 
 
 def _cpu_model() -> str:
@@ -59,31 +52,32 @@ def _cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
+def hardware_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({_cpu_model()}), {torch.get_num_threads()} threads"
+
+
 def environment(device: torch.device) -> dict:
-    """The machine and versions, saved with every result."""
-    env = {
+    """The machine and versions, saved with every result (training never needs torchvision)."""
+    try:
+        tv = torchvision().__version__
+    except LabError:
+        tv = None
+    cuda = device.type == "cuda"
+    return {
         "device": str(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
+        "torchvision": tv,
+        "gpu" if cuda else "cpu": torch.cuda.get_device_name(device) if cuda else _cpu_model(),
     }
-    try:  # recorded, never needed: a broken torchvision must not stop a run
-        env["torchvision"] = torchvision().__version__
-    except LabError:
-        env["torchvision"] = None
-    cuda = device.type == "cuda"
-    env["gpu" if cuda else "cpu"] = torch.cuda.get_device_name(device) if cuda else _cpu_model()
-    return env
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command that made a result, without machine paths (issue #13): an absolute path under
+    """The command that made a result without machine paths (issue #13): an absolute path under
     the working directory becomes relative, any other one keeps only its last part ("…/name")."""
-    import sys
-
-    argv = list(sys.argv if argv is None else argv)
-    if argv and os.path.isabs(argv[0]):
-        argv[0] = os.path.basename(argv[0])
 
     def clean(token: str) -> str:
         key, eq, value = token.partition("=") if token.startswith("--") else ("", "", token)
@@ -92,7 +86,8 @@ def command_line(argv: list[str] | None = None) -> str:
             value = rel if not rel.startswith("..") else "…/" + os.path.basename(value.rstrip("/"))
         return key + eq + value
 
-    return " ".join(clean(t) for t in argv)
+    argv = list(sys.argv if argv is None else argv)
+    return " ".join([os.path.basename(argv[0]), *map(clean, argv[1:])] if argv else [])
 
 
 # Precision of the training and evaluation steps (issue #22): "auto" picks the fastest that the
@@ -127,55 +122,52 @@ class Precision:
         return {"precision": self.name, "precision_reason": self.reason}
 
 
-def cpu_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere torch
-    emulates it through float32, slower than float32 itself."""
-    caps = getattr(torch.cpu, "get_capabilities", dict)()
-    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
-
-
 def choose_precision(
     device: torch.device, requested: str | None = "auto", native_bf16: bool | None = None
 ) -> Precision:
-    """The one precision decision for every step. CUDA: bf16 autocast where the GPU has it, else
-    fp16 with a GradScaler. CPU: bf16 where it runs natively (2x float32 on an AVX512-BF16 EPYC),
-    else float32. channels_last everywhere (1.2-1.5x faster CPU steps: `python -m tools.bench`).
-    `requested` bf16 or fp32 forces one; `native_bf16` stands in for the CPU's answer in tests."""
+    """The one precision decision for every step. CUDA: bf16 where the GPU has it, else fp16 with
+    a GradScaler. CPU: bf16 where it runs natively (2x float32 on an AVX512-BF16 EPYC), else
+    float32 (torch emulates bf16 without AVX512-BF16 or AMX, slower than float32 itself).
+    channels_last everywhere (1.2-1.5x faster CPU steps: `python -m tools.bench`). `native_bf16`
+    stands in for the CPU's answer in tests."""
     requested = requested or "auto"
     if requested not in PRECISIONS:
         raise LabError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
     kind = torch.device(device).type
     if kind not in ("cuda", "cpu"):
         raise LabError(f"device {kind!r} is not supported; use cuda or cpu")
+    gpu_bf16 = kind == "cuda" and torch.cuda.is_bf16_supported()
+    if requested == "bf16" and kind == "cuda" and not gpu_bf16:
+        raise LabError("this GPU has no bfloat16; use --precision auto (fp16) or fp32")
+    if native_bf16 is None and kind == "cpu":
+        caps = getattr(torch.cpu, "get_capabilities", dict)()
+        native_bf16 = bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
     if requested != "auto":
-        if requested == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
-            raise LabError("this GPU has no bfloat16; use --precision auto (fp16) or fp32")
-        return Precision(requested, kind, True, f"forced (--precision {requested})")
-    if kind == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return Precision("bf16", "cuda", True, "GPU supports bf16")
-        return Precision("fp16", "cuda", True, "GPU lacks bf16: fp16 with a GradScaler")
-    if cpu_native_bf16() if native_bf16 is None else native_bf16:
-        return Precision("bf16", "cpu", True, "CPU has native bf16 (AVX512-BF16 or AMX)")
-    return Precision("fp32", "cpu", True, "CPU lacks native bf16 (it would be emulated)")
+        name, reason = requested, f"forced (--precision {requested})"
+    elif gpu_bf16:
+        name, reason = "bf16", "GPU supports bf16"
+    elif kind == "cuda":
+        name, reason = "fp16", "GPU lacks bf16: fp16 with a GradScaler"
+    elif native_bf16:
+        name, reason = "bf16", "CPU has native bf16 (AVX512-BF16 or AMX)"
+    else:
+        name, reason = "fp32", "CPU lacks native bf16 (it would be emulated)"
+    return Precision(name, kind, True, reason)
 
 
 def precision_of(result: dict) -> str:
-    """The precision a saved result trained with. Files older than the field trained in float32
-    on a CPU and in bf16 on a GPU."""
-    env = result.get("env") if isinstance(result, dict) else None
-    env = env if isinstance(env, dict) else {}
-    if isinstance(env.get("precision"), str):
-        return env["precision"]
-    return "bf16" if str(env.get("device", "")).startswith("cuda") else "fp32"
+    """A saved result's precision; files older than the field trained in fp32 on a CPU, bf16 on a
+    GPU."""
+    env = result.get("env") or {}
+    guess = "bf16" if str(env.get("device", "")).startswith("cuda") else "fp32"
+    return env.get("precision") or guess
 
 
 def train_step(
     model, opt, x, y, precision: Precision, scaler=None, label_smoothing=0.0, weight=1.0
 ):
-    """One step, for train(), the LR range test, the bench and the compile probe: forward under
-    `precision`'s autocast, cross-entropy, backward, update. Returns (logits, loss); `weight`
-    scales the loss backpropagated (a DDP rank's share of the global batch), not the one returned."""
+    """One step (train(), the LR range test, the bench, the compile probe). Returns (logits,
+    loss); `weight` scales the loss backpropagated (a DDP rank's share of the global batch)."""
     with precision.autocast():
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
@@ -208,56 +200,48 @@ def check_compile_mode(mode: str | None) -> str | None:
 
 
 def compile_for_training(model: torch.nn.Module, mode: str | None) -> torch.nn.Module:
-    """`model` itself (mode None: eager) or a `torch.compile` wrapper sharing its parameters.
-    Only the training step goes through it; checkpoints save `model`, without `_orig_mod.`."""
-    if check_compile_mode(mode) is None:
-        return model
-    return torch.compile(model, mode=mode)
+    """`model` itself (mode None) or a `torch.compile` wrapper sharing its parameters, so that
+    checkpoints save `model`'s keys, without `_orig_mod.`."""
+    return model if check_compile_mode(mode) is None else torch.compile(model, mode=mode)
 
 
-# The compiled training steps of a model in a child process (see probe_compile).
+# A model's compiled training step on a random batch of each shape, in a child (probe_compile).
 _PROBE = """
-import sys, torch
+import io, sys, torch
 from engine.runtime import train_step
-model, xs, precision = torch.load(sys.argv[1], weights_only=False)
-model = model.to(memory_format=precision.memory_format)
+model, shapes, prec = torch.load(io.BytesIO(sys.stdin.buffer.read()), weights_only=False)
 opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-step = torch.compile(model, mode=sys.argv[2])
-for x in xs:
-    x = x.to(memory_format=precision.memory_format)
-    train_step(step, opt, x, torch.zeros(len(x), dtype=torch.long), precision)
+step = torch.compile(model, mode=sys.argv[1])
+for shape in shapes:
+    x = torch.randn(shape).contiguous(memory_format=prec.memory_format)
+    train_step(step, opt, x, torch.zeros(shape[0], dtype=torch.long), prec)
 """
 _PROBED: set = set()
 
 
 def probe_compile(model: torch.nn.Module, shapes: list[tuple], mode: str, precision) -> None:
-    """Compile `model`'s training step in a child process first, on a CPU, one step on an input
-    of each of `shapes` (the run's batch twice, then its smaller last one, if any): inductor has
-    crashed (SIGSEGV, SIGABRT) on this ResNet18's backward on AVX2 and AVX-512 processors, which
-    in the run itself kills the process, a notebook's kernel included, without a word. The run
-    then reads the same graph from inductor's cache. Once per graph."""
+    """Compile `model`'s training step for each input shape in a child process first, once per
+    graph: inductor has crashed (SIGSEGV, SIGABRT) on this ResNet18's backward on AVX2 and
+    AVX-512 CPUs, which kills the run's process, a notebook's kernel included, without a word.
+    The run then reads the same graph from inductor's cache."""
+    import io
     import signal
     import subprocess
-    import sys
-    import tempfile
 
-    if (key := (repr(model), tuple(shapes), mode, precision)) in _PROBED:
+    if (key := (repr(model), tuple(shapes), check_compile_mode(mode), precision)) in _PROBED:
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "probe.pt")
-        torch.save((model, [torch.randn(shape) for shape in shapes], precision), path)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # what this one imports
-        done = subprocess.run(
-            [sys.executable, "-c", _PROBE, path, mode], env=env, capture_output=True, text=True
-        )
+    buffer = io.BytesIO()
+    torch.save((model, shapes, precision), buffer)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # what this one imports
+    cmd = [sys.executable, "-c", _PROBE, mode]
+    done = subprocess.run(cmd, input=buffer.getvalue(), env=env, capture_output=True)
     if (rc := done.returncode) != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
         raise LabError(
             f"torch.compile {f'crashed ({signal.Signals(-rc).name})' if rc < 0 else 'failed'} "
-            f"compiling one training step in a child process on this CPU ({last}): a fault of "
-            "its compiler backend (inductor) or a stale cache (delete TORCHINDUCTOR_CACHE_DIR, "
-            "by default /tmp/torchinductor_<user>); run without --compile (or LAB3_COMPILE): "
-            "eager mode trains the same run"
+            f"compiling a training step in a child process ({last}): a fault of its CPU backend "
+            "(inductor), or a stale cache (delete /tmp/torchinductor_<user>); run without "
+            "--compile (or LAB3_COMPILE): eager mode trains the same run"
         )
     _PROBED.add(key)
 

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from engine import runtime
 from engine.errors import LabError
 from engine.runtime import choose_precision, precision_of
 from train_utils import RunConfig, train
@@ -48,9 +47,9 @@ def test_the_flags_decide_where_torch_cannot_tell(monkeypatch) -> None:
     monkeypatch.setattr(
         torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False}
     )
-    assert runtime.cpu_native_bf16() is False
+    assert choose_precision(CPU).name == "fp32"
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
-    assert runtime.cpu_native_bf16() is True
+    assert choose_precision(CPU).name == "bf16"
 
 
 @pytest.mark.parametrize("native", [True, False])
