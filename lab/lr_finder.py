@@ -14,6 +14,7 @@ smoothed by a bias-corrected moving average (fastai's `lr_find`). The loss stays
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import itertools
@@ -25,8 +26,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from engine.checkpoint import save_json
 from engine.errors import LabError, bar_file, run_cli
 from engine.runtime import choose_precision, environment, pick_device, set_lr, train_step
+from lab import grid
 from train_utils import build_loaders, make_model, make_optimizer, seed_everything
 
 SMOOTHING = 0.95  # EMA weight of the past (torch-lr-finder's smooth_f=0.05): ~20-step memory
@@ -117,8 +120,6 @@ def suggest(lrs, smoothed) -> dict:
 
 def _save(result: dict, path: Path, profile: str, data, command: str) -> None:
     """Save the result with which run, on which data, by which command, when."""
-    from engine.checkpoint import save_json
-
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     result.update(name="baseline", profile=profile, data=data.source, command=command)
     result["finished_at"] = now
@@ -136,8 +137,6 @@ def _said(s: dict) -> str:
 def lr_range(lab, base_cfg) -> dict | None:
     """The notebook's LR range test of `base_cfg`: replayed from results/<profile>/lr_range.json,
     or run and saved when training is allowed; its suggestion printed beside the grid's rates."""
-    from lab import grid
-
     path = Path(lab.results_dir) / lab.profile / "lr_range.json"
     result, problem = grid.read_json(path, ("suggestion", "env", "lrs"))
     if path.exists() and result is None:
@@ -193,11 +192,8 @@ def plot_lr_range(result: dict, path=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from engine.data import load_cifar10
+    from engine.data import load_cifar10  # here: tests stand in their copy
     from engine.runtime import command_line
-    from lab.grid import default_profile, make_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--profile", help="full | cpu | quick | smoke (default: full on CUDA)")
@@ -209,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
 
-    profile = args.profile or default_profile()
-    cfg = make_config("baseline", profile)  # refuses an unknown profile
+    profile = args.profile or grid.default_profile()
+    cfg = grid.make_config("baseline", profile)  # refuses an unknown profile
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[profile]
     _check_range(MIN_LR, MAX_LR, steps)  # before loading the data
     device = pick_device(args.device)
