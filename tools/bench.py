@@ -193,9 +193,8 @@ def bench(args: argparse.Namespace) -> dict:
     compiled = None
     if args.compile:  # its one-time cost: the compiled warm-up less as many eager steps
         eager, hot = 1 / rate["model_hand"], 1 / rate["model_compiled"]  # seconds per image
-        cost = max(
-            0.0, warmup_s["model_compiled"] - max(1, cfg["warmup"]) * args.batch_size * eager
-        )
+        eager_warmup = max(1, cfg["warmup"]) * args.batch_size * eager
+        cost = max(0.0, warmup_s["model_compiled"] - eager_warmup)
         paid = cost / (eager - hot) if eager > hot else None  # training images to pay it back
         compiled = dict(mode=args.compile, compile_seconds=cost, break_even_images=paid)
     env = environment(device)
