@@ -25,8 +25,7 @@ from train_utils import train_size  # also stats.train_size to the notebook
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
-    """(mean, sample std, n), None entries skipped; the std is nan with n = 1 (one seed says
-    nothing about the spread), the mean too with n = 0."""
+    """(mean, sample std, n) without None entries; the std is nan with n = 1, the mean with 0."""
     xs = [float(v) for v in values if v is not None]
     n = len(xs)
     mean = math.fsum(xs) / n if n else math.nan
@@ -131,9 +130,8 @@ def _aggregate(name: str, runs: Sequence[Mapping]) -> dict:
 
 
 def summarize(results: Mapping[str, Sequence[Mapping]]) -> list[dict]:
-    """One row per experiment, the baseline first, each with its figures over the finished runs
-    ({"mean", "std", "n"}, JSON-safe), vs_baseline (`diff_interval` of the test accuracies,
-    experiment - baseline), its verdict ("" for the baseline itself) and a note."""
+    """One row per experiment, the baseline first: its figures over the finished runs, vs_baseline
+    (`diff_interval` of the test accuracies), its verdict ("" for the baseline) and a note."""
     _check_one_profile(results)
     base_ok = [r["test_acc"] for r in _finished(results.get("baseline", []))]
     rows = []

@@ -1,5 +1,4 @@
-"""The lab's Markdown tables (formatting only): `lab.stats`' rows and the sentences their
-verdicts allow, a run's epochs, how runs ended, the two stems."""
+"""The lab's Markdown tables: `lab.stats`' rows and their verdicts, epochs, endings, stems."""
 
 from __future__ import annotations
 
@@ -72,8 +71,7 @@ def _cell(key: str, value, runs: int | None = None) -> str:
 
 
 def format_table(rows: Sequence[Mapping], skip: Sequence[str] = ()) -> str:
-    """Rows of `stats.summarize` or `stats.batch_table` without the columns in `skip`: "mean ±
-    std" over the runs counted ok (another n in brackets), differences in points; then notes."""
+    """`stats` rows less the columns in `skip`: "mean ± std" (another n in brackets); notes."""
     keys = [k for k in COLUMNS if k not in skip and any(k in r for r in rows)]
     table = [[COLUMNS[k][0] for k in keys]] + [
         [_cell(k, r.get(k), r.get("status", {}).get("ok")) for k in keys] for r in rows
