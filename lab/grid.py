@@ -38,7 +38,7 @@ def parse_overrides(items: list[str]) -> dict:
     out = {}
     for item in items:
         key, sep, text = (s.strip() for s in item.partition("="))
-        if not sep or not key:
+        if not (key and sep and text):
             raise LabError(f"--set wants KEY=VALUE, got {item!r}")
         if key == "seed":  # one run under every seed number would fake the repeats (#17)
             raise LabError("seed cannot be set with --set; --seeds N runs seeds 0..N-1")
@@ -46,8 +46,6 @@ def parse_overrides(items: list[str]) -> dict:
             raise LabError("name cannot be set with --set; --set names a run (baseline+lr=0.1)")
         if key not in types_:
             raise LabError(f"unknown setting {key}; settings are: {', '.join(sorted(types_))}")
-        if not text:
-            raise LabError(f"--set {key}= is empty; give a value")
         kind, *optional = typing.get_args(types_[key]) or (types_[key],)  # X | None: X, NoneType
         if optional and text.lower() in ("none", "null"):
             out[key] = None
@@ -182,8 +180,7 @@ def make_config(
     if profile not in PROFILES:
         raise LabError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     overrides = overrides or {}
-    # `name+key=value...` when settings are overridden: its own results file
-    full_name = name + "".join(f"+{k}={v}" for k, v in sorted(overrides.items()))
+    full_name = name + "".join(f"+{k}={v}" for k, v in sorted(overrides.items()))  # own file
     cfg = dataclasses.replace(BASELINE, name=full_name, seed=seed, **EXPERIMENTS[name])
     scale = dict(PROFILES[profile])
     f = scale.pop("epochs_scale")
@@ -255,14 +252,9 @@ def result_problem(r: dict) -> str | None:
     return None
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr)  # sys.stderr as it is now (a test or notebook may swap it)
-
-
-def saved_result(path: Path, profile: str, warn=_stderr, cfg: RunConfig | None = None):
-    """The run saved in `path` if it is usable for `profile`, else None: the one answer to "is
-    this run saved and valid?". An unusable file is skipped with one line through `warn` (None:
-    silent); one saved with other settings than `cfg` is used, with a warning."""
+def saved_result(path: Path, profile: str, warn, cfg: RunConfig | None = None):
+    """The run saved in `path` if it is usable for `profile` (the one answer), else None and one
+    line through `warn` (None: silent) saying why; saved with other settings than `cfg`: warned."""
     if not path.is_file():
         return None
     r, problem = read_json(path)
@@ -284,7 +276,9 @@ def saved_result(path: Path, profile: str, warn=_stderr, cfg: RunConfig | None =
     return r
 
 
-def load_results(profile: str, out: str | Path = "results", warn=_stderr) -> dict[str, list[dict]]:
+def load_results(
+    profile: str, out: str | Path = "results", warn=lambda line: print(line, file=sys.stderr)
+) -> dict[str, list[dict]]:
     """Every usable saved run of a profile, by run name, seeds in order (see saved_result)."""
     found: dict[str, list[dict]] = {}
     for p in sorted((Path(out) / profile).glob("*__seed*.json")):
@@ -313,9 +307,8 @@ class RunOptions:
 def run_experiment(
     name: str, profile: str, data, seed: int = 0, options: RunOptions | None = None, world=None
 ) -> dict | None:
-    """Replay a run's saved result, or train the run and write its results file (their one
-    writer). Under DDP every rank calls this: rank 0 alone decides and reads and writes files,
-    the others train beside it and return None."""
+    """Replay a run's saved result, or train it and write its results file (their one writer).
+    Under DDP every rank calls this: rank 0 decides, reads and writes; the others return None."""
     options, world = options or RunOptions(), world or World()
     echo = (lambda line: None) if world.helper else options.echo
     cfg = make_config(name, profile, seed, options.overrides)
