@@ -59,8 +59,7 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-# final_airbench's lr rises at most peak / MIN_RISE_STEPS a step (AIRBENCH_WHY says why; #19)
-MIN_RISE_STEPS = 40
+MIN_RISE_STEPS = 40  # final_airbench's lr rises at most peak / 40 a step (AIRBENCH_WHY: why)
 
 # The final recipes, each setting as --set writes it with where it comes from: a paper, or the
 # anchor (never a grid run: what those found is the notebook's to say). The notebook prints them.
