@@ -116,5 +116,8 @@ def start(mode: str | None, device, sync_bn: bool = False) -> tuple[World, torch
 
 
 def stop() -> None:
+    """Leave the group together: a rank tearing down while another is still in gloo's last
+    exchange can abort at exit."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
