@@ -1,11 +1,9 @@
 """The learning-rate range test (Smith 2015, "Cyclical Learning Rates for Training Neural
 Networks", section 3.3): one short run from scratch with the lr growing exponentially, the loss
-smoothed by a bias-corrected moving average (fastai's `lr_find`). The loss stays flat, falls
-(the useful range), then blows up. `suggest` reads the smoothed curve:
+smoothed by a bias-corrected moving average (fastai's `lr_find`). `suggest` reads the curve:
 - min_loss_lr, where it is lowest: already the edge (the test is short, the average lags);
 - max_lr = min_loss_lr / 3, a one-cycle peak: the best lr "is usually within a factor of two of
-  the largest one that converges" (Bengio 2012), and a run 100x longer needs room (fastai's
-  / 10 fell below the handout's working 0.05);
+  the largest one that converges" (Bengio 2012); fastai's / 10 fell below the handout's 0.05;
 - base_lr = max_lr / 4 (Smith 2015: "1/3 or 1/4 of max_lr");
 - steepest_lr, the fastest fall left of the minimum (fastai's "steep"): a safe constant lr.
 
@@ -16,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import itertools
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from engine.checkpoint import save_json
-from engine.errors import LabError, bar_file, run_cli
+from engine.errors import LabError, run_cli
 from engine.runtime import choose_precision, environment, pick_device, set_lr, train_step
 from lab import grid
 from train_utils import build_loaders, make_model, make_optimizer, seed_everything
@@ -37,8 +32,7 @@ DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is 4x its best so far (fasta
 MAX_LR_DIVISOR = 3.0  # max_lr = lowest-loss lr / 3 (see the module docstring)
 BASE_LR_DIVISOR = 4.0  # base_lr = max_lr / 4 (see the module docstring)
 MIN_LR, MAX_LR = 1e-5, 10.0  # the range tried
-# Steps per profile: 100 is fastai's default (num_it=100); the tiny smoke net needs ~40 to dip.
-DEFAULT_STEPS = {"full": 100, "cpu": 100, "quick": 100, "smoke": 40}
+DEFAULT_STEPS = {"full": 100, "cpu": 100, "quick": 100, "smoke": 40}  # fastai's num_it; smoke: ~40
 
 
 def _check_range(min_lr: float, max_lr: float, steps: int) -> None:
@@ -48,10 +42,8 @@ def _check_range(min_lr: float, max_lr: float, steps: int) -> None:
         raise LabError(f"the range test needs at least 3 steps, got {steps}")
 
 
-def lr_range_test(cfg, data, device=None, min_lr=MIN_LR, max_lr=MAX_LR, steps=100, progress=False):
-    """Train `cfg`'s model from scratch for up to `steps` of train()'s own steps, the lr rising
-    exponentially from `min_lr` to `max_lr`, until the loss is not finite or the smoothed loss
-    passes DIVERGE_FACTOR x its best. Returns a JSON-safe dict."""
+def lr_range_test(cfg, data, device=None, min_lr=MIN_LR, max_lr=MAX_LR, steps=100):
+    """The range test of `cfg`'s model, from scratch, up to `steps` steps: a JSON-safe dict."""
     _check_range(min_lr, max_lr, steps)
     device = pick_device(device)
     t_start = time.perf_counter()
@@ -64,8 +56,7 @@ def lr_range_test(cfg, data, device=None, min_lr=MIN_LR, max_lr=MAX_LR, steps=10
     lrs, losses, smoothed = [], [], []
     avg, best, stop_reason = 0.0, math.inf, ""
     batches = (b for epoch in itertools.count() for b in train_dl.batches(epoch))
-    bar = dict(desc="lr range test", leave=False, file=bar_file(), mininterval=1.0, ascii=True)
-    for i in tqdm(range(steps), disable=not progress, **bar):
+    for i in range(steps):
         lr = min_lr * (max_lr / min_lr) ** (i / (steps - 1))
         set_lr(opt, lr)
         x, y = next(batches)
@@ -87,13 +78,13 @@ def lr_range_test(cfg, data, device=None, min_lr=MIN_LR, max_lr=MAX_LR, steps=10
     out = dict(lrs=lrs, losses=losses, smoothed=smoothed, suggestion=suggest(lrs, smoothed))
     out.update(stopped_early=bool(stop_reason), stop_reason=stop_reason, min_lr=min_lr)
     out.update(max_lr=max_lr, steps=steps, smoothing=SMOOTHING, config=dataclasses.asdict(cfg))
-    env = {**environment(device), **prec.record()}
-    return out | dict(norm_stats=norm, env=env, seconds=time.perf_counter() - t_start)
+    out.update(name=cfg.name, data=data.source, env={**environment(device), **prec.record()})
+    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())  # as the grid's finished_at
+    return out | dict(norm_stats=norm, seconds=time.perf_counter() - t_start, finished_at=now)
 
 
 def suggest(lrs, smoothed) -> dict:
-    """The suggested lrs (module docstring), each within [lrs[0], lrs[-1]], and a warning ("" if
-    none) where the curve cannot support them."""
+    """The suggested lrs (module docstring) within [lrs[0], lrs[-1]], and a warning ("" if none)."""
     if len(lrs) < 3:
         raise LabError(f"the loss blew up after only {len(lrs)} steps: lower min_lr or more steps")
     lrs, smoothed = np.asarray(lrs, dtype=float), np.asarray(smoothed, dtype=float)
@@ -103,11 +94,10 @@ def suggest(lrs, smoothed) -> dict:
     slope = np.gradient(smoothed, np.log(lrs))
     start = min(len(lrs) // 10, i_min)
     i_steep = start + int(np.argmin(slope[start : i_min + 1]))
-    warning = ""
-    if i_min == 0:
-        warning = "the smoothed loss never fell below its start: more steps or a lower min_lr"
-    elif i_min == len(lrs) - 1:
-        warning = "the loss was still falling at the largest lr tried: raise max_lr or steps"
+    warning = {
+        0: "the smoothed loss never fell below its start: more steps or a lower min_lr",
+        len(lrs) - 1: "the loss was still falling at the largest lr tried: raise max_lr or steps",
+    }.get(i_min, "")
     max_lr = max(lrs[i_min] / MAX_LR_DIVISOR, lrs[0])
     return {
         "max_lr": float(max_lr),
@@ -116,14 +106,6 @@ def suggest(lrs, smoothed) -> dict:
         "min_loss_lr": float(lrs[i_min]),
         "warning": warning,
     }
-
-
-def _save(result: dict, path: Path, profile: str, data, command: str) -> None:
-    """Save the result with which run, on which data, by which command, when."""
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    result.update(name="baseline", profile=profile, data=data.source, command=command)
-    result["finished_at"] = now
-    save_json(result, path)
 
 
 def _said(s: dict) -> str:
@@ -135,8 +117,7 @@ def _said(s: dict) -> str:
 
 
 def lr_range(lab, base_cfg) -> dict | None:
-    """The notebook's LR range test of `base_cfg`: replayed from results/<profile>/lr_range.json,
-    or run and saved when training is allowed; its suggestion printed beside the grid's rates."""
+    """The notebook's range test of `base_cfg`, replayed or run, printed beside the grid's rates."""
     path = Path(lab.results_dir) / lab.profile / "lr_range.json"
     result, problem = grid.read_json(path, ("suggestion", "env", "lrs"))
     if path.exists() and result is None:
@@ -145,7 +126,7 @@ def lr_range(lab, base_cfg) -> dict | None:
         print(f"[LR range test: replaying results/{lab.profile}/lr_range.json]")
     elif lab.train_missing or lab.force:
         result = lr_range_test(base_cfg, lab.data, lab.device, steps=DEFAULT_STEPS[lab.profile])
-        _save(result, path, lab.profile, lab.data, "student_lab3.ipynb")
+        save_json(result | dict(profile=lab.profile, command="student_lab3.ipynb"), path)
     else:
         print(f"[LR range test: not run: no results/{lab.profile}/lr_range.json]")
         return None
@@ -180,8 +161,7 @@ def plot_lr_range(result: dict, path=None):
     # Keep the fall readable: cut the y axis a little above the start, not at the blow-up.
     top = min(max(smoothed), 1.5 * max(smoothed[: int(np.argmin(smoothed)) + 1]))
     bottom = min(min(result["losses"]), min(smoothed))
-    pad = 0.05 * max(top - bottom, 1e-3)
-    ax.set_ylim(bottom - pad, top + pad)
+    ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.05 * (top - bottom))
     ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="training loss")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
@@ -202,19 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", help="cuda | cpu (default: cuda if available)")
     ap.add_argument("--out", default="results", help="results folder (default: results)")
     ap.add_argument("--plots", default="plots", help="figures folder (default: plots)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
 
     profile = args.profile or grid.default_profile()
     cfg = grid.make_config("baseline", profile)  # refuses an unknown profile
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[profile]
     _check_range(MIN_LR, MAX_LR, steps)  # before loading the data
-    device = pick_device(args.device)
     data = load_cifar10(args.data_dir)
-    result = lr_range_test(cfg, data, device, steps=steps, progress=not args.no_progress)
+    result = lr_range_test(cfg, data, args.device, steps=steps)
     json_path = Path(args.out, profile, "lr_range.json")
     png_path = Path(args.plots, profile, "lr_range.png")
-    _save(result, json_path, profile, data, command_line())
+    save_json(result | dict(profile=profile, command=command_line()), json_path)
     plot_lr_range(result, png_path)
     print(
         f"lr range test ({profile}, {len(result['lrs'])}/{steps} steps): "
@@ -224,4 +202,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    raise SystemExit(run_cli(main))

@@ -1,14 +1,11 @@
 """The notebook's glue: one `Lab` runs or replays a group, says where its runs were made,
 overlays their curves on the baseline's and tables them; every figure quoted comes from results."""
 
-from __future__ import annotations
-
 import dataclasses
 import inspect
 import re
 import textwrap
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from IPython.display import display
@@ -22,8 +19,7 @@ from train_utils import train_size
 
 @dataclasses.dataclass
 class Lab:
-    """One notebook session: where results live, how runs are made, the runs made (one results
-    dict per seed) and the experiments replay-only mode skipped."""
+    """One notebook session: where results live, how runs are made, the runs made, those skipped."""
 
     profile: str
     data: object  # engine.data.Cifar10
@@ -40,7 +36,7 @@ class Lab:
     runs: dict = dataclasses.field(default_factory=dict)
     not_run: list = dataclasses.field(default_factory=list)
 
-    def run(self, names, echo: Callable[[str], None] | None = print) -> dict[str, list[dict]]:
+    def run(self, names, echo=print) -> dict[str, list[dict]]:
         """Replay the saved seeds of each experiment, train the missing ones when allowed. `echo`
         gets each run's log; None prints only warnings and each experiment's test accuracies."""
         saved = grid.load_results(self.profile, self.results_dir)
@@ -51,15 +47,12 @@ class Lab:
                 "(each epoch's 'learning rate' is the rate it trained with; the handout's log "
                 "prints it after scheduler.step(), i.e. the next epoch's)"
             )
+        same = ("force", "resume", "device", "compile_mode", "precision")  # named alike in both
         options = grid.RunOptions(
-            out=self.results_dir,
-            ckpt_root=self.checkpoints_dir,
-            force=self.force,
-            resume=self.resume,
-            device=self.device,
+            self.results_dir,
+            self.checkpoints_dir,
             echo=echo or _warnings_only,
-            compile_mode=self.compile_mode,
-            precision=self.precision,
+            **{k: getattr(self, k) for k in same},
         )
         out = {}
         for name in names:
@@ -125,8 +118,7 @@ class Lab:
         )
 
     def section(self, names, title: str, file: str, echo=None, ending=False) -> tuple[dict, list]:
-        """One group at this scale: its runs, where they were made, their curves over the
-        baseline's, their table and, with `ending`, how they ended; returns (runs, rows)."""
+        """One group: its runs, provenance, overlay, table and (`ending`) how they ended."""
         runs = self.run(names, echo=echo)
         print("\n".join(provenance_lines(runs)))
         fig = self.overlay(runs, title, file)
@@ -144,19 +136,16 @@ class Lab:
 
 
 def study(lab: Lab, profile: str | None) -> Lab | None:
-    """The study of `profile` beside `lab`'s runs (replayed, never trained here), or None: no
-    profile, the lab's own, or one without results in the lab's results folder."""
+    """`profile`'s saved runs beside `lab`'s (replayed only), or None where it has no results."""
     if not profile or profile == lab.profile:
         return None
     folder = Path(lab.results_dir) / profile
     if not any(folder.glob("*.json")):
         print(f"study:   profile {profile} not shown: no results in {folder}/")
         return None
-    replay_only = dict(force=False, train_missing=False, runs={}, not_run=[])
     plots = Path(lab.plots_dir).parent / profile
-    study = dataclasses.replace(
-        lab, profile=profile, plots_dir=plots, seeds=grid.default_seeds(profile), **replay_only
-    )
+    replay = dict(force=False, train_missing=False, runs={}, not_run=[], plots_dir=plots)
+    study = dataclasses.replace(lab, profile=profile, seeds=grid.default_seeds(profile), **replay)
     print(f"study:   profile {profile} ({study.scale()}), replayed from {lab.results_dir}/")
     return study
 
@@ -179,8 +168,7 @@ def show_markdown(text: str) -> None:
 
 
 def preview_banner(lab: Lab) -> str:
-    """Unless the profile is `full`, a banner naming the profile, its scale, the data and the
-    hardware, so that no page of a preview can pass for the lab's results."""
+    """Unless the profile is `full`, a banner so that no page of a preview passes for results."""
     if lab.profile == "full":
         return ""
     if lab.profile == "cpu":
@@ -204,9 +192,8 @@ def preview_banner(lab: Lab) -> str:
 
 
 class RunLog:
-    """The groups' echo: a run being trained prints every line as it comes (its progress); a
-    replayed run is folded to one line an epoch, the first and last `keep` epochs and a line
-    naming the file that holds them all."""
+    """The groups' echo: a run being trained prints every line; a replayed run is folded to one
+    line an epoch, the first and last `keep` epochs and a line naming its file."""
 
     BLOCK = ("learning rate:", "Train loss:", "Val loss:")
 
@@ -228,7 +215,6 @@ class RunLog:
             self.out(line)
 
     def flush(self) -> None:
-        """Print the epochs held back, the middle ones folded into one line."""
         n, k = len(self.epochs), self.keep
         if n > 2 * k:
             folded = f"... ({n} epochs, {n - 2 * k} not shown, full log in {self.path})"
@@ -270,8 +256,8 @@ def test_line(r: dict) -> str:
 
 def provenance_lines(runs: dict) -> list[str]:
     """Where and when the runs were made: one line for the runs that share status, hardware,
-    precision, torch, data and note (less the name of a script the repository no longer has)."""
-    where: dict[tuple[str, str], dict[str, list]] = {}
+    precision, torch, data and note (less any script's name)."""
+    where = defaultdict(lambda: defaultdict(list))  # (made, note) -> name -> [(seed, date)]
     for name, rs in runs.items():
         for r in rs:
             env = r.get("env", {})
@@ -280,9 +266,8 @@ def provenance_lines(runs: dict) -> list[str]:
                 f"{precision_of(r)}, torch {env.get('torch')}, "
                 f"data: {r.get('data', 'not recorded')}"
             )
-            note = re.sub(r" \(([\w./-]+\.(?:sh|py))\)", _if_in_repo, env.get("note") or "")
-            seeds = where.setdefault((made, note), {}).setdefault(name, [])
-            seeds.append((r["seed"], r.get("finished_at", "?")))
+            note = re.sub(r" \([\w./-]+\.(?:sh|py)\)", "", env.get("note") or "")
+            where[made, note][name].append((r["seed"], r.get("finished_at", "?")))
     lines = []
     for (made, note), names in where.items():
         dates = sorted(d for seeds in names.values() for _, d in seeds)
@@ -293,10 +278,6 @@ def provenance_lines(runs: dict) -> list[str]:
         )
         lines.append(f"{which}: {made}, finished {when}" + (f"; {note}" if note else ""))
     return lines
-
-
-def _if_in_repo(script: re.Match) -> str:
-    return script[0] if (Path(__file__).resolve().parents[1] / script[1]).exists() else ""
 
 
 def show_code(*objects) -> None:

@@ -121,7 +121,6 @@ def test_cli_writes_json_and_png(cifar, tmp_path, monkeypatch, capsys) -> None:
             str(out),
             "--plots",
             str(plots),
-            "--no-progress",
         ]
     )
     assert code == 0
