@@ -1,6 +1,5 @@
 """One run of the lab's ResNet18 on CIFAR-10: `train(cfg, data)` trains a `RunConfig`, prints the
-handout's lines and returns a `RunResult`. The loop reads top to bottom in `train()`, as in
-nanoGPT, with the divergence stop, the validation and the checkpoint where they happen."""
+handout's lines and returns a `RunResult`; its loop reads top to bottom, as in nanoGPT."""
 
 from __future__ import annotations
 
@@ -17,21 +16,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from engine import runtime
 from engine.augment import check_preset
 from engine.checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint
 from engine.data import NORM_MODES, Cifar10, normalization_stats, split_train_val
 from engine.distributed import World
 from engine.errors import LabError, bar_file
 from engine.loader import DeviceLoader
-from engine.runtime import (
-    choose_precision,
-    compile_for_training,
-    environment,
-    pick_device,
-    probe_compile,
-    set_lr,
-    train_step,
-)
 from engine.schedules import Schedule, lr_at, scaled_peak
 from resnet18 import resnet18
 
@@ -78,13 +69,9 @@ class RunConfig:
     pct_start: float = 0.25  # onecycle / triangle: fraction of the run spent rising
     min_lr: float = 0.0  # cosine: final lr
     warmup_epochs: float = 0  # linear warm-up (Goyal et al. 2017)
-    # lr and max_lr are for batch `lr_batch`, scaled by batch_size / lr_batch, and a onecycle
-    # rise shorter than `min_rise_steps` steps peaks lower in proportion (schedules.scaled_peak)
-    lr_batch: int | None = None
-    min_rise_steps: int = 0
-    # lab.grid.make_config halves batch_size (not below 32, not when the user sets it) until an
-    # epoch makes at least this many steps (schedules.fitted_batch); 0: off
-    min_steps_per_epoch: int = 0
+    lr_batch: int | None = None  # lr and max_lr are for this batch, scaled by batch_size / it
+    min_rise_steps: int = 0  # a onecycle rise shorter than this peaks lower (scaled_peak)
+    min_steps_per_epoch: int = 0  # lab.grid.make_config: halve batch_size to this; 0: off
     # evaluation
     tta: bool = False  # average logits over the image and its mirror at test time
     tta_shift: int = 0  # and over both shifted by this many pixels (airbench's TTA: 1)
@@ -101,16 +88,11 @@ class RunConfig:
             if not ok.get(rule, v >= 0):
                 raise LabError(f"{name} must be {rule}, got {v}")
         if self.val_size >= TRAIN_IMAGES:
-            raise LabError(
-                f"val_size {self.val_size} does not fit in the {TRAIN_IMAGES} training images "
-                "with some left to train on; choose a smaller val_size"
-            )
+            raise LabError(f"val_size {self.val_size} does not fit in the training images")
         if self.optimizer not in ("sgd", "adamw"):
             raise LabError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
         if self.norm not in NORM_MODES:
-            raise LabError(
-                f"unknown normalization {self.norm!r}; choose one of {', '.join(NORM_MODES)}"
-            )
+            raise LabError(f"unknown normalization {self.norm!r}; use {', '.join(NORM_MODES)}")
         check_preset(self.augment)
         self.make_schedule(1)  # an unknown schedule, or one without its max_lr
         return self
@@ -118,10 +100,6 @@ class RunConfig:
     def make_schedule(self, steps_per_epoch: int) -> Schedule:
         """The schedule in optimizer steps; scaled_peak's factor for max_lr (batch size and run
         length) applies to lr too."""
-
-        def steps(epochs: float) -> int:
-            return max(1, round(epochs * steps_per_epoch))
-
         rise = self.min_rise_steps if self.schedule in ("onecycle", "triangle") else 0
         total = self.epochs * steps_per_epoch
         fit = scaled_peak(1.0, self.batch_size, total, self.lr_batch, self.pct_start, rise)
@@ -131,9 +109,9 @@ class RunConfig:
                 base_lr=self.lr * fit,
                 max_lr=None if self.max_lr is None else self.max_lr * fit,
                 min_lr=self.min_lr,
-                step_every=steps(self.step_epochs),
+                step_every=max(1, round(self.step_epochs * steps_per_epoch)),
                 gamma=self.gamma,
-                cycle_steps=steps(self.cycle_epochs),
+                cycle_steps=max(1, round(self.cycle_epochs * steps_per_epoch)),
                 pct_start=self.pct_start,
                 warmup_steps=round(self.warmup_epochs * steps_per_epoch),
             )
@@ -188,14 +166,12 @@ def build_loaders(cfg: RunConfig, data: Cifar10, device, world=None, channels_la
     train_idx = _subset(train_idx, cfg.train_subset, cfg.split_seed)
     test_idx = _subset(torch.arange(len(data.test_labels)), cfg.test_subset, cfg.split_seed)
     val_idx, test_idx = val_idx[world.part(len(val_idx))], test_idx[world.part(len(test_idx))]
-    train_images = data.train_images[train_idx]
+    train_images, train_labels = data.train_images[train_idx], data.train_labels[train_idx]
     mean, std = normalization_stats(cfg.norm, train_images, seed=cfg.seed)
     common = dict(mean=mean, std=std, device=device, channels_last=channels_last)
     shuffled = dict(augment=cfg.augment, shuffle=True, seed=cfg.seed, **world.loader_args())
     loaders = (
-        DeviceLoader(
-            train_images, data.train_labels[train_idx], cfg.batch_size, **shuffled, **common
-        ),
+        DeviceLoader(train_images, train_labels, cfg.batch_size, **shuffled, **common),
         DeviceLoader(data.train_images[val_idx], data.train_labels[val_idx], 1024, **common),
         DeviceLoader(data.test_images[test_idx], data.test_labels[test_idx], 1024, **common),
     )
@@ -209,23 +185,18 @@ def make_model(cfg: RunConfig, device: torch.device, precision) -> torch.nn.Modu
 
 
 def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,
-        weight_decay=cfg.weight_decay,
-    )
+        return torch.optim.AdamW(model.parameters(), **kw)
+    nesterov = cfg.nesterov and cfg.momentum > 0  # torch refuses nesterov without momentum
+    return torch.optim.SGD(model.parameters(), momentum=cfg.momentum, nesterov=nesterov, **kw)
 
 
 @torch.no_grad()
 def evaluate(model, loader: DeviceLoader, precision, tta=False, tta_shift=0, world=None):
-    """Mean loss, accuracy and confusion matrix over a loader (under DDP over every rank's part,
-    with rank 0's BN statistics). TTA as airbench's (tta_level 2): with `tta` the mean logits of
-    the image and its mirror; with `tta_shift` that mean counts half, and a quarter each the same
-    over the image moved `tta_shift` pixels up-left and down-right (reflect padding)."""
+    """Mean loss, accuracy and confusion matrix over a loader (under DDP every rank's part, with
+    rank 0's BN statistics). TTA as airbench's: `tta` averages the image and its mirror; with
+    `tta_shift` that counts half, and a quarter each the same moved up-left and down-right."""
     world = world or World()
     world.sync_buffers(model)
     model.eval()
@@ -238,11 +209,10 @@ def evaluate(model, loader: DeviceLoader, precision, tta=False, tta_shift=0, wor
     for x, y in loader:
         with precision.autocast():
             logits = mirrored(x)
-            if tta_shift > 0:
-                h, w, s = *x.shape[-2:], tta_shift
+            if (s := tta_shift) > 0:
                 padded = F.pad(x, (s,) * 4, mode="reflect")
-                moved = mirrored(padded[:, :, :h, :w]) + mirrored(padded[:, :, 2 * s :, 2 * s :])
-                logits = 0.5 * logits + 0.25 * moved
+                moved = padded[..., : -2 * s, : -2 * s], padded[..., 2 * s :, 2 * s :]
+                logits = 0.5 * logits + 0.25 * (mirrored(moved[0]) + mirrored(moved[1]))
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         conf += torch.bincount(y * 10 + logits.float().argmax(1), minlength=100)
     loss_sum, conf = world.sum(loss_sum), world.sum(conf).view(10, 10).cpu()
@@ -266,15 +236,14 @@ def train(
 ) -> RunResult:
     """Train `cfg` on `data`, validating every epoch and testing once at the end. `ckpt_dir` gets
     a checkpoint every `ckpt_every` epochs and the final weights (model.pt); `resume` continues
-    from its newest checkpoint; `world` spreads the run over a DDP group (engine/distributed.py).
-    The losses are looked at every `check_every` steps: a look costs a device sync. Precision and
-    `compile_mode` are execution choices, recorded in the result's env, not in its config."""
+    from its newest checkpoint; `world` spreads the run over a DDP group. The losses are looked at
+    every `check_every` steps (a device sync). Precision and `compile_mode` go in the env."""
     cfg.validate()
     world = world or World()
     if world.helper:  # under DDP rank 0 alone prints and writes files
         log, progress, ckpt_dir = (lambda line: None), False, None
-    device = pick_device(device)
-    prec = choose_precision(device, precision)
+    device = runtime.pick_device(device)
+    prec = runtime.choose_precision(device, precision)
     t_start = time.perf_counter()  # moved back by the seconds of the segments before a resume
     lines: list[str] = []  # this run's log, saved in each checkpoint so a resume keeps it
 
@@ -295,28 +264,27 @@ def train(
     model = world.prepare(make_model(cfg, device, prec))  # SyncBatchNorm on request
     if compile_mode and device.type == "cpu":  # a crash there is one line, not a dead kernel
         shapes = [(n, *data.train_images.shape[1:]) for n in train_dl.batch_sizes()]
-        probe_compile(model, shapes[:1] + shapes, compile_mode, prec)
-    step_model = compile_for_training(world.wrap(model), compile_mode)
+        runtime.probe_compile(model, shapes[:1] + shapes, compile_mode, prec)
+    step_model = world.wrap(model)  # compiled, it shares `model`'s parameters and keys
+    if compile_mode:
+        step_model = torch.compile(step_model, mode=compile_mode)
     opt, scaler = make_optimizer(cfg, model), prec.scaler()
     steps_per_epoch = len(train_dl)
     sched, total_steps = cfg.make_schedule(steps_per_epoch), cfg.epochs * steps_per_epoch
-    env = {**environment(device), **prec.record(), "compile": compile_mode, **world.record()}
+    env = runtime.environment(device) | prec.record() | {"compile": compile_mode} | world.record()
     result = RunResult(dataclasses.asdict(cfg), {k: [] for k in HISTORY}, norm_stats=norm, env=env)
     hist, result.log = result.history, lines
 
     def diverged(what: str, lr: float) -> RunResult:
         result.status, result.wall_seconds = "diverged", time.perf_counter() - t_start
-        result.message = (
-            f"diverged: {what} (limit {DIVERGENCE_LOSS:g}, lr {lr:g}); lower the learning rate "
-            "or lengthen the warm-up"
-        )
+        advice = "lower the learning rate or lengthen the warm-up"
+        result.message = f"diverged: {what} (limit {DIVERGENCE_LOSS:g}, lr {lr:g}); {advice}"
         say(result.message)
         return result
 
     # ---- resume: the newest checkpoint's weights, optimizer, random state, history and log
     start = 0
     path = latest_checkpoint(ckpt_dir) if resume and ckpt_dir is not None else None
-    # Under DDP rank 0 reads the checkpoint and sends it to the others.
     if (state := world.from_main(load_checkpoint(path) if path else None)) is None:
         say(f"Normalization {norm['mode']}: mean {norm['mean']} std {norm['std']}")
     else:
@@ -339,11 +307,10 @@ def train(
             )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        if scaler is not None and "scaler" in state:
+        if scaler is not None:  # fp16 in both (checked above)
             scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        torch.cuda.set_rng_state_all(state["rng"].get("cuda", []))  # none without a GPU
         result.history = hist = state["history"]
         lines += state.get("log", [])
         t_start, start = t_start - state.get("wall_seconds", 0.0), state["epoch"]
@@ -360,9 +327,9 @@ def train(
         batches = tqdm(train_dl.batches(epoch), f"epoch {epoch + 1}/{cfg.epochs}", **bar)
         for i, (x, y) in enumerate(batches):
             lr = lr_at(step, total_steps, sched)
-            set_lr(opt, lr)
+            runtime.set_lr(opt, lr)
             # weight: this rank's share of the global batch under DDP (1.0 in one process)
-            logits, loss = train_step(
+            logits, loss = runtime.train_step(
                 step_model, opt, x, y, prec, scaler, cfg.label_smoothing, train_dl.weight(i)
             )
             step += 1
@@ -377,15 +344,12 @@ def train(
                         mean = so_far[:first].sum().item() / (first * train_dl.batch_size)
                         for key, value in zip(HISTORY, (epoch + 1, lr, mean) + (None,) * 4):
                             hist[key].append(value)
-                    where = f"epoch {epoch + 1}, step {first + 1}"
-                    return diverged(f"non-finite loss at {where}", lr)
+                    return diverged(f"non-finite loss at epoch {epoch + 1}, step {first + 1}", lr)
         batches.close()
         # the epoch's figures over the global batches (every rank's, under DDP)
         seen, seconds = train_dl.num_images, time.perf_counter() - t0
-        train_loss, train_acc = (
-            world.sum(losses).sum().item() / seen,
-            world.sum(correct).item() / seen,
-        )
+        train_loss = world.sum(losses).sum().item() / seen
+        train_acc = world.sum(correct).item() / seen
         val = evaluate(model, val_dl, prec, world=world)
         row = (epoch + 1, lr, train_loss, train_acc, val["loss"], val["acc"], seconds)
         for key, value in zip(HISTORY, row):
@@ -398,32 +362,23 @@ def train(
             if not value <= DIVERGENCE_LOSS:  # also true for nan
                 return diverged(f"{what} loss {value:.4g} at epoch {epoch + 1}", lr)
         if ckpt_dir is not None and ckpt_every > 0 and (epoch + 1) % ckpt_every == 0:
-            rng = {"torch": torch.get_rng_state()}
-            if torch.cuda.is_available():
-                rng["cuda"] = torch.cuda.get_rng_state_all()
+            rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all()}
             state = dict(model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1)
             state.update(config=result.config, history=hist, log=lines, rng=rng, data=data.source)
             state.update(wall_seconds=time.perf_counter() - t_start, precision=prec.name)
-            if scaler is not None:
-                state["scaler"] = scaler.state_dict()
+            state.update(scaler=scaler and scaler.state_dict())  # fp16 alone has one
             save_checkpoint(state, ckpt_dir)
 
     # ---- the test, once, with the configured test-time augmentation
     test = evaluate(model, test_dl, prec, cfg.tta, cfg.tta_shift, world)
-    result.test_loss, result.test_acc, result.confusion = (
-        test["loss"],
-        test["acc"],
-        test["confusion"],
-    )
+    result.test_loss, result.test_acc, result.confusion = test.values()  # as evaluate orders them
     say(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
     if ckpt_dir is not None:  # the weights, after the test figures: a full disk loses neither
         weights, path = model.state_dict(), Path(ckpt_dir) / "model.pt"
         try:
             atomic_write(path, lambda f: torch.save(weights, f))
         except OSError as e:
-            say(
-                f"warning: cannot write {path} ({e.strerror or e}); the results are kept without it"
-            )
+            say(f"warning: cannot write {path} ({e.strerror or e}); results kept without it")
     if device.type == "cuda":
         result.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
     if not result.test_loss <= DIVERGENCE_LOSS:

@@ -1,6 +1,5 @@
-"""Files written whole or not at all (`atomic_write`: a crash mid-save leaves the previous file),
-and a run's checkpoints: epoch_<k>.pt in its folder, the newest two kept, loaded `weights_only`
-(tensors and plain data, never code); what goes in them is train_utils.train's business."""
+"""Files written whole or not at all (a crash mid-save leaves the previous file), and a run's
+checkpoints: epoch_<k>.pt in its folder, the newest two kept, loaded `weights_only`."""
 
 from __future__ import annotations
 
@@ -43,7 +42,7 @@ def save_json(obj, path: str | os.PathLike) -> None:
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> None:
-    """Before any training, and making nothing: a LabError naming the option `what` (e.g. "--out")
+    """Before any training, making nothing: a LabError naming the option `what` (e.g. "--out")
     unless `folder` is, or can be made, a writable folder."""
     folder = Path(folder).absolute()
     nearest = next(p for p in (folder, *folder.parents) if p.exists())

@@ -3,8 +3,11 @@ mixed precision, torch.compile and the step itself. `python -m engine.runtime` c
 
 from __future__ import annotations
 
+import io
 import os
 import platform
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -31,16 +34,13 @@ def torchvision():
 
         return tv
     except Exception as e:  # noqa: BLE001  (ImportError, or RuntimeError from a mismatched build)
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-    version = torch.__version__.split("+")[0]
-    major, minor = (int(x) for x in version.split(".")[:2])
-    index = (
-        " --index-url https://download.pytorch.org/whl/cpu" if "+cpu" in torch.__version__ else ""
-    )
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+    version, _, build = torch.__version__.partition("+")  # pip picks the torchvision it pins
+    index = f" --index-url https://download.pytorch.org/whl/{build}" if build else ""
     raise LabError(
         f"torchvision cannot be used with torch {torch.__version__} ({reason}); install a "
         f"matching pair from one source: pip install --force-reinstall torch=={version} "
-        f"'torchvision=={major - 2}.{minor + 15}.*'{index}"
+        f"torchvision{index}"
     )
 
 
@@ -90,9 +90,7 @@ def command_line(argv: list[str] | None = None) -> str:
     return " ".join([os.path.basename(argv[0]), *map(clean, argv[1:])] if argv else [])
 
 
-# Precision of the training and evaluation steps (issue #22): "auto" picks the fastest that the
-# hardware runs natively; "bf16" and "fp32" force one.
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32")  # auto: the fastest the hardware runs natively (#22)
 
 
 @dataclass(frozen=True)
@@ -105,10 +103,8 @@ class Precision:
     reason: str
 
     def autocast(self):
-        if self.name == "fp32":
-            return torch.autocast(self.device_type, enabled=False)
-        dtype = torch.bfloat16 if self.name == "bf16" else torch.float16
-        return torch.autocast(self.device_type, dtype=dtype)
+        dtype = torch.float16 if self.name == "fp16" else torch.bfloat16
+        return torch.autocast(self.device_type, dtype=dtype, enabled=self.name != "fp32")
 
     def scaler(self):
         """A GradScaler for fp16 (its narrow range underflows small gradients), else None."""
@@ -125,11 +121,10 @@ class Precision:
 def choose_precision(
     device: torch.device, requested: str | None = "auto", native_bf16: bool | None = None
 ) -> Precision:
-    """The one precision decision for every step. CUDA: bf16 where the GPU has it, else fp16 with
-    a GradScaler. CPU: bf16 where it runs natively (2x float32 on an AVX512-BF16 EPYC), else
-    float32 (torch emulates bf16 without AVX512-BF16 or AMX, slower than float32 itself).
-    channels_last everywhere (1.2-1.5x faster CPU steps: `python -m tools.bench`). `native_bf16`
-    stands in for the CPU's answer in tests."""
+    """The one precision decision for every step: bf16 where the hardware runs it natively (2x
+    float32 on an AVX512-BF16 EPYC; emulated, it is slower than float32), else fp16 with a
+    GradScaler on a GPU, float32 on a CPU; channels_last everywhere (1.2-1.5x faster CPU steps,
+    `python -m tools.bench`). `native_bf16` stands in for the CPU's answer in tests."""
     requested = requested or "auto"
     if requested not in PRECISIONS:
         raise LabError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
@@ -156,8 +151,7 @@ def choose_precision(
 
 
 def precision_of(result: dict) -> str:
-    """A saved result's precision; files older than the field trained in fp32 on a CPU, bf16 on a
-    GPU."""
+    """A saved result's precision; older files trained in fp32 on a CPU, bf16 on a GPU."""
     env = result.get("env") or {}
     guess = "bf16" if str(env.get("device", "")).startswith("cuda") else "fp32"
     return env.get("precision") or guess
@@ -172,7 +166,7 @@ def train_step(
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     opt.zero_grad(set_to_none=True)
-    scaled = loss if weight == 1.0 else loss * weight
+    scaled = loss * weight  # exact for 1.0
     if scaler is None:
         scaled.backward()
         opt.step()
@@ -188,8 +182,7 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-# torch.compile's modes. "reduce-overhead" adds CUDA graphs, which remove the per-kernel launch
-# cost that bounds a ResNet18 step on 32x32 images on a big GPU; on the CPU it is the default.
+# "reduce-overhead" adds CUDA graphs: no per-kernel launch cost, which bounds a small step on a GPU
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -197,12 +190,6 @@ def check_compile_mode(mode: str | None) -> str | None:
     if mode is not None and mode not in COMPILE_MODES:
         raise LabError(f"unknown compile mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
     return mode
-
-
-def compile_for_training(model: torch.nn.Module, mode: str | None) -> torch.nn.Module:
-    """`model` itself (mode None) or a `torch.compile` wrapper sharing its parameters, so that
-    checkpoints save `model`'s keys, without `_orig_mod.`."""
-    return model if check_compile_mode(mode) is None else torch.compile(model, mode=mode)
 
 
 # A model's compiled training step on a random batch of each shape, in a child (probe_compile).
@@ -221,13 +208,8 @@ _PROBED: set = set()
 
 def probe_compile(model: torch.nn.Module, shapes: list[tuple], mode: str, precision) -> None:
     """Compile `model`'s training step for each input shape in a child process first, once per
-    graph: inductor has crashed (SIGSEGV, SIGABRT) on this ResNet18's backward on AVX2 and
-    AVX-512 CPUs, which kills the run's process, a notebook's kernel included, without a word.
-    The run then reads the same graph from inductor's cache."""
-    import io
-    import signal
-    import subprocess
-
+    graph: inductor has crashed (SIGSEGV, SIGABRT) on this ResNet18's backward on AVX2 and AVX-512
+    CPUs, killing a notebook's kernel without a word. The run then reads inductor's cache."""
     if (key := (repr(model), tuple(shapes), check_compile_mode(mode), precision)) in _PROBED:
         return
     buffer = io.BytesIO()
@@ -238,10 +220,9 @@ def probe_compile(model: torch.nn.Module, shapes: list[tuple], mode: str, precis
     if (rc := done.returncode) != 0:
         last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
         raise LabError(
-            f"torch.compile {f'crashed ({signal.Signals(-rc).name})' if rc < 0 else 'failed'} "
-            f"compiling a training step in a child process ({last}): a fault of its CPU backend "
-            "(inductor), or a stale cache (delete /tmp/torchinductor_<user>); run without "
-            "--compile (or LAB3_COMPILE): eager mode trains the same run"
+            f"torch.compile {f'crashed ({signal.Signals(-rc).name})' if rc < 0 else 'failed'} in a "
+            f"child process ({last}): a fault of inductor, or a stale cache (delete /tmp/"
+            "torchinductor_<user>); run without --compile (or LAB3_COMPILE): eager trains the same"
         )
     _PROBED.add(key)
 

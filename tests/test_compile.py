@@ -19,7 +19,7 @@ import torch
 
 from engine import runtime
 from engine.errors import LabError
-from engine.runtime import choose_precision, compile_for_training, probe_compile
+from engine.runtime import check_compile_mode, choose_precision, probe_compile
 from train_utils import RunConfig, train
 
 # 256 training images in batches of 64: every batch has the same shape, so one compilation.
@@ -44,19 +44,15 @@ SEGFAULT = "import ctypes; ctypes.string_at(0)"  # a child that dies as the back
 
 def test_unknown_mode_is_one_line_error():
     with pytest.raises(LabError, match="unknown compile mode 'fast'; choose one of default"):
-        compile_for_training(torch.nn.Linear(2, 2), "fast")
+        check_compile_mode("fast")
     with pytest.raises(LabError, match="unknown compile mode 'cuda-graph'"):  # gone (#25)
-        compile_for_training(torch.nn.Linear(2, 2), "cuda-graph")
+        check_compile_mode("cuda-graph")
+    assert check_compile_mode(None) is None and check_compile_mode("default") == "default"
 
 
 def test_unknown_mode_fails_before_training(cifar):
     with pytest.raises(LabError, match="unknown compile mode"):
         train(RunConfig(**TINY), cifar, progress=False, log=lambda s: None, compile_mode="fast")
-
-
-def test_eager_is_the_model_itself():
-    model = torch.nn.Linear(2, 2)
-    assert compile_for_training(model, None) is model
 
 
 def test_a_crashing_compiled_step_is_one_line_not_a_dead_process(monkeypatch, cifar, capsys):
