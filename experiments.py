@@ -1,15 +1,11 @@
-"""The lab's experiment grid from the command line (the grid and its profiles: lab/grid.py).
-
-    python experiments.py list
-    python experiments.py run [NAME|GROUP ...] --profile full --seeds 3 --data-dir D --out results
-    python experiments.py run --shard 1/4     # every 4th experiment from the second: see README
-
-Each run writes results/<profile>/<name>__seed<k>.json, which replays it unless --force.
-"""
+"""The lab's experiment grid from the command line (the grid and its profiles: lab/grid.py):
+`list` names the experiments and groups; `run` trains each run into
+<out>/<profile>/<name>__seed<k>.json, which replays it unless --force."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -39,18 +35,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     run = sub.add_parser("run", help="run experiments (all by default)")
     add = run.add_argument
     add("names", nargs="*", help="experiment or group names (default: all)")
-    add("--profile", help="full | cpu | quick | smoke (default: full on CUDA, else quick)")
+    add("--profile", default=default_profile(), help="full|cpu|quick|smoke (default: %(default)s)")
     add("--data-dir", help="CIFAR-10 location (default: $LAB3_DATA_DIR or ./data)")
     add("--seeds", type=int, help="run seeds 0..N-1 (default: 3 on full and cpu, else 1)")
     add("--out", default="results", help="results folder (default: results)")
-    add("--checkpoints", default="checkpoints", help="checkpoint folder")
+    add("--checkpoints", dest="ckpt_root", default="checkpoints", help="checkpoint folder")
     add("--force", action="store_true", help="rerun finished runs")
     add("--resume", action="store_true", help="continue interrupted runs from their checkpoints")
     add("--device", help="cuda | cpu (default: cuda if available)")
     add("--shard", default="0/1", help="i/n: run every n-th experiment from the i-th (workers)")
     add("--ckpt-every", type=int, default=1, help="checkpoint every N epochs (0: never)")
     add("--set", action="append", default=[], metavar="KEY=VALUE", help="set a RunConfig field")
-    add("--no-progress", action="store_true", help="no progress bars (logs to files)")
+    add("--no-progress", dest="progress", action="store_false", help="no progress bars (logs)")
     add("--compile", choices=COMPILE_MODES, dest="compile_mode", help="torch.compile the step")
     add("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 if native, else fp32")
     add("--distribute", choices=engine.distributed.MODES, help="under torchrun (default ddp)")
@@ -60,8 +56,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _check(args: argparse.Namespace) -> tuple[list[str], dict, object]:
-    """Every argument checked before data is loaded or anything trains: the experiments of this
-    shard, the --set overrides, the device."""
+    """This shard's experiments, the --set overrides and the device, all checked before data."""
     if args.seeds <= 0:
         raise LabError(f"--seeds must be positive, got {args.seeds}")
     try:
@@ -71,23 +66,16 @@ def _check(args: argparse.Namespace) -> tuple[list[str], dict, object]:
         raise LabError(f"--shard must look like i/n with 0 <= i < n, got {args.shard!r}") from None
     if args.ckpt_every < 0:
         raise LabError(f"--ckpt-every must be 0 (never) or positive, got {args.ckpt_every}")
-    selected = expand(args.names)
-    overrides = parse_overrides(args.set)
+    selected, overrides = expand(args.names), parse_overrides(args.set)
     for name in selected[i::n]:  # every config valid before spending time on data or training
         make_config(name, args.profile, overrides=overrides)
-    try:
+    try:  # torch.device("bogus") raises; mps, xpu, hpu, meta: the lab runs on neither
         device = pick_device(args.device)
-    except (RuntimeError, ValueError):  # torch.device("bogus")
-        raise LabError(f"--device {args.device!r} is not a device; use cuda or cpu") from None
-    if device.type not in ("cuda", "cpu"):  # mps, xpu, hpu, meta: the lab runs on neither
-        raise LabError(f"--device {args.device!r} is not supported by this lab; use cuda or cpu")
+        assert device.type in ("cuda", "cpu")
+    except (RuntimeError, ValueError, AssertionError):
+        why = "is not a device or not supported by this lab"
+        raise LabError(f"--device {args.device!r} {why}; use cuda or cpu") from None
     choose_precision(device, args.precision)  # a GPU without bf16 refused before loading data
-    data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
-    if data_dir and data_dir.is_file() and not data_dir.name.endswith((".tar.gz", ".tgz", ".tar")):
-        # say so before torchvision's 'could not be downloaded ([Errno 17] File exists)'
-        raise LabError(
-            f"--data-dir {data_dir} is a file; give the folder holding CIFAR-10 or a .tar.gz of it"
-        )
     if not selected[i::n]:
         of = f"{len(selected)} experiment(s)"
         print(f"nothing to run: shard {args.shard} of {of} is empty", file=sys.stderr)
@@ -96,7 +84,6 @@ def _check(args: argparse.Namespace) -> tuple[list[str], dict, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    args.profile = args.profile or default_profile()
     if args.profile not in PROFILES:
         raise LabError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")
     if args.cmd == "list":
@@ -108,31 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         print("profiles: " + ", ".join(f"{k} {v}" for k, v in PROFILES.items()))
         return 0
     args.seeds = default_seeds(args.profile) if args.seeds is None else args.seeds
-    names, overrides, device = _check(args)
+    names, args.overrides, device = _check(args)
     if not names:
         return 0
     # Under torchrun: this process's rank, its device (cuda:LOCAL_RANK) and, for ddp, the group.
-    world, device = engine.distributed.start(args.distribute, device, args.sync_bn)
+    world, args.device = engine.distributed.start(args.distribute, device, args.sync_bn)
     if not world.helper:  # output problems shown now, not after hours of training (#17)
         check_writable(Path(args.out) / args.profile, "--out")
-        check_writable(Path(args.checkpoints) / args.profile, "--checkpoints")
+        check_writable(Path(args.ckpt_root) / args.profile, "--checkpoints")
     data = load_cifar10(args.data_dir)
-    options = RunOptions(
-        out=args.out,
-        ckpt_root=args.checkpoints,
-        force=args.force,
-        resume=args.resume,
-        device=device,
-        progress=not args.no_progress,
-        ckpt_every=args.ckpt_every,
-        overrides=overrides,
-        compile_mode=args.compile_mode,
-        precision=args.precision,
-    )
+    # the run options: the flags of the same names (--checkpoints: ckpt_root; --set: overrides)
+    fields = {f.name for f in dataclasses.fields(RunOptions)}
+    options = RunOptions(**{k: v for k, v in vars(args).items() if k in fields})
     runs = [(name, seed) for name in names for seed in range(args.seeds)]
-    if not world.ddp:  # --distribute runs: rank r takes runs r, r+N, ... (all of them alone)
+    if not world.ddp:  # --distribute runs: rank r takes runs r, r+N, ...; ddp: every rank all
         runs = runs[world.rank :: world.size]
-    # under ddp every rank takes every run; rank 0 alone reads and writes its files
     done = [run_experiment(name, args.profile, data, seed, options, world) for name, seed in runs]
     engine.distributed.stop()
     if world.helper:
@@ -148,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 def cli(argv: list[str] | None = None) -> int:
     """main() with the user-facing error handling: one line on stderr, no traceback."""
     msg = "interrupted: finished runs are saved; rerun with --resume to continue"
-    if not sys.stdout.isatty() and hasattr(sys.stdout, "reconfigure"):
-        # In a log file (`> log 2>&1`) every line goes out whole, never split by a stderr write.
+    if hasattr(sys.stdout, "reconfigure"):  # in a log file every line goes out whole
         sys.stdout.reconfigure(line_buffering=True)
     return run_cli(main, argv, interrupted=msg)
 

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.errors import run_cli
 from engine.runtime import choose_precision, pick_device, train_step
-from lab.grid import expand, make_config, result_path, saved_result
+from lab.grid import EXPERIMENTS, make_config, result_path, saved_result
 from resnet18 import resnet18
 from train_utils import TEST_IMAGES, make_model, make_optimizer, train_size
 
@@ -28,12 +28,11 @@ def train_flops_per_image(width: int = 64) -> float:
     return counter.get_total_flops() / len(y)
 
 
-def workload(names: list[str] | None = None, profile: str = "full", seeds: int = 1) -> dict:
+def workload(names: list[str], profile: str = "full") -> dict:
     """Training images, optimizer steps and evaluated images (validation every epoch, the test set
-    once, TTA's extra views left out) of the runs `names` (default: the grid) at `seeds` seeds."""
-    names = names or expand([])
-    w = {"experiments": len(names), "train_images": 0, "steps": 0, "eval_images": 0}
-    for name in names * seeds:
+    once, TTA's extra views left out) of the runs `names`, one seed each."""
+    w = {"train_images": 0, "steps": 0, "eval_images": 0}
+    for name in names:
         cfg = make_config(name, profile)
         n = train_size(dataclasses.asdict(cfg))
         w["train_images"] += cfg.epochs * n
@@ -75,17 +74,15 @@ def projected_cost(
     todo = [
         n
         for s in range(seeds)
-        for n in expand([])
+        for n in EXPERIMENTS
         if force or train_missing and not saved_result(path(n, s), profile, None)
     ]
     if not todo:
         echo("cost:    nothing to train here: every run shown is replayed from its results file")
         return {"runs": 0, "images": 0, "images_per_s": None, "minutes": 0.0}
-    w = workload(todo, profile)
+    w, rate = workload(todo, profile), rate or measure_rate(profile, device)
     # an evaluated image costs a forward pass: a third of a training step (backward: two products)
-    images, work = w["train_images"], w["train_images"] + w["eval_images"] / 3
-    rate = rate or measure_rate(profile, device)
-    s = work / rate
+    images, s = w["train_images"], (w["train_images"] + w["eval_images"] / 3) / rate
     took = f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
     echo(
         f"cost:    to train now: {len(todo)} runs, {images / 1e6:.2f}M training images (seeds "
@@ -98,14 +95,13 @@ def projected_cost(
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
-    flops = train_flops_per_image()
+    flops, w = train_flops_per_image(), workload(list(EXPERIMENTS))
     print(f"one training image (forward + backward), width 64: {flops / 1e9:.2f} GFLOP")
     for seeds in (1, 3):
-        w = workload(seeds=seeds)
-        images = w["train_images"]
+        images = seeds * w["train_images"]
         print(
-            f"full grid, {w['experiments']} experiments x {seeds} seed(s): {images / 1e6:.2f}M "
-            f"training images, {w['steps']:,} steps, {images * flops / 1e15:,.0f} PFLOP"
+            f"full grid, {len(EXPERIMENTS)} experiments x {seeds} seed(s): {images / 1e6:.2f}M "
+            f"training images, {seeds * w['steps']:,} steps, {images * flops / 1e15:,.0f} PFLOP"
         )
     return 0
 

@@ -32,8 +32,7 @@ _MUST = {bool: "is true or false", int: "must be a whole number", float: "must b
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """["lr=0.1", "tta=no", "max_lr=none"] -> {"lr": 0.1, "tta": False, "max_lr": None}: each
-    value parsed by its RunConfig field's type (a LabError naming the setting otherwise)."""
+    """["lr=0.1", "tta=no", "max_lr=none"] -> {"lr": 0.1, "tta": False, "max_lr": None}."""
     types_ = typing.get_type_hints(RunConfig)
     out = {}
     for item in items:
@@ -47,14 +46,12 @@ def parse_overrides(items: list[str]) -> dict:
         if key not in types_:
             raise LabError(f"unknown setting {key}; settings are: {', '.join(sorted(types_))}")
         kind, *optional = typing.get_args(types_[key]) or (types_[key],)  # X | None: X, NoneType
-        if optional and text.lower() in ("none", "null"):
-            out[key] = None
-            continue
+        none = optional and text.lower() in ("none", "null")
         try:
-            out[key] = _BOOL[text.lower()] if kind is bool else kind(text)
+            out[key] = None if none else _BOOL[text.lower()] if kind is bool else kind(text)
         except (KeyError, ValueError):
             raise LabError(f"--set {key}={text}: {key} {_MUST[kind]}") from None
-        if kind is float and not math.isfinite(out[key]):
+        if kind is float and not math.isfinite(out[key] or 0):  # None or 0: finite
             raise LabError(f"--set {key}={text}: {key} must be a finite number")
     return out
 
@@ -107,15 +104,13 @@ AIRBENCH_WHY: dict[str, str] = {
 }
 
 
-def _recipe(why: dict[str, str]) -> dict:
-    """A recipe's settings: the keys of its table of sources."""
-    return parse_overrides([kv for key in why for kv in key.split(", ")])
-
-
 # Each experiment is the baseline plus the change written here. Order = priority.
 GROUPS: dict[str, dict[str, dict]] = {
     "baseline": {"baseline": {}},
-    "final": {"final": _recipe(FINAL_WHY), "final_airbench": _recipe(AIRBENCH_WHY)},
+    "final": {  # a recipe's settings: the keys of its table of sources
+        "final": parse_overrides(", ".join(FINAL_WHY).split(", ")),
+        "final_airbench": parse_overrides(", ".join(AIRBENCH_WHY).split(", ")),
+    },
     "norm": {
         "norm_minmax": dict(norm="minmax"),
         "norm_std_sampled": dict(norm="standard_sampled"),
@@ -149,9 +144,8 @@ GROUPS: dict[str, dict[str, dict]] = {
 EXPERIMENTS = {name: change for group in GROUPS.values() for name, change in group.items()}
 GROUP_OF = {name: group for group, runs in GROUPS.items() for name in runs}
 
-# How each profile rescales a run (epochs_scale scales every schedule length in epochs too, so a
-# schedule keeps its shape). cpu runs the grid at 3 seeds on two CPU cores in about 4 h and keeps
-# each group's lesson (results/cpu/README.md); it loses the absolute accuracy and the width-64 net.
+# How each profile rescales a run (epochs_scale scales the schedule's lengths too: same shape).
+# cpu: the grid at 3 seeds on two CPU cores in 4 h, each group's lesson kept (results/cpu/README.md).
 PROFILES: dict[str, dict] = {
     "full": dict(epochs_scale=1.0),
     "cpu": dict(epochs_scale=0.5, width=16, val_size=1000, train_subset=7000),
@@ -164,14 +158,11 @@ def default_profile() -> str:
     return "full" if torch.cuda.is_available() else "quick"
 
 
-def default_seeds(profile: str) -> int:
-    """3 on full and cpu (for mean +- std, and differences beyond the noise); 1 for previews."""
-    return 3 if profile in ("full", "cpu") else 1
+def default_seeds(profile: str) -> int:  # 3 for mean +- std, and differences beyond the noise
+    return 3 if profile in ("full", "cpu") else 1  # previews: 1
 
 
-def make_config(
-    name: str, profile: str = "full", seed: int = 0, overrides: dict | None = None
-) -> RunConfig:
+def make_config(name: str, profile="full", seed=0, overrides: dict | None = None) -> RunConfig:
     """Experiment `name` under `profile`: the baseline, the experiment's change, the profile's
     scale, then `overrides` (what you set is what runs, whatever the profile)."""
     if name not in EXPERIMENTS:
@@ -215,10 +206,8 @@ def read_json(path: str | Path, needs: tuple[str, ...] = ()) -> tuple[dict | Non
     """(the JSON object in `path`, "") or (None, why it cannot be used, e.g. no key of `needs`)."""
     try:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        return None, f"unreadable: {getattr(e, 'strerror', None) or type(e).__name__}"
-    except json.JSONDecodeError as e:
-        return None, f"not valid JSON, truncated? ({e.msg} at line {e.lineno})"
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not JSON (truncated?)
+        return None, f"unreadable, or not valid JSON ({getattr(e, 'strerror', None) or e})"
     if not isinstance(obj, dict):
         return None, "not a JSON object"
     missing = [k for k in needs if k not in obj]
@@ -236,16 +225,12 @@ def result_problem(r: dict) -> str | None:
     """Why a parsed results file cannot be used (None when it can)."""
     wrong = [k for k, kind in _KEYS.items() if not isinstance(r.get(k), kind)]
     wrong += [k for k, kind in _MAY.items() if r.get(k) is not None and not isinstance(r[k], kind)]
-    if "log" not in wrong and not all(isinstance(line, str) for line in r.get("log") or []):
-        wrong.append("log")
-    if wrong:
-        return f"missing or wrong value types for {', '.join(wrong)}"
-    h = r["history"]
-    if not all(isinstance(h.get(k), list) for k in ("epoch", "train_loss", "val_loss", "val_acc")):
-        return "no per-epoch history"
+    if wrong or not all(isinstance(line, str) for line in r.get("log") or []):
+        return f"missing or wrong value types for {', '.join(wrong) or 'log'}"
+    h = dict.fromkeys(("epoch", "train_loss", "val_loss", "val_acc")) | r["history"]
     lists = all(isinstance(v, list) for v in h.values())
     if not lists or not all(isinstance(x, _NUMBER) or x is None for v in h.values() for x in v):
-        return "history values that are not lists of numbers"
+        return "a history whose curves are missing or not lists of numbers"
     if r["status"] not in ("ok", "diverged") or r["status"] == "ok" and r.get("test_acc") is None:
         return f"status {r['status']!r} without a test accuracy"
     return None
@@ -268,16 +253,13 @@ def saved_result(path: Path, profile: str, warn, cfg: RunConfig | None = None):
         return None
     # a setting absent from the saved config is newer than the run, and defaults to what it did
     now = dataclasses.asdict(cfg) if cfg else {}
-    stale = sorted(k for k, v in r["config"].items() if k in now and k != "name" and now[k] != v)
+    stale = ", ".join(sorted(k for k, v in r["config"].items() if k in now and now[k] != v))
     if stale and warn:
-        stale = ", ".join(stale)
         warn(f"warning: {path.name} was saved with other settings ({stale}); --force reruns it")
     return r
 
 
-def load_results(
-    profile: str, out: str | Path = "results", warn=lambda line: print(line, file=sys.stderr)
-) -> dict[str, list[dict]]:
+def load_results(profile: str, out="results", warn=lambda line: print(line, file=sys.stderr)):
     """Every usable saved run of a profile, by run name, seeds in order (see saved_result)."""
     found: dict[str, list[dict]] = {}
     for p in sorted((Path(out) / profile).glob("*__seed*.json")):
@@ -303,9 +285,7 @@ class RunOptions:
     precision: str | None = "auto"  # auto | bf16 | fp32 (engine/runtime.py choose_precision)
 
 
-def run_experiment(
-    name: str, profile: str, data, seed: int = 0, options: RunOptions | None = None, world=None
-) -> dict | None:
+def run_experiment(name, profile, data, seed=0, options: RunOptions | None = None, world=None):
     """Replay a run's saved result, or train it and write its results file (their one writer).
     Under DDP every rank calls this: rank 0 decides, reads and writes; the others return None."""
     options, world = options or RunOptions(), world or World()

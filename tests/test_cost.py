@@ -29,9 +29,8 @@ def test_workload_counts_epochs_times_training_images():
     n = 50_000 - cfg.val_size
     assert base["train_images"] == cfg.epochs * n
     assert base["steps"] == cfg.epochs * math.ceil(n / cfg.batch_size)
-    grid = workload(seeds=3)
-    assert grid["experiments"] == len(EXPERIMENTS)
-    assert grid["train_images"] == 3 * workload()["train_images"]
+    grid = workload(list(EXPERIMENTS))
+    assert grid["train_images"] == sum(workload([n])["train_images"] for n in EXPERIMENTS)
     quick = workload(["baseline"], profile="quick")
     assert quick["train_images"] == make_config("baseline", "quick").epochs * 2000
 
@@ -41,13 +40,13 @@ def test_cli_prints_the_arithmetic():
         [sys.executable, "-m", "lab.cost"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     assert "3.33 GFLOP" in out and "PFLOP" in out
-    grid = workload(seeds=3)
-    assert f"{len(EXPERIMENTS)} experiments x 3 seed(s): {grid['train_images'] / 1e6:.2f}M" in out
+    images = 3 * workload(list(EXPERIMENTS))["train_images"]
+    assert f"{len(EXPERIMENTS)} experiments x 3 seed(s): {images / 1e6:.2f}M" in out
 
 
 def test_projected_cost_counts_only_runs_without_results(tmp_path):
     lines = []
-    w = workload(profile="smoke")
+    w = workload(list(EXPERIMENTS), "smoke")
     whole = w["train_images"]
     res = projected_cost("smoke", 1, tmp_path, "cpu", rate=1000.0, echo=lines.append)
     assert res["runs"] == len(EXPERIMENTS) and res["images"] == whole

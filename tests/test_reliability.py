@@ -352,7 +352,7 @@ def test_a_data_location_that_is_a_plain_file(capsys, tmp_path):
         "--data-dir",
         tmp_path / "some.txt",
     )
-    one_error_line(code, err, "is a file; give the folder holding CIFAR-10")
+    one_error_line(code, err, "is neither a folder nor a .tar.gz of CIFAR-10 images; put")
 
 
 def test_files_are_written_with_the_umask(tmp_path):
