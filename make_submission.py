@@ -1,8 +1,5 @@
-"""Pack the hand-in, <student id>_lab3.zip, so that the notebook replays from the unpacked
-folder with only CIFAR-10 added: the executed notebook, resnet18.py and the report (the notebook
-exported to PDF) under the handout's names, the local modules the notebook and experiments.py
-import, the results files the notebook replays, requirements.txt and a README for the grader.
-"""
+"""Pack the hand-in, <student id>_lab3.zip, which replays from the unpacked folder with only
+CIFAR-10 added (README.md, "The report and the hand-in", lists what it holds and refuses)."""
 
 import argparse
 import json
@@ -15,11 +12,11 @@ from pathlib import Path
 
 from engine.checkpoint import atomic_write
 from engine.errors import LabError, run_cli
+from report.export_notebook import export
 
 REPO = Path(__file__).resolve().parent
 PREVIEW_PROFILES = ("smoke", "quick")
-# A run's "[baseline seed 0, profile quick]", a section's "== norm: 3 experiment(s), profile cpu ==";
-# the set-up cell's "profile: full {...}" names the notebook's own.
+# a run's "[final seed 0, profile cpu]", a section's "== ..., profile cpu =="; own "profile: full {"
 PROFILE_RE = re.compile(r"\bprofile\b\s*[:=]?\s*['\"]?(full|cpu|quick|smoke)\b", re.IGNORECASE)
 OWN_PROFILE_RE = re.compile(r"^profile: (full|cpu|quick|smoke) \{", re.MULTILINE)
 TEST_ACC = "Test acc:"
@@ -44,21 +41,17 @@ def check_name(name: str) -> str:
 
 
 def check_notebook(path: Path, allow_preview: bool = False) -> dict:
-    """Refuse a notebook not run to the end with test results; return its test lines and the
-    profiles its outputs show (its own first)."""
-    try:
+    """Refuse a notebook not run to the end; return its test lines and profiles (its own first)."""
+    try:  # a list of cells, each a dict
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    except (ValueError, KeyError, TypeError):  # not JSON, or not a notebook's
-        cells = None
-    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
-        raise LabError(f"{path} is not a Jupyter notebook (its cells are not a list of cells)")
-    code = [(i, c) for i, c in enumerate(cells, 1) if c.get("cell_type") == "code"]
+        code = [(i, c) for i, c in enumerate(cells, 1) if c.get("cell_type") == "code"]
+    except (ValueError, KeyError, TypeError, AttributeError):  # not JSON, or not a notebook's
+        raise LabError(f"{path} is not a Jupyter notebook (its cells are not a list)") from None
     code = [(i, c) for i, c in code if "".join(c.get("source", "")).strip()]
-    unrun = [i for i, c in code if c.get("execution_count") is None]
-    if unrun:
+    if unrun := [i for i, c in code if c.get("execution_count") is None]:
         raise LabError(
-            f"{path} has {len(unrun)} code cell(s) never run (first: cell {unrun[0]}); run all "
-            "cells (Kernel > Restart Kernel and Run All Cells) and save before packing"
+            f"{path}: cell {unrun[0]} was never run; run all cells (Kernel > Restart Kernel and "
+            "Run All Cells) and save before packing"
         )
     outputs = [(i, out) for i, c in code for out in c.get("outputs", [])]
     for i, out in outputs:
@@ -87,14 +80,15 @@ def notebook_code(path) -> list[str]:
     return [re.sub(r"(?m)^\s*[%!].*$", "", src) for src in code]
 
 
-def local_modules(notebook, root=REPO, scripts=("experiments.py",)) -> list[str]:
-    """The files under `root` (relative, posix) that the notebook and `scripts` import, directly
-    or through each other, packages' __init__.py included."""
+def local_modules(notebook, root=REPO) -> list[str]:
+    """The files under `root` (relative, posix) that the notebook and experiments.py import,
+    directly or through each other, packages' __init__.py included."""
     root = Path(root).resolve()
     finder = modulefinder.ModuleFinder(path=[str(root)])  # libraries are not looked for
     importer = finder.add_module("__main__")
-    sources = [(root / s).read_text(encoding="utf-8") for s in scripts if (root / s).is_file()]
-    for src in notebook_code(notebook) + sources:
+    script = root / "experiments.py"
+    scripts = [script.read_text(encoding="utf-8")] if script.is_file() else []
+    for src in notebook_code(notebook) + scripts:
         try:
             finder.scan_code(compile(src, "<cell>", "exec"), importer)
         except SyntaxError:
@@ -103,40 +97,26 @@ def local_modules(notebook, root=REPO, scripts=("experiments.py",)) -> list[str]
     return sorted(f.relative_to(root).as_posix() for f in files if f.is_relative_to(root))
 
 
-def grader_readme(sid, name, profiles, notebook, pdf, modules, n) -> str:
+def grader_readme(sid, name, profiles, notebook, pdf, modules) -> str:
     """The zip's README: what is where, how to replay the notebook, how to train a run again."""
-    tops = ", ".join(sorted({m.split("/")[0] for m in modules}))
-    own = profiles[0]
+    tops, own = ", ".join(sorted({m.split("/")[0] for m in modules})), profiles[0]
     return f"""Lab 3 hand-in of {name} ({sid})
-================================
 
-What is where
-- {pdf}: the report, the executed notebook exported to PDF (title page first).
-- {notebook}: the executed notebook, with its outputs as the student ran it.
-- resnet18.py: the model.
-- results/{{{",".join(profiles)}}}/: the {n} results files the notebook replays (one JSON per run
-  and seed, with its per-epoch log; lr_range.json is the LR range test; a folder of logs, where
-  there is one, holds the runs a cut job left unfinished, shown as such).
-- experiments.py: the command line that trains any run of the grid.
-- {tops}: the local modules the notebook and experiments.py import.
-- requirements.txt: the Python packages.
+- {pdf}: the report, the executed notebook exported to PDF; {notebook}: the notebook.
+- resnet18.py: the model; {tops}: the local modules the notebook imports.
+- results/{{{",".join(profiles)}}}/: what the notebook replays, one JSON per run and seed with its
+  per-epoch log (lr_range.json: the LR range test; */*.log: runs a cut job left unfinished).
+- experiments.py trains any run of the grid; requirements.txt lists the Python packages.
 
-Re-running the notebook from its results (replay mode, no training)
-1. python -m venv venv && venv/bin/pip install -r requirements.txt
-2. Put a copy of CIFAR-10 anywhere (the notebook's set-up cell says which forms it reads) and
-   point LAB3_DATA_DIR at it.
-3. In this folder:
-     LAB3_PROFILE={own} LAB3_TRAIN_MISSING=0 LAB3_DATA_DIR=/path/to/cifar10 \\
-       venv/bin/jupyter nbconvert --to notebook --execute {notebook} --output rerun.ipynb
-   Every run is replayed from results/ and prints its log and test line; with
-   LAB3_TRAIN_MISSING=0 nothing trains (a run without a results file is reported as not run).
+Replay the notebook (nothing trains) with CIFAR-10 anywhere (its set-up cell names the forms):
+    python -m venv venv && venv/bin/pip install -r requirements.txt
+    LAB3_PROFILE={own} LAB3_TRAIN_MISSING=0 LAB3_DATA_DIR=/path/to/cifar10 \\
+      venv/bin/jupyter nbconvert --to notebook --execute {notebook} --output rerun.ipynb
 
-Training a run again (e.g. the final model; a GPU for the full profile)
-     venv/bin/python experiments.py list
-     venv/bin/python experiments.py run final --profile {own} --data-dir /path/to/cifar10 \\
-       --out retrained
-   The new results file, retrained/{own}/final__seed0.json, records the same configuration as
-   results/{own}/final__seed0.json; compare their test accuracy and log.
+Train the final model again (a GPU for the full profile), then compare its results file,
+retrained/{own}/final__seed0.json, with results/{own}/final__seed0.json:
+    venv/bin/python experiments.py run final --profile {own} --data-dir /path/to/cifar10 \\
+      --out retrained
 """
 
 
@@ -163,22 +143,15 @@ def make_submission(
     modules = local_modules(nb)
     nb_name, pdf_name = f"{sid}_lab3.ipynb", f"{sid}_lab3.pdf"
     with tempfile.TemporaryDirectory(prefix="lab3-submission-") as tmp:
-        if report is None:
-            from report.export_notebook import export
-
-            pdf = export(nb, Path(tmp) / pdf_name, sid, name)
-        else:
-            pdf = Path(report)
-            if not pdf.is_file() or pdf.read_bytes()[:5] != b"%PDF-":
-                raise LabError(f"report {pdf} is not a PDF; leave out --pdf to export the notebook")
+        pdf = export(nb, Path(tmp) / pdf_name, sid, name) if report is None else Path(report)
+        if not pdf.is_file() or pdf.read_bytes()[:5] != b"%PDF-":
+            raise LabError(f"report {pdf} is not a PDF; leave out --pdf to export the notebook")
         members = {nb_name: nb, "resnet18.py": REPO / "resnet18.py", pdf_name: pdf}
-        for rel in [*modules, "experiments.py", "requirements.txt"]:
-            members.setdefault(rel, REPO / rel)
+        members |= {rel: REPO / rel for rel in [*modules, "experiments.py", "requirements.txt"]}
         for p in profiles:
             for f in sorted((results / p).glob("*.json")) + sorted((results / p).glob("*/*.log")):
                 members[f"results/{f.relative_to(results).as_posix()}"] = f
-        n_runs = sum(m.startswith("results/") and m.endswith(".json") for m in members)
-        text = grader_readme(sid, name, profiles, nb_name, pdf_name, modules, n_runs)
+        text = grader_readme(sid, name, profiles, nb_name, pdf_name, modules)
         members["README.md"] = Path(tmp) / "README.md"
         members["README.md"].write_text(text, encoding="utf-8")
 
@@ -206,12 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         a.student_id, a.name, a.notebook, a.pdf, a.out, a.force, a.allow_preview, a.results
     )
     print(f"wrote {target}: {', '.join(found['members'])}")
-    print(
-        f"  notebook: {len(found['test_lines'])} '{TEST_ACC}' line(s), last: "
-        f"{found['test_lines'][-1]}; profile(s) in the outputs: {', '.join(found['profiles'])}"
-    )
-    if set(found["packed"]) & set(PREVIEW_PROFILES):
-        print("  warning: packed with preview results (--allow-preview)", file=sys.stderr)
+    last, shown = found["test_lines"][-1], ", ".join(found["profiles"])
+    print(f"  the notebook's last test line: {last}; profile(s) in its outputs: {shown}")
     return 0
 
 

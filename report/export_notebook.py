@@ -1,11 +1,10 @@
-"""Export the executed notebook to PDF (or HTML), after a title page: the lab's report.
-
-Outputs without their code (a cell prints the block and make_layer), progress bars at their
-last state, long lines wrapped, nothing fetched (Markdown maths shows as LaTeX source)."""
+"""Export the executed notebook to PDF (or HTML), after a title page: the lab's report; outputs
+without their code, progress bars at their last state, nothing fetched (maths as LaTeX source)."""
 
 import argparse
 import copy
 import datetime as dt
+import functools
 import html
 import logging
 import re
@@ -20,7 +19,6 @@ from engine.errors import LabError, run_cli  # noqa: E402
 
 PRINT_CSS = Path(__file__).with_name("print.css")
 COURSE = "Deep Learning, Lab 3: tuning the training process (ResNet18 on CIFAR-10)"
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def fold_carriage_returns(text: str) -> str:
@@ -28,14 +26,9 @@ def fold_carriage_returns(text: str) -> str:
     lines a '\\r' left blank (a cleared progress bar) are dropped."""
     lines = []
     for line in text.replace("\r\n", "\n").split("\n"):
-        if "\r" not in line:
-            lines.append(line)
-            continue
-        shown = ""
-        for segment in line.split("\r"):
-            shown = segment + shown[len(segment) :]
-        if _ANSI.sub("", shown).strip():
-            lines.append(shown.rstrip())
+        shown = functools.reduce(lambda s, seg: seg + s[len(seg) :], line.split("\r"))
+        if "\r" not in line or re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", shown).strip():  # ANSI codes
+            lines.append(shown if "\r" not in line else shown.rstrip())
     return "\n".join(lines)
 
 
@@ -61,13 +54,11 @@ def clean_notebook(nb: dict) -> dict:
             continue
         kept = []
         for out in merge_streams(cell["outputs"]):
-            data = out.get("data", {})
             if out.get("output_type") == "stream":
                 out["text"] = fold_carriage_returns(out["text"])
-                blank = not out["text"].strip()
-            else:
-                blank = set(data) == {"text/plain"} and not "".join(data["text/plain"]).strip()
-            if not blank:
+            data = out.get("data", {})  # blank: an empty stream, or empty plain text alone
+            plain = "".join(data["text/plain"]) if set(data) == {"text/plain"} else "x"
+            if out.get("text", plain).strip():
                 kept.append(out)
         cell["outputs"] = merge_streams(kept)  # dropped bars leave stream pieces side by side
     return nb
@@ -108,8 +99,7 @@ def export(notebook, out, student_id: str = "", name: str = "", date: str | None
         from weasyprint.urls import URLFetcher  # weasyprint 66 or newer
     except (ImportError, OSError):  # OSError: the system's Pango is missing
         raise LabError(
-            "weasyprint cannot make the PDF; `pip install -U weasyprint` (it needs Pango: "
-            "`apt-get install libpango-1.0-0 libpangoft2-1.0-0`; fonts-noto-cjk for Chinese)"
+            "weasyprint cannot make the PDF; `pip install -U weasyprint` (README's one-time setup)"
         ) from None
     # weasyprint logs every CSS property of nbconvert's it does not support; keep the errors.
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
