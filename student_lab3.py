@@ -71,10 +71,10 @@ import torch
 from engine import augment, data, plotting, schedules
 from engine.runtime import check_compile_mode, pick_device
 from lab import lr_finder, notebook, stats
+from lab.cost import projected_cost
 from lab.notebook import Lab, brief, describe_setup, show_code
 from lab.tables import epoch_table, n_params, stem_table
 from resnet18 import BasicBlock, ResNet18, resnet18
-from lab.cost import projected_cost
 
 # %%
 check_compile_mode(COMPILE)  # a typo fails here, not after the first replayed runs

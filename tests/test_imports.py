@@ -8,6 +8,7 @@ from pathlib import Path
 
 from conftest import REPO
 
+
 def package(name: str) -> list[str]:
     """The modules in one of the product's folders, as found on disk."""
     return sorted(p.stem for p in (REPO / name).glob("*.py") if p.stem != "__init__")
