@@ -371,7 +371,8 @@ def train(
 
     # ---- the test, once, with the configured test-time augmentation
     test = evaluate(model, test_dl, prec, cfg.tta, cfg.tta_shift, world)
-    result.test_loss, result.test_acc, result.confusion = test.values()  # as evaluate orders them
+    result.test_loss, result.test_acc = test["loss"], test["acc"]
+    result.confusion = test["confusion"]
     say(f"Test loss: {result.test_loss:.4f} | Test acc: {result.test_acc:.4f}")
     if ckpt_dir is not None:  # the weights, after the test figures: a full disk loses neither
         weights, path = model.state_dict(), Path(ckpt_dir) / "model.pt"
